@@ -1,0 +1,30 @@
+"""numrec: small neural networks on the CPU, with compiled Cython kernels.
+
+Build a network from layers and activations, train it with a loss and an optimizer::
+
+    import numrec
+    model = numrec.Sequential([
+        numrec.Dense(784, 256, seed=0), numrec.LeakyReLU(0.2),
+        numrec.Dense(256, 10, seed=1), numrec.Sigmoid(),
+    ])
+    history = model.fit(x_train, y_train, epochs=5, loss=numrec.MSE(),
+                        optimizer=numrec.SGD(lr=0.5), validation_data=(x_test, y_test))
+"""
+from importlib.metadata import PackageNotFoundError, version as _version
+
+from numrec._core._activations import Activation, LeakyReLU, Sigmoid
+from numrec._core._layers import Dense, Layer
+from numrec._core._losses import MSE, Loss
+from numrec._core._optimizers import SGD, Optimizer
+from numrec.model import DivergedError, History, Sequential, mnist_mlp
+from numrec.serialization import load
+
+try:
+    __version__ = _version("numrec")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0+unknown"
+
+__all__ = [
+    "Activation", "Dense", "DivergedError", "History", "Layer", "LeakyReLU", "Loss",
+    "MSE", "Optimizer", "SGD", "Sequential", "Sigmoid", "load", "mnist_mlp",
+]

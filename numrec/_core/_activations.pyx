@@ -1,0 +1,225 @@
+"""Activation functions: the abstract ``Activation`` and its compiled implementations."""
+from cython cimport floating
+from libc.math cimport exp
+
+import numpy as np
+
+from numrec._core._validation import check_array, check_finite_number, FLOAT_DTYPES
+
+
+cdef class Activation:
+    """Abstract elementwise (or row-wise) activation function ``a = f(z)``.
+
+    An activation has no parameters.  Inside a :class:`~numrec.Sequential` it follows a
+    layer and transforms that layer's output.  Arrays are batch first:
+    ``z`` and ``a`` have shape ``(n_samples, n_features)``.
+
+    To write one in Python, subclass it and implement
+
+    - ``forward(z) -> a``, and
+    - ``derivative(z, a) -> f'(z)`` (elementwise, same shape as ``z``), **or**, for an
+      activation that mixes the values of a row (softmax), ``backward(z, a, grad_a) -> grad_z``.
+
+    The default ``backward`` returns ``grad_a * derivative(z, a)``.  A model holding a
+    Python-written activation trains through the general per-batch loop.
+    """
+
+    def __cinit__(self, *args, **kwargs):
+        if type(self) is Activation or type(self) is ElementwiseActivation:
+            raise TypeError(
+                f"{type(self).__name__} is abstract: subclass it and implement forward"
+            )
+
+    def forward(self, z):
+        """Return ``f(z)``, an array of the same shape as ``z``."""
+        raise NotImplementedError(f"{type(self).__name__} must implement forward(z)")
+
+    def derivative(self, z, a):
+        """Return ``f'(z)`` elementwise; ``a = f(z)`` is given because it is often cheaper."""
+        raise NotImplementedError(
+            f"{type(self).__name__} must implement derivative(z, a) or backward(z, a, grad_a)"
+        )
+
+    def backward(self, z, a, grad_a):
+        """Return ``dL/dz = dL/da * f'(z)`` given ``z``, ``a = f(z)`` and ``dL/da``."""
+        return grad_a * self.derivative(z, a)
+
+    def get_config(self):
+        """Return the constructor arguments as a JSON-serialisable dict."""
+        return {}
+
+    def __repr__(self):
+        args = ", ".join(f"{key}={value!r}" for key, value in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+    cdef void forward_f32(self, const float* z, float* a, Py_ssize_t n) noexcept nogil:
+        pass
+
+    cdef void forward_f64(self, const double* z, double* a, Py_ssize_t n) noexcept nogil:
+        pass
+
+    cdef void backward_f32(self, const float* z, const float* a, float* g,
+                           Py_ssize_t n) noexcept nogil:
+        pass
+
+    cdef void backward_f64(self, const double* z, const double* a, double* g,
+                           Py_ssize_t n) noexcept nogil:
+        pass
+
+
+def _check_float_array(value, name):
+    array = check_array(value, name, shape=(None,) * getattr(value, "ndim", 0), finite=False)
+    if array.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must have dtype float32 or float64, got {array.dtype}")
+    return array
+
+
+cdef class ElementwiseActivation(Activation):
+    """Base of the compiled activations: the Python methods run the C kernels.
+
+    A subclass implements the four ``cdef`` kernels (``forward_f32/f64``,
+    ``backward_f32/f64``); ``forward``, ``derivative`` and ``backward`` and the fused
+    training loop then all use them.
+    """
+
+    def forward(self, z):
+        """Return ``f(z)``; ``z`` is a float32 or float64 array of any shape."""
+        z = _check_float_array(z, "z")
+        a = np.empty_like(z)
+        self._run_forward(z.reshape(-1), a.reshape(-1))
+        return a
+
+    def derivative(self, z, a):
+        """Return ``f'(z)`` elementwise, given ``z`` and ``a = f(z)``."""
+        return self.backward(z, a, np.ones_like(z))
+
+    def backward(self, z, a, grad_a):
+        """Return ``grad_a * f'(z)``; the three arrays share one shape and dtype."""
+        z = _check_float_array(z, "z")
+        a = _check_float_array(a, "a")
+        grad_a = _check_float_array(grad_a, "grad_a")
+        for array, name in ((a, "a"), (grad_a, "grad_a")):
+            if array.shape != z.shape:
+                raise ValueError(f"{name} must have the shape of z {z.shape}, got {array.shape}")
+            if array.dtype != z.dtype:
+                raise TypeError(f"{name} must have the dtype of z ({z.dtype}), got {array.dtype}")
+        grad_z = grad_a.copy()
+        self._run_backward(z.reshape(-1), a.reshape(-1), grad_z.reshape(-1))
+        return grad_z
+
+    def _run_forward(self, floating[::1] z, floating[::1] a):
+        cdef Py_ssize_t n = z.shape[0]
+        if n == 0:
+            return
+        with nogil:
+            if floating is float:
+                self.forward_f32(&z[0], &a[0], n)
+            else:
+                self.forward_f64(&z[0], &a[0], n)
+
+    def _run_backward(self, floating[::1] z, floating[::1] a, floating[::1] g):
+        cdef Py_ssize_t n = z.shape[0]
+        if n == 0:
+            return
+        with nogil:
+            if floating is float:
+                self.backward_f32(&z[0], &a[0], &g[0], n)
+            else:
+                self.backward_f64(&z[0], &a[0], &g[0], n)
+
+
+# --- LeakyReLU -----------------------------------------------------------------------------
+
+cdef inline void _leaky_forward(const floating* z, floating* a, Py_ssize_t n,
+                                floating alpha) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(n):
+        a[i] = z[i] if z[i] > 0 else alpha * z[i]
+
+
+cdef inline void _leaky_backward(const floating* z, floating* g, Py_ssize_t n,
+                                 floating alpha) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(n):
+        if z[i] <= 0:
+            g[i] *= alpha
+
+
+cdef class LeakyReLU(ElementwiseActivation):
+    r"""Leaky rectified linear unit.
+
+    .. math::
+
+        f(z) = \begin{cases} z & z > 0 \\ \alpha z & z \le 0 \end{cases}
+        \qquad
+        f'(z) = \begin{cases} 1 & z > 0 \\ \alpha & z \le 0 \end{cases}
+
+    Parameters
+    ----------
+    alpha : float, default 0.2
+        Slope for negative inputs (0.2 is the value of the reference network).
+        ``alpha = 0`` gives the plain ReLU.
+    """
+
+    def __init__(self, alpha=0.2):
+        self.alpha = check_finite_number(alpha, "alpha", minimum=0.0)
+
+    def get_config(self):
+        return {"alpha": self.alpha}
+
+    cdef void forward_f32(self, const float* z, float* a, Py_ssize_t n) noexcept nogil:
+        _leaky_forward(z, a, n, <float>self.alpha)
+
+    cdef void forward_f64(self, const double* z, double* a, Py_ssize_t n) noexcept nogil:
+        _leaky_forward(z, a, n, self.alpha)
+
+    cdef void backward_f32(self, const float* z, const float* a, float* g,
+                           Py_ssize_t n) noexcept nogil:
+        _leaky_backward(z, g, n, <float>self.alpha)
+
+    cdef void backward_f64(self, const double* z, const double* a, double* g,
+                           Py_ssize_t n) noexcept nogil:
+        _leaky_backward(z, g, n, self.alpha)
+
+
+# --- Sigmoid -------------------------------------------------------------------------------
+
+cdef inline void _sigmoid_forward(const floating* z, floating* a, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef floating e
+    for i in range(n):
+        # Two branches keep exp's argument non-positive: no overflow for large |z|.
+        if z[i] >= 0:
+            a[i] = 1 / (1 + exp(-z[i]))
+        else:
+            e = exp(z[i])
+            a[i] = e / (1 + e)
+
+
+cdef inline void _sigmoid_backward(const floating* a, floating* g, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(n):
+        g[i] *= a[i] * (1 - a[i])
+
+
+cdef class Sigmoid(ElementwiseActivation):
+    r"""Logistic sigmoid.
+
+    .. math::
+
+        \sigma(z) = \frac{1}{1 + e^{-z}} \qquad \sigma'(z) = \sigma(z)\,(1 - \sigma(z))
+    """
+
+    cdef void forward_f32(self, const float* z, float* a, Py_ssize_t n) noexcept nogil:
+        _sigmoid_forward(z, a, n)
+
+    cdef void forward_f64(self, const double* z, double* a, Py_ssize_t n) noexcept nogil:
+        _sigmoid_forward(z, a, n)
+
+    cdef void backward_f32(self, const float* z, const float* a, float* g,
+                           Py_ssize_t n) noexcept nogil:
+        _sigmoid_backward(a, g, n)
+
+    cdef void backward_f64(self, const double* z, const double* a, double* g,
+                           Py_ssize_t n) noexcept nogil:
+        _sigmoid_backward(a, g, n)

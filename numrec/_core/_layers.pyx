@@ -1,0 +1,289 @@
+"""Layers with parameters: the abstract ``Layer`` and the compiled ``Dense``."""
+from cython cimport floating
+from libc.math cimport NAN
+cimport numpy as cnp
+
+import numpy as np
+
+from numrec._core._blas cimport matmul_nt, matmul_tn, matmul_nn
+from numrec._core._validation import (
+    as_rng, check_array, check_dtype, check_positive_int,
+)
+
+cnp.import_array()
+
+
+cdef class Layer:
+    """Abstract layer with parameters, such as :class:`Dense`.
+
+    Arrays are batch first.  A layer
+
+    - ``forward(x)`` maps ``x`` of shape ``(n_samples, n_inputs)`` to its output of shape
+      ``(n_samples, n_outputs)`` and remembers what ``backward`` needs;
+    - ``backward(grad_output)`` takes ``dL/d output`` (shape of the output), stores the
+      gradients of its parameters beside them and returns ``dL/d x`` (shape of ``x``);
+    - ``parameters()`` and ``gradients()`` list its parameter arrays and their gradient
+      arrays in matching order; an optimizer updates the parameter arrays in place.
+
+    To write one in Python, subclass it and implement these methods.  A model holding a
+    Python-written layer trains through the general per-batch loop.
+    """
+
+    def __cinit__(self, *args, **kwargs):
+        if type(self) is Layer:
+            raise TypeError("Layer is abstract: subclass it and implement forward and backward")
+
+    def forward(self, x):
+        """Return the layer's output for the batch ``x``."""
+        raise NotImplementedError(f"{type(self).__name__} must implement forward(x)")
+
+    def backward(self, grad_output):
+        """Store parameter gradients and return ``dL/dx`` for the last ``forward``."""
+        raise NotImplementedError(f"{type(self).__name__} must implement backward(grad_output)")
+
+    def parameters(self):
+        """Return the list of parameter arrays (empty for a layer without parameters)."""
+        return []
+
+    def gradients(self):
+        """Return the gradient arrays, in the order of :meth:`parameters`."""
+        return []
+
+    def get_config(self):
+        """Return the constructor arguments as a JSON-serialisable dict."""
+        return {}
+
+    def __repr__(self):
+        args = ", ".join(f"{key}={value!r}" for key, value in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+    cdef void forward_f32(self, const float* x, float* z, int m) noexcept nogil:
+        pass
+
+    cdef void forward_f64(self, const double* x, double* z, int m) noexcept nogil:
+        pass
+
+    cdef void backward_input_f32(self, const float* g, float* gx, int m) noexcept nogil:
+        pass
+
+    cdef void backward_input_f64(self, const double* g, double* gx, int m) noexcept nogil:
+        pass
+
+    cdef void gradient_f32(self, const float* x, const float* g, int m,
+                           double step_scale) noexcept nogil:
+        pass
+
+    cdef void gradient_f64(self, const double* x, const double* g, int m,
+                           double step_scale) noexcept nogil:
+        pass
+
+
+# --- Dense kernels -------------------------------------------------------------------------
+
+cdef inline void _dense_forward(const floating* x, const floating* w, const floating* b,
+                                floating* z, int m, int n_out, int n_in) noexcept nogil:
+    cdef int i, j
+    matmul_nt(m, n_out, n_in, 1, x, w, 0, z)
+    for i in range(m):
+        for j in range(n_out):
+            z[i * n_out + j] += b[j]
+
+
+cdef inline void _column_sums(const floating* g, floating* out, int m, int n,
+                              floating scale, floating beta) noexcept nogil:
+    """``out = beta * out + scale * g.sum(axis=0)`` for g of shape (m, n)."""
+    cdef int i, j
+    for j in range(n):
+        out[j] *= beta
+    for i in range(m):
+        for j in range(n):
+            out[j] += scale * g[i * n + j]
+
+
+cdef inline void _dense_gradient(const floating* x, const floating* g, floating* w,
+                                 floating* b, floating* gw, floating* gb, int m,
+                                 int n_out, int n_in, double step_scale) noexcept nogil:
+    if step_scale == step_scale:  # finite scale: fold the SGD step into the product
+        matmul_tn(n_out, n_in, m, <floating>step_scale, g, x, 1, w)
+        _column_sums(g, b, m, n_out, <floating>step_scale, 1)
+    else:
+        matmul_tn(n_out, n_in, m, 1, g, x, 0, gw)
+        _column_sums(g, gb, m, n_out, 1, 0)
+
+
+cdef class Dense(Layer):
+    r"""Fully connected layer, :math:`z = x W^\top + b`.
+
+    Parameters
+    ----------
+    in_features : int
+        Number of inputs per sample.
+    out_features : int
+        Number of outputs per sample.
+    seed : int or numpy.random.Generator, optional
+        Source of the initial weights; the same seed gives the same weights.
+    dtype : {numpy.float32, numpy.float64}, default float32
+        Data type of the parameters and of the arrays the layer accepts.
+
+    Attributes
+    ----------
+    weights : ndarray, shape (out_features, in_features)
+        :math:`W`, initialised by He's rule: normal with mean 0 and standard deviation
+        :math:`\sqrt{2 / \text{in\_features}}`.
+    bias : ndarray, shape (out_features,)
+        :math:`b`, initialised to zero.
+    grad_weights, grad_bias : ndarray
+        :math:`\partial L / \partial W` and :math:`\partial L / \partial b`, filled by
+        :meth:`backward`.
+
+    Notes
+    -----
+    For a batch :math:`x` of shape ``(n, in_features)`` and upstream gradient
+    :math:`g = \partial L / \partial z` of shape ``(n, out_features)``:
+
+    .. math::
+
+        \frac{\partial L}{\partial W} = g^\top x \qquad
+        \frac{\partial L}{\partial b} = \sum_{i=1}^{n} g_i \qquad
+        \frac{\partial L}{\partial x} = g W
+    """
+
+    def __init__(self, in_features, out_features, *, seed=None, dtype=np.float32):
+        self.in_features = check_positive_int(in_features, "in_features")
+        self.out_features = check_positive_int(out_features, "out_features")
+        self.dtype = check_dtype(dtype)
+        rng = as_rng(seed)
+        std = np.sqrt(2.0 / self.in_features)
+        shape = (self.out_features, self.in_features)
+        self._weights = (rng.standard_normal(shape) * std).astype(self.dtype)
+        self._bias = np.zeros(self.out_features, dtype=self.dtype)
+        self._grad_weights = np.zeros(shape, dtype=self.dtype)
+        self._grad_bias = np.zeros(self.out_features, dtype=self.dtype)
+        self._w = cnp.PyArray_DATA(self._weights)
+        self._b = cnp.PyArray_DATA(self._bias)
+        self._gw = cnp.PyArray_DATA(self._grad_weights)
+        self._gb = cnp.PyArray_DATA(self._grad_bias)
+        self._input = None
+
+    def get_config(self):
+        return {
+            "in_features": self.in_features,
+            "out_features": self.out_features,
+            "dtype": self.dtype.name,
+        }
+
+    # The parameter arrays are allocated once and always updated in place, so that the
+    # kernels' pointers stay valid; assigning copies the new values in after checking them.
+    @property
+    def weights(self):
+        """ndarray of shape ``(out_features, in_features)``: the weight matrix :math:`W`."""
+        return self._weights
+
+    @weights.setter
+    def weights(self, value):
+        self._weights[...] = check_array(
+            value, "weights", shape=self._weights.shape, dtype=self.dtype
+        )
+
+    @property
+    def bias(self):
+        """ndarray of shape ``(out_features,)``: the bias :math:`b`."""
+        return self._bias
+
+    @bias.setter
+    def bias(self, value):
+        self._bias[...] = check_array(value, "bias", shape=self._bias.shape, dtype=self.dtype)
+
+    @property
+    def grad_weights(self):
+        """ndarray of shape ``(out_features, in_features)``: :math:`\\partial L / \\partial W`."""
+        return self._grad_weights
+
+    @property
+    def grad_bias(self):
+        """ndarray of shape ``(out_features,)``: :math:`\\partial L / \\partial b`."""
+        return self._grad_bias
+
+    def parameters(self):
+        """Return ``[weights, bias]``."""
+        return [self._weights, self._bias]
+
+    def gradients(self):
+        """Return ``[grad_weights, grad_bias]``."""
+        return [self._grad_weights, self._grad_bias]
+
+    def forward(self, x):
+        """Return ``x @ weights.T + bias`` for ``x`` of shape ``(n, in_features)``.
+
+        ``x`` must have the layer's dtype.  The layer keeps a reference to ``x`` for
+        :meth:`backward`.
+        """
+        x = check_array(x, "x", shape=(None, self.in_features), dtype=self.dtype)
+        z = np.empty((x.shape[0], self.out_features), dtype=self.dtype)
+        self._forward(x, z)
+        self._input = x
+        return z
+
+    def backward(self, grad_output):
+        """Fill ``grad_weights`` and ``grad_bias``; return ``dL/dx`` of shape ``(n, in_features)``.
+
+        ``grad_output`` is ``dL/dz`` for the batch of the last :meth:`forward`, of shape
+        ``(n, out_features)``.
+        """
+        if self._input is None:
+            raise RuntimeError("Dense.backward called before forward")
+        grad_output = check_array(
+            grad_output, "grad_output", shape=(self._input.shape[0], self.out_features),
+            dtype=self.dtype,
+        )
+        grad_input = np.empty_like(self._input)
+        self._backward(self._input, grad_output, grad_input)
+        return grad_input
+
+    def _forward(self, floating[:, ::1] x, floating[:, ::1] z):
+        cdef int m = x.shape[0]
+        if m == 0:
+            return
+        with nogil:
+            if floating is float:
+                self.forward_f32(&x[0, 0], &z[0, 0], m)
+            else:
+                self.forward_f64(&x[0, 0], &z[0, 0], m)
+
+    def _backward(self, floating[:, ::1] x, floating[:, ::1] g, floating[:, ::1] gx):
+        cdef int m = x.shape[0]
+        if m == 0:
+            self._grad_weights[...] = 0
+            self._grad_bias[...] = 0
+            return
+        with nogil:
+            if floating is float:
+                self.backward_input_f32(&g[0, 0], &gx[0, 0], m)
+                self.gradient_f32(&x[0, 0], &g[0, 0], m, NAN)
+            else:
+                self.backward_input_f64(&g[0, 0], &gx[0, 0], m)
+                self.gradient_f64(&x[0, 0], &g[0, 0], m, NAN)
+
+    cdef void forward_f32(self, const float* x, float* z, int m) noexcept nogil:
+        _dense_forward(x, <float*>self._w, <float*>self._b, z, m,
+                       self.out_features, self.in_features)
+
+    cdef void forward_f64(self, const double* x, double* z, int m) noexcept nogil:
+        _dense_forward(x, <double*>self._w, <double*>self._b, z, m,
+                       self.out_features, self.in_features)
+
+    cdef void backward_input_f32(self, const float* g, float* gx, int m) noexcept nogil:
+        matmul_nn(m, self.in_features, self.out_features, 1, g, <float*>self._w, 0, gx)
+
+    cdef void backward_input_f64(self, const double* g, double* gx, int m) noexcept nogil:
+        matmul_nn(m, self.in_features, self.out_features, 1, g, <double*>self._w, 0, gx)
+
+    cdef void gradient_f32(self, const float* x, const float* g, int m,
+                           double step_scale) noexcept nogil:
+        _dense_gradient(x, g, <float*>self._w, <float*>self._b, <float*>self._gw,
+                        <float*>self._gb, m, self.out_features, self.in_features, step_scale)
+
+    cdef void gradient_f64(self, const double* x, const double* g, int m,
+                           double step_scale) noexcept nogil:
+        _dense_gradient(x, g, <double*>self._w, <double*>self._b, <double*>self._gw,
+                        <double*>self._gb, m, self.out_features, self.in_features, step_scale)

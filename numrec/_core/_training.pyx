@@ -1,0 +1,348 @@
+"""The fused training loop: whole epochs of compiled components, in C.
+
+When every component of a model is a compiled built-in, :class:`FusedTrainer` runs an
+epoch's batches without a Python call per batch and without the GIL: it gathers each batch
+(converting uint8 pixels on the way) into buffers allocated once, calls the components'
+``cdef`` kernels through their virtual tables, and applies the optimizer in place.  It
+knows the components only through the kernel interfaces of ``Layer``, ``Activation``,
+``Loss`` and ``Optimizer``, so a new compiled component needs no change here.
+"""
+from cpython.ref cimport PyObject
+from cython cimport floating
+from libc.math cimport isnan
+from libc.stdlib cimport malloc, free
+from libc.string cimport memset
+cimport numpy as cnp
+
+import numpy as np
+
+from numrec._core._layers cimport Layer
+from numrec._core._activations cimport Activation
+from numrec._core._losses cimport Loss
+from numrec._core._optimizers cimport Optimizer
+
+cnp.import_array()
+
+ctypedef fused pixel_t:
+    cnp.uint8_t
+    float
+    double
+
+cdef enum:
+    EVAL_ROWS = 1024   # rows per forward pass when evaluating
+
+
+cdef struct Stage:
+    PyObject* layer        # a compiled Layer (borrowed: the trainer keeps it alive)
+    PyObject* activation   # a compiled Activation, or NULL
+    int n_in
+    int n_out
+    void* z                # (rows, n_out) layer output, before the activation
+    void* a                # (rows, n_out) activation output (the same buffer as z without one)
+    void* g                # (rows, n_out) dL/da, turned in place into dL/dz
+
+
+cdef struct Param:
+    void* value
+    void* grad
+    Py_ssize_t size
+    Py_ssize_t slot
+
+
+def is_compiled(component):
+    """True if ``component``'s own type is a compiled built-in, not a Python subclass.
+
+    Python classes are heap types; Cython ``cdef class``es are static types.  A Python
+    subclass of a compiled class may override its methods, so it is not compiled.
+    """
+    return not (type(component).__flags__ & (1 << 9))  # Py_TPFLAGS_HEAPTYPE
+
+
+def plan_stages(components):
+    """Group compiled components into (layer, activation-or-None) stages, or return None.
+
+    (The package compiles with wraparound off: no negative indices in this file.)
+    Returns None when the fused loop cannot run them: a Python-written component, an
+    activation that does not follow a layer, or a layer without ``in_features``.
+    """
+    stages = []
+    for component in components:
+        if not is_compiled(component):
+            return None
+        if isinstance(component, Layer):
+            if not hasattr(component, "in_features"):
+                return None
+            stages.append([component, None])
+        elif isinstance(component, Activation):
+            if not stages or stages[len(stages) - 1][1] is not None:
+                return None
+            stages[len(stages) - 1][1] = component
+        else:
+            return None
+    return [tuple(stage) for stage in stages] or None
+
+
+cdef class FusedTrainer:
+    """Runs batches of a model made only of compiled components, without the GIL.
+
+    Parameters
+    ----------
+    stages : list of (Layer, Activation or None)
+        From :func:`plan_stages`.
+    loss : Loss
+        A compiled loss.
+    optimizer : Optimizer
+        A compiled optimizer.
+    batch_size : int
+    dtype : numpy.dtype
+        float32 or float64, the dtype of every layer.
+    """
+    cdef Stage* _stages
+    cdef int _n_stages
+    cdef Param* _params
+    cdef int* _param_start      # _params[_param_start[s]:_param_start[s + 1]] belong to stage s
+    cdef int _n_params
+    cdef PyObject* _loss
+    cdef PyObject* _optimizer
+    cdef int _rows              # buffer rows: max(batch_size, EVAL_ROWS)
+    cdef readonly int batch_size
+    cdef readonly object dtype
+    cdef object _keepalive
+    cdef object _x, _y
+
+    def __cinit__(self):
+        self._stages = NULL
+        self._params = NULL
+        self._param_start = NULL
+
+    def __dealloc__(self):
+        free(self._stages)
+        free(self._params)
+        free(self._param_start)
+
+    def __init__(self, stages, Loss loss, Optimizer optimizer, int batch_size, dtype):
+        cdef int s, p, n_params
+        self.batch_size = batch_size
+        self.dtype = np.dtype(dtype)
+        self._rows = max(batch_size, EVAL_ROWS)
+        self._n_stages = len(stages)
+        self._loss = <PyObject*>loss
+        self._optimizer = <PyObject*>optimizer
+        buffers = []
+        params = []
+        self._stages = <Stage*>malloc(self._n_stages * sizeof(Stage))
+        self._param_start = <int*>malloc((self._n_stages + 1) * sizeof(int))
+        if self._stages == NULL or self._param_start == NULL:
+            raise MemoryError()
+        for s, (layer, activation) in enumerate(stages):
+            z = np.zeros((self._rows, layer.out_features), dtype=self.dtype)
+            a = np.zeros_like(z) if activation is not None else z
+            g = np.zeros_like(z)
+            buffers += [z, a, g]
+            self._stages[s].layer = <PyObject*>layer
+            self._stages[s].activation = (<PyObject*>activation
+                                          if activation is not None else NULL)
+            self._stages[s].n_in = layer.in_features
+            self._stages[s].n_out = layer.out_features
+            self._stages[s].z = cnp.PyArray_DATA(z)
+            self._stages[s].a = cnp.PyArray_DATA(a)
+            self._stages[s].g = cnp.PyArray_DATA(g)
+            self._param_start[s] = len(params)
+            params += list(zip(layer.parameters(), layer.gradients()))
+        self._param_start[self._n_stages] = len(params)
+        self._n_params = len(params)
+        self._params = <Param*>malloc(max(self._n_params, 1) * sizeof(Param))
+        if self._params == NULL:
+            raise MemoryError()
+        for p, (value, grad) in enumerate(params):
+            self._params[p].value = cnp.PyArray_DATA(value)
+            self._params[p].grad = cnp.PyArray_DATA(grad)
+            self._params[p].size = value.size
+            self._params[p].slot = p
+        self._x = np.zeros((self._rows, self._stages[0].n_in), dtype=self.dtype)
+        self._y = np.zeros((self._rows, self._stages[self._n_stages - 1].n_out),
+                           dtype=self.dtype)
+        self._keepalive = (stages, loss, optimizer, buffers, params)
+
+    @property
+    def n_inputs(self):
+        return self._stages[0].n_in
+
+    @property
+    def n_outputs(self):
+        return self._stages[self._n_stages - 1].n_out
+
+    def train(self, x, targets, order, Py_ssize_t start, Py_ssize_t stop):
+        """Train on the batches of ``order[start:stop]``; return the summed loss.
+
+        ``x`` is ``(n_samples, n_inputs)``, uint8 (scaled by 1/255 while gathered) or the
+        trainer's dtype; ``targets`` is int64 labels ``(n_samples,)`` (one-hot targets) or
+        an array ``(n_samples, n_outputs)`` of the trainer's dtype.  ``start`` is a multiple
+        of ``batch_size``.  The caller has checked every shape, dtype and index.
+        """
+        return self._train(x, self._x, targets, order, start, stop)
+
+    def count_correct(self, x, labels):
+        """Return how many rows of ``x`` the model classifies as ``labels`` (argmax)."""
+        return self._count_correct(x, self._x, labels)
+
+    def _train(self, const pixel_t[:, ::1] x, floating[:, ::1] xbuf, targets,
+               const cnp.int64_t[::1] order, Py_ssize_t start, Py_ssize_t stop):
+        cdef const cnp.int64_t[::1] labels = None
+        cdef const floating[:, ::1] dense_targets = None
+        cdef const cnp.int64_t* label_ptr = NULL
+        cdef const floating* target_ptr = NULL
+        cdef floating[:, ::1] ybuf = self._y
+        cdef Py_ssize_t begin, m
+        cdef double total = 0
+        cdef double step_scale = (<Optimizer>self._optimizer).plain_step_scale()
+        if targets.ndim == 1:
+            labels = targets
+            label_ptr = &labels[0]
+        else:
+            dense_targets = targets
+            target_ptr = &dense_targets[0, 0]
+        with nogil:
+            begin = start
+            while begin < stop:
+                m = min(self.batch_size, stop - begin)
+                _gather(&x[0, 0], x.shape[1], &order[begin], m, &xbuf[0, 0])
+                _gather_targets(label_ptr, target_ptr, &order[begin], m,
+                                ybuf.shape[1], &ybuf[0, 0])
+                total += self._train_batch(&xbuf[0, 0], &ybuf[0, 0], <int>m, step_scale)
+                begin += m
+        return total
+
+    cdef double _train_batch(self, floating* x, const floating* y, int m,
+                             double step_scale) noexcept nogil:
+        cdef Stage* last = &self._stages[self._n_stages - 1]
+        cdef double loss
+        cdef int s
+        self._forward(x, m)
+        if floating is float:
+            loss = (<Loss>self._loss).value_and_gradient_f32(
+                <float*>last.a, y, <float*>last.g, m, last.n_out)
+        else:
+            loss = (<Loss>self._loss).value_and_gradient_f64(
+                <double*>last.a, y, <double*>last.g, m, last.n_out)
+        for s in range(self._n_stages - 1, -1, -1):
+            self._backward_stage(s, x, m, step_scale)
+        return loss
+
+    cdef void _forward(self, floating* x, int m) noexcept nogil:
+        cdef Stage* stage
+        cdef floating* inputs = x
+        cdef int s
+        for s in range(self._n_stages):
+            stage = &self._stages[s]
+            if floating is float:
+                (<Layer>stage.layer).forward_f32(inputs, <float*>stage.z, m)
+                if stage.activation != NULL:
+                    (<Activation>stage.activation).forward_f32(
+                        <float*>stage.z, <float*>stage.a, <Py_ssize_t>m * stage.n_out)
+            else:
+                (<Layer>stage.layer).forward_f64(inputs, <double*>stage.z, m)
+                if stage.activation != NULL:
+                    (<Activation>stage.activation).forward_f64(
+                        <double*>stage.z, <double*>stage.a, <Py_ssize_t>m * stage.n_out)
+            inputs = <floating*>stage.a
+
+    cdef void _backward_stage(self, int s, floating* x, int m,
+                              double step_scale) noexcept nogil:
+        """Turn stage s's dL/da into dL/dz, pass dL/dx down, then update its parameters."""
+        cdef Stage* stage = &self._stages[s]
+        cdef floating* inputs = x if s == 0 else <floating*>self._stages[s - 1].a
+        cdef int p
+        if floating is float:
+            if stage.activation != NULL:
+                (<Activation>stage.activation).backward_f32(
+                    <float*>stage.z, <float*>stage.a, <float*>stage.g,
+                    <Py_ssize_t>m * stage.n_out)
+            if s > 0:  # before the update: dL/dx needs this step's weights
+                (<Layer>stage.layer).backward_input_f32(
+                    <float*>stage.g, <float*>self._stages[s - 1].g, m)
+            (<Layer>stage.layer).gradient_f32(inputs, <float*>stage.g, m, step_scale)
+        else:
+            if stage.activation != NULL:
+                (<Activation>stage.activation).backward_f64(
+                    <double*>stage.z, <double*>stage.a, <double*>stage.g,
+                    <Py_ssize_t>m * stage.n_out)
+            if s > 0:
+                (<Layer>stage.layer).backward_input_f64(
+                    <double*>stage.g, <double*>self._stages[s - 1].g, m)
+            (<Layer>stage.layer).gradient_f64(inputs, <double*>stage.g, m, step_scale)
+        if isnan(step_scale):  # an optimizer that cannot be folded into the product
+            for p in range(self._param_start[s], self._param_start[s + 1]):
+                if floating is float:
+                    (<Optimizer>self._optimizer).update_f32(
+                        <float*>self._params[p].value, <float*>self._params[p].grad,
+                        self._params[p].size, self._params[p].slot)
+                else:
+                    (<Optimizer>self._optimizer).update_f64(
+                        <double*>self._params[p].value, <double*>self._params[p].grad,
+                        self._params[p].size, self._params[p].slot)
+
+    def _count_correct(self, const pixel_t[:, ::1] x, floating[:, ::1] xbuf,
+                       const cnp.int64_t[::1] labels):
+        cdef Stage* last = &self._stages[self._n_stages - 1]
+        cdef Py_ssize_t n = x.shape[0], begin = 0, m, i
+        cdef Py_ssize_t correct = 0
+        if n == 0:
+            return 0
+        with nogil:
+            while begin < n:
+                m = min(<Py_ssize_t>self._rows, n - begin)
+                _copy_rows(&x[begin, 0], m * x.shape[1], &xbuf[0, 0])
+                self._forward(&xbuf[0, 0], <int>m)
+                for i in range(m):
+                    if _argmax(<floating*>last.a + i * last.n_out, last.n_out) == labels[begin + i]:
+                        correct += 1
+                begin += m
+        return correct
+
+
+cdef inline floating _convert(pixel_t value, floating kind) noexcept nogil:
+    if pixel_t is cnp.uint8_t:
+        return value * (<floating>1 / 255)
+    else:
+        return <floating>value
+
+
+cdef void _gather(const pixel_t* x, Py_ssize_t width, const cnp.int64_t* rows,
+                  Py_ssize_t m, floating* out) noexcept nogil:
+    """Copy rows ``rows[:m]`` of ``x`` into ``out``, converting pixels to floats."""
+    cdef Py_ssize_t i, j
+    cdef const pixel_t* src
+    for i in range(m):
+        src = x + rows[i] * width
+        for j in range(width):
+            out[i * width + j] = _convert(src[j], out[0])
+
+
+cdef void _copy_rows(const pixel_t* x, Py_ssize_t count, floating* out) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(count):
+        out[i] = _convert(x[i], out[0])
+
+
+cdef void _gather_targets(const cnp.int64_t* labels, const floating* targets,
+                          const cnp.int64_t* rows, Py_ssize_t m, Py_ssize_t width,
+                          floating* out) noexcept nogil:
+    """One-hot rows for ``labels``, or copied rows of ``targets``, into ``out``."""
+    cdef Py_ssize_t i, j
+    if labels != NULL:
+        memset(out, 0, m * width * sizeof(floating))
+        for i in range(m):
+            out[i * width + labels[rows[i]]] = 1
+    else:
+        for i in range(m):
+            for j in range(width):
+                out[i * width + j] = targets[rows[i] * width + j]
+
+
+cdef inline Py_ssize_t _argmax(const floating* row, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t j, best = 0
+    for j in range(1, n):
+        if row[j] > row[best]:
+            best = j
+    return best

@@ -1,0 +1,467 @@
+"""``Sequential``: a stack of layers and activations, trained by minibatch gradient descent."""
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from numrec._core._activations import Activation, LeakyReLU, Sigmoid
+from numrec._core._layers import Dense, Layer
+from numrec._core._losses import MSE, Loss
+from numrec._core._optimizers import SGD, Optimizer
+from numrec._core._training import FusedTrainer, is_compiled, plan_stages
+from numrec._core._validation import (
+    as_rng, check_array, check_finite_number, check_positive_int,
+)
+
+#: Learning rate of ``SGD`` when ``fit`` is given no optimizer.
+DEFAULT_LR = 0.5
+#: Progress callbacks are called after about this many samples (and at each epoch's end).
+_PROGRESS_SAMPLES = 4096
+
+
+class DivergedError(FloatingPointError):
+    """Training produced a NaN or infinite loss (usually: the learning rate is too high)."""
+
+
+@dataclass
+class History:
+    """What :meth:`Sequential.fit` measured, one entry per epoch.
+
+    Attributes
+    ----------
+    loss : list of float
+        Mean training loss over the epoch's batches.
+    val_accuracy : list of float
+        Accuracy on ``validation_data`` after the epoch (empty without validation data).
+    seconds : list of float
+        Wall-clock seconds of each epoch, including its validation pass.
+    reached_target : bool
+        True if training stopped because validation accuracy exceeded ``target_accuracy``.
+    fused : bool
+        True if the epochs ran in the compiled training loop.
+    """
+
+    loss: list = field(default_factory=list)
+    val_accuracy: list = field(default_factory=list)
+    seconds: list = field(default_factory=list)
+    reached_target: bool = False
+    fused: bool = False
+
+    @property
+    def epochs(self):
+        """Number of epochs run."""
+        return len(self.loss)
+
+
+class Sequential:
+    """A model that applies its components one after the other.
+
+    Parameters
+    ----------
+    components : list of Layer and Activation
+        For example ``[Dense(784, 256), LeakyReLU(0.2), Dense(256, 10), Sigmoid()]``.
+        Compiled and Python-written components mix freely.  When every component, the
+        loss and the optimizer are compiled built-ins, :meth:`fit` runs whole epochs in
+        compiled code; otherwise it runs a per-batch Python loop that computes the same
+        numbers.
+
+    Notes
+    -----
+    Inputs are batch first, ``(n_samples, n_features)``.  Every entry point accepts
+    floating-point arrays (cast to the model's dtype) and ``uint8`` arrays, which are read
+    as pixel intensities and scaled by 1/255.
+    """
+
+    def __init__(self, components):
+        components = list(components)
+        if not components:
+            raise ValueError("components must hold at least one layer")
+        for index, component in enumerate(components):
+            if not isinstance(component, (Layer, Activation)):
+                raise TypeError(
+                    f"components[{index}] must be a Layer or an Activation, "
+                    f"got {type(component).__name__}"
+                )
+        self.components = components
+        self.dtype = self._common_dtype()
+        self._check_widths()
+        self._cache = None
+
+    def _common_dtype(self):
+        dtypes = {param.dtype for param in self.parameters()}
+        if len(dtypes) > 1:
+            raise TypeError(
+                "all layers must share one dtype, got " + ", ".join(sorted(map(str, dtypes)))
+            )
+        return dtypes.pop() if dtypes else np.dtype(np.float32)
+
+    def _check_widths(self):
+        width = None
+        for index, component in enumerate(self.components):
+            n_in = getattr(component, "in_features", None)
+            if width is not None and n_in is not None and n_in != width:
+                raise ValueError(
+                    f"components[{index}] ({component!r}) expects {n_in} inputs but the "
+                    f"layer before it gives {width}"
+                )
+            width = getattr(component, "out_features", width)
+
+    def __repr__(self):
+        inner = ",\n    ".join(repr(component) for component in self.components)
+        return f"Sequential([\n    {inner},\n])"
+
+    @property
+    def n_inputs(self):
+        """Inputs per sample, if the first layer declares it (``in_features``), else None."""
+        return getattr(self.components[0], "in_features", None)
+
+    def parameters(self):
+        """All parameter arrays, layer by layer (for a Dense: weights, then bias)."""
+        return [param for c in self.components if isinstance(c, Layer) for param in c.parameters()]
+
+    def gradients(self):
+        """Gradient arrays, in the order of :meth:`parameters`."""
+        return [grad for c in self.components if isinstance(c, Layer) for grad in c.gradients()]
+
+    # --- forward and backward -----------------------------------------------------------
+
+    def _as_input(self, x, name="x"):
+        """Check ``x`` and return it as a C-contiguous array of the model's dtype."""
+        x = _check_inputs(x, name, self.n_inputs)
+        if x.dtype == np.uint8:
+            return np.multiply(x, 1 / 255, dtype=self.dtype)
+        return np.ascontiguousarray(x, dtype=self.dtype)
+
+    def forward(self, x):
+        """Return the model's output for the batch ``x`` and remember it for :meth:`backward`.
+
+        Parameters
+        ----------
+        x : ndarray, shape (n_samples, n_inputs)
+
+        Returns
+        -------
+        ndarray, shape (n_samples, n_outputs)
+        """
+        out = self._as_input(x)
+        cache = []
+        for component in self.components:
+            if isinstance(component, Activation):
+                z, out = out, component.forward(out)
+                cache.append((z, out))
+            else:
+                out = component.forward(out)
+                cache.append(None)
+        self._cache = cache
+        return out
+
+    def backward(self, grad_output):
+        """Back-propagate ``dL/d output`` through the last :meth:`forward`.
+
+        Fills every layer's gradients (``grad_weights``, ``grad_bias`` for a Dense) and
+        returns ``dL/dx``, shaped like the input.
+        """
+        if self._cache is None:
+            raise RuntimeError("Sequential.backward called before forward")
+        grad = grad_output
+        for component, cached in zip(reversed(self.components), reversed(self._cache)):
+            if cached is None:
+                grad = component.backward(grad)
+            else:
+                z, a = cached
+                grad = component.backward(z, a, grad)
+        return grad
+
+    def predict(self, x, *, batch_size=1024):
+        """Return the outputs for ``x``, computed ``batch_size`` rows at a time.
+
+        Returns
+        -------
+        ndarray, shape (n_samples, n_outputs)
+        """
+        batch_size = check_positive_int(batch_size, "batch_size")
+        x = _check_inputs(x, "x", self.n_inputs)
+        outputs = [self._predict_batch(x[i:i + batch_size])
+                   for i in range(0, max(len(x), 1), batch_size)]
+        return np.concatenate(outputs)
+
+    def _predict_batch(self, x):
+        out = self._as_input(x)
+        for component in self.components:
+            out = component.forward(out)
+        return out
+
+    def predict_classes(self, x, *, batch_size=1024):
+        """Return the index of the largest output for each row of ``x`` (int64)."""
+        return self.predict(x, batch_size=batch_size).argmax(axis=1)
+
+    def evaluate(self, x, y, *, loss=None, batch_size=1024):
+        """Return ``{"loss": ..., "accuracy": ...}`` on ``x`` with labels or targets ``y``.
+
+        ``y`` is either integer labels ``(n_samples,)`` or targets
+        ``(n_samples, n_outputs)`` (accuracy then compares argmaxes).  ``loss`` defaults
+        to :class:`MSE` against one-hot labels.
+        """
+        loss = _check_component(loss if loss is not None else MSE(), "loss", Loss)
+        output = self.predict(x, batch_size=batch_size)
+        targets, labels = _prepare_targets(y, len(output), output.shape[1], self.dtype, "y")
+        return {
+            "loss": float(loss.value(output, targets)),
+            "accuracy": float(np.mean(output.argmax(axis=1) == labels)),
+        }
+
+    # --- training -----------------------------------------------------------------------
+
+    def fit(self, x, y, *, epochs=1, batch_size=32, loss=None, optimizer=None,
+            validation_data=None, seed=None, target_accuracy=None, on_epoch=None,
+            on_progress=None, fused=None):
+        """Train the model by minibatch gradient descent.
+
+        Parameters
+        ----------
+        x : ndarray, shape (n_samples, n_inputs)
+            Training inputs: floats, or uint8 pixels (scaled by 1/255 batch by batch, so
+            the data set stays in memory as bytes).
+        y : ndarray, shape (n_samples,) or (n_samples, n_outputs)
+            Integer class labels (trained against one-hot targets) or target rows.
+        epochs : int, default 1
+            Maximum number of passes over the data.
+        batch_size : int, default 32
+        loss : Loss, default MSE()
+        optimizer : Optimizer, default SGD(lr=0.5)
+        validation_data : (x_val, y_val), optional
+            Evaluated after every epoch; ``y_val`` as labels or one-hot rows.
+        seed : int or numpy.random.Generator, optional
+            Shuffles the samples each epoch; the same seed gives the same result.
+        target_accuracy : float, optional
+            Stop after the first epoch whose validation accuracy exceeds this fraction
+            (needs ``validation_data``).
+        on_epoch : callable, optional
+            Called after each epoch as ``on_epoch(epoch, history)`` (epoch counts from 1).
+        on_progress : callable, optional
+            Called as ``on_progress(samples_done, samples_total)`` during each epoch.
+        fused : bool, optional
+            ``None`` picks the compiled loop when it can run; ``False`` forces the Python
+            loop; ``True`` raises ``ValueError`` if the compiled loop cannot run.
+
+        Returns
+        -------
+        History
+
+        Raises
+        ------
+        DivergedError
+            If an epoch's loss is NaN or infinite.
+        """
+        epochs = check_positive_int(epochs, "epochs")
+        batch_size = check_positive_int(batch_size, "batch_size")
+        loss = _check_component(loss if loss is not None else MSE(), "loss", Loss)
+        optimizer = _check_component(
+            optimizer if optimizer is not None else SGD(DEFAULT_LR), "optimizer", Optimizer
+        )
+        x = _check_inputs(x, "x", self.n_inputs)
+        if x.dtype != np.uint8:
+            x = np.ascontiguousarray(x, dtype=self.dtype)
+        if len(x) == 0:
+            raise ValueError("x must hold at least one sample")
+        n_outputs = self._predict_batch(x[:1]).shape[1]
+        targets, labels = _prepare_targets(y, len(x), n_outputs, self.dtype, "y")
+        train_targets = labels if y.ndim == 1 else targets
+        validation = self._check_validation(validation_data, n_outputs)
+        if target_accuracy is not None:
+            target_accuracy = check_finite_number(target_accuracy, "target_accuracy")
+            if validation is None:
+                raise ValueError("target_accuracy needs validation_data")
+        rng = as_rng(seed)
+
+        stages = plan_stages(self.components)
+        if not (is_compiled(loss) and is_compiled(optimizer)):
+            stages = None
+        if fused and stages is None:
+            raise ValueError(
+                "fused=True needs a model, loss and optimizer made only of compiled "
+                "built-in components (each activation after a layer)"
+            )
+        if fused is False:
+            stages = None
+        if stages is not None:
+            trainer = FusedTrainer(stages, loss, optimizer, batch_size, self.dtype)
+            run_epoch = _FusedEpoch(trainer)
+        else:
+            run_epoch = _PythonEpoch(self, loss, optimizer, batch_size)
+        history = History(fused=stages is not None)
+        for epoch in range(1, epochs + 1):
+            start = time.perf_counter()
+            order = rng.permutation(len(x))
+            mean_loss = run_epoch.train(x, train_targets, order, on_progress) / len(x)
+            if not math.isfinite(mean_loss):
+                raise DivergedError(
+                    f"the training loss became {mean_loss} in epoch {epoch}: "
+                    f"try a lower learning rate"
+                )
+            history.loss.append(mean_loss)
+            if validation is not None:
+                history.val_accuracy.append(run_epoch.accuracy(*validation))
+            history.seconds.append(time.perf_counter() - start)
+            if on_epoch is not None:
+                on_epoch(epoch, history)
+            if target_accuracy is not None and history.val_accuracy[-1] > target_accuracy:
+                history.reached_target = True
+                break
+        return history
+
+    def _check_validation(self, validation_data, n_outputs):
+        if validation_data is None:
+            return None
+        if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+            raise TypeError("validation_data must be a pair (x_val, y_val)")
+        x_val, y_val = validation_data
+        x_val = _check_inputs(x_val, "x_val", self.n_inputs)
+        if x_val.dtype != np.uint8:
+            x_val = np.ascontiguousarray(x_val, dtype=self.dtype)
+        _, labels = _prepare_targets(y_val, len(x_val), n_outputs, self.dtype, "y_val")
+        return x_val, labels
+
+
+class _FusedEpoch:
+    """An epoch in the compiled loop, run in chunks so that progress and Ctrl-C get through."""
+
+    def __init__(self, trainer):
+        self.trainer = trainer
+
+    def train(self, x, targets, order, on_progress):
+        batch = self.trainer.batch_size
+        chunk = max(1, _PROGRESS_SAMPLES // batch) * batch
+        total = 0.0
+        for start in range(0, len(order), chunk):
+            stop = min(start + chunk, len(order))
+            total += self.trainer.train(x, targets, order, start, stop)
+            if on_progress is not None:
+                on_progress(stop, len(order))
+        return total
+
+    def accuracy(self, x, labels):
+        return self.trainer.count_correct(x, labels) / len(labels) if len(labels) else 0.0
+
+
+class _PythonEpoch:
+    """An epoch as a Python loop over batches: works with any component."""
+
+    def __init__(self, model, loss, optimizer, batch_size):
+        self.model, self.loss, self.optimizer = model, loss, optimizer
+        self.batch_size = batch_size
+
+    def train(self, x, targets, order, on_progress):
+        model = self.model
+        parameters, gradients = model.parameters(), model.gradients()
+        n_outputs = None
+        total = 0.0
+        for start in range(0, len(order), self.batch_size):
+            rows = order[start:start + self.batch_size]
+            output = model.forward(x[rows])
+            n_outputs = output.shape[1]
+            target = _batch_targets(targets, rows, n_outputs, model.dtype)
+            total += float(self.loss.value(output, target)) * len(rows)
+            model.backward(self.loss.gradient(output, target))
+            self.optimizer.step(parameters, gradients)
+            done = start + len(rows)
+            if on_progress is not None and (done % _PROGRESS_SAMPLES < self.batch_size
+                                            or done == len(order)):
+                on_progress(done, len(order))
+        return total
+
+    def accuracy(self, x, labels):
+        if not len(labels):
+            return 0.0
+        return float(np.mean(self.model.predict_classes(x) == labels))
+
+
+def _batch_targets(targets, rows, n_outputs, dtype):
+    if targets.ndim == 2:
+        return targets[rows]
+    one_hot = np.zeros((len(rows), n_outputs), dtype=dtype)
+    one_hot[np.arange(len(rows)), targets[rows]] = 1
+    return one_hot
+
+
+def _check_component(value, name, kind):
+    if not isinstance(value, kind):
+        raise TypeError(f"{name} must be a numrec.{kind.__name__}, got {type(value).__name__}")
+    return value
+
+
+def _check_inputs(x, name, n_inputs):
+    """Check a model input: a 2-D array of floats or uint8 pixels, finite."""
+    x = check_array(x, name, shape=(None, n_inputs))
+    if x.dtype != np.uint8 and x.dtype.kind != "f":
+        raise TypeError(f"{name} must hold floats or uint8 pixels, got dtype {x.dtype}")
+    return x
+
+
+def _prepare_targets(y, n_samples, n_outputs, dtype, name):
+    """Return (targets, labels) for labels ``(n,)`` or target rows ``(n, n_outputs)``.
+
+    ``targets`` is None for labels; ``labels`` is the argmax of the target rows.
+    """
+    if not isinstance(y, np.ndarray):
+        raise TypeError(f"{name} must be a numpy array, got {type(y).__name__}")
+    if y.ndim not in (1, 2) or len(y) != n_samples:
+        x_name = "x_val" if name == "y_val" else "x"
+        if y.ndim in (1, 2):
+            raise ValueError(
+                f"{x_name} and {name} must have the same number of samples, "
+                f"got {n_samples} and {len(y)}"
+            )
+        raise ValueError(
+            f"{name} must have shape (n,) (labels) or (n, {n_outputs}) (targets), "
+            f"got {tuple(y.shape)}"
+        )
+    if y.ndim == 1:
+        if y.dtype.kind not in "iu":
+            raise TypeError(f"{name} must hold integer class labels, got dtype {y.dtype}")
+        if len(y) and (y.min() < 0 or y.max() >= n_outputs):
+            raise ValueError(
+                f"{name} must hold labels in 0..{n_outputs - 1}, "
+                f"got values from {y.min()} to {y.max()}"
+            )
+        return None, np.ascontiguousarray(y, dtype=np.int64)
+    targets = check_array(y, name, shape=(n_samples, n_outputs))
+    if targets.dtype.kind != "f":
+        raise TypeError(f"{name} must hold floats when 2-D, got dtype {targets.dtype}")
+    targets = np.ascontiguousarray(targets, dtype=dtype)
+    return targets, targets.argmax(axis=1) if n_outputs else np.zeros(n_samples, np.int64)
+
+
+def mnist_mlp(hidden=(256,), *, alpha=0.2, seed=None, dtype=np.float32):
+    """Build the reference digit network: 784 → 256 → 10, LeakyReLU(0.2), Sigmoid.
+
+    The network of *number_recognition* (its README writes 728 inputs: a typo for
+    28 × 28 = 784): dense layers with He initialisation, a leaky ReLU after each hidden
+    layer and a logistic sigmoid on the 10 outputs.  Train it with the quadratic cost
+    (:class:`MSE`) and plain :class:`SGD`.
+
+    Parameters
+    ----------
+    hidden : sequence of int, default (256,)
+        Widths of the hidden layers.
+    alpha : float, default 0.2
+        Slope of the leaky ReLU for negative inputs.
+    seed : int or numpy.random.Generator, optional
+        Initial weights; the same seed gives the same network.
+    dtype : float32 or float64
+
+    Returns
+    -------
+    Sequential
+    """
+    if isinstance(hidden, (int, np.integer)):
+        hidden = (hidden,)
+    sizes = [784, *(check_positive_int(width, "hidden") for width in hidden), 10]
+    rng = as_rng(seed)
+    components = []
+    for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+        components.append(Dense(n_in, n_out, seed=rng, dtype=dtype))
+        components.append(LeakyReLU(alpha))
+    components[-1] = Sigmoid()
+    return Sequential(components)
