@@ -1,9 +1,12 @@
 """``Sequential``: a stack of layers and activations, trained by minibatch gradient descent."""
+import contextlib
 import math
+import os
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from numrec._core._activations import Activation, LeakyReLU, Sigmoid
 from numrec._core._layers import Dense, Layer
@@ -211,11 +214,32 @@ class Sequential:
             "accuracy": float(np.mean(output.argmax(axis=1) == labels)),
         }
 
+    def save(self, path):
+        """Save the model to one ``.npz`` file: its architecture and its parameters.
+
+        The file is written at exactly ``path`` (no suffix is added; ``.npz`` is the
+        conventional one) and atomically: an existing file is only replaced once the new
+        one is complete.  Load it with :func:`numrec.load`.  Only models made of
+        built-in components can be saved (see :mod:`numrec.serialization`).
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+
+        Raises
+        ------
+        TypeError
+            If a component is not a built-in (for example a Python-written layer).
+        """
+        from numrec.serialization import save_model
+
+        save_model(self, path)
+
     # --- training -----------------------------------------------------------------------
 
     def fit(self, x, y, *, epochs=1, batch_size=32, loss=None, optimizer=None,
             validation_data=None, seed=None, target_accuracy=None, on_epoch=None,
-            on_progress=None, fused=None):
+            on_progress=None, fused=None, threads=None):
         """Train the model by minibatch gradient descent.
 
         Parameters
@@ -244,6 +268,12 @@ class Sequential:
         fused : bool, optional
             ``None`` picks the compiled loop when it can run; ``False`` forces the Python
             loop; ``True`` raises ``ValueError`` if the compiled loop cannot run.
+        threads : int, optional
+            Threads of the compiled loop (default: the cores this process may use).  Each
+            large layer's output units are shared between the threads, so that each
+            thread keeps its share of the weights in its own core's cache; BLAS itself
+            runs single-threaded meanwhile.  Results are bit-identical from run to run
+            for a given seed and thread count.
 
         Returns
         -------
@@ -286,29 +316,15 @@ class Sequential:
         if fused is False:
             stages = None
         if stages is not None:
-            trainer = FusedTrainer(stages, loss, optimizer, batch_size, self.dtype)
+            trainer = FusedTrainer(stages, loss, optimizer, batch_size, self.dtype,
+                                   threads if threads is not None else _default_threads())
             run_epoch = _FusedEpoch(trainer)
         else:
             run_epoch = _PythonEpoch(self, loss, optimizer, batch_size)
         history = History(fused=stages is not None)
-        for epoch in range(1, epochs + 1):
-            start = time.perf_counter()
-            order = rng.permutation(len(x))
-            mean_loss = run_epoch.train(x, train_targets, order, on_progress) / len(x)
-            if not math.isfinite(mean_loss):
-                raise DivergedError(
-                    f"the training loss became {mean_loss} in epoch {epoch}: "
-                    f"try a lower learning rate"
-                )
-            history.loss.append(mean_loss)
-            if validation is not None:
-                history.val_accuracy.append(run_epoch.accuracy(*validation))
-            history.seconds.append(time.perf_counter() - start)
-            if on_epoch is not None:
-                on_epoch(epoch, history)
-            if target_accuracy is not None and history.val_accuracy[-1] > target_accuracy:
-                history.reached_target = True
-                break
+        with _blas_single_thread(stages is not None):
+            _run_epochs(run_epoch, history, x, train_targets, validation, epochs, rng,
+                        target_accuracy, on_epoch, on_progress)
         return history
 
     def _check_validation(self, validation_data, n_outputs):
@@ -375,6 +391,47 @@ class _PythonEpoch:
         if not len(labels):
             return 0.0
         return float(np.mean(self.model.predict_classes(x) == labels))
+
+
+def _run_epochs(run_epoch, history, x, targets, validation, epochs, rng, target_accuracy,
+                on_epoch, on_progress):
+    """The epoch loop of :meth:`Sequential.fit`, appending to ``history``."""
+    for epoch in range(1, epochs + 1):
+        start = time.perf_counter()
+        order = rng.permutation(len(x))
+        mean_loss = run_epoch.train(x, targets, order, on_progress) / len(x)
+        if not math.isfinite(mean_loss):
+            raise DivergedError(
+                f"the training loss became {mean_loss} in epoch {epoch}: "
+                f"try a lower learning rate"
+            )
+        history.loss.append(mean_loss)
+        if validation is not None:
+            history.val_accuracy.append(run_epoch.accuracy(*validation))
+        history.seconds.append(time.perf_counter() - start)
+        if on_epoch is not None:
+            on_epoch(epoch, history)
+        if target_accuracy is not None and history.val_accuracy[-1] > target_accuracy:
+            history.reached_target = True
+            return
+
+
+def _default_threads():
+    """Threads for the compiled loop: the cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+@contextlib.contextmanager
+def _blas_single_thread(active):
+    """Keep BLAS to one thread while the compiled loop shares the work between threads."""
+    if not active:
+        yield
+        return
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
 
 
 def _batch_targets(targets, rows, n_outputs, dtype):

@@ -22,17 +22,20 @@ cdef inline void _gemm(char* trans_a, char* trans_b, int m, int n, int k,
 
 
 cdef inline void matmul_nt(int m, int n, int k, floating alpha,
-                           const floating* a, const floating* b,
-                           floating beta, floating* c) noexcept nogil:
-    """``C (m, n) = alpha * A (m, k) @ B (n, k).T + beta * C``, all C-contiguous."""
-    _gemm(b"T", b"N", n, m, k, alpha, b, k, a, k, beta, c, n)
+                           const floating* a, int lda, const floating* b, int ldb,
+                           floating beta, floating* c, int ldc) noexcept nogil:
+    """``C (m, n) = alpha * A (m, k) @ B (n, k).T + beta * C``.
+
+    Row-major blocks: ``lda``, ``ldb``, ``ldc`` are the row strides of A, B and C.
+    """
+    _gemm(b"T", b"N", n, m, k, alpha, b, ldb, a, lda, beta, c, ldc)
 
 
 cdef inline void matmul_tn(int m, int n, int k, floating alpha,
-                           const floating* a, const floating* b,
-                           floating beta, floating* c) noexcept nogil:
-    """``C (m, n) = alpha * A (k, m).T @ B (k, n) + beta * C``, all C-contiguous."""
-    _gemm(b"N", b"T", n, m, k, alpha, b, n, a, m, beta, c, n)
+                           const floating* a, int lda, const floating* b, int ldb,
+                           floating beta, floating* c, int ldc) noexcept nogil:
+    """``C (m, n) = alpha * A (k, m).T @ B (k, n) + beta * C``, with row strides as above."""
+    _gemm(b"N", b"T", n, m, k, alpha, b, ldb, a, lda, beta, c, ldc)
 
 
 cdef inline void matmul_nn(int m, int n, int k, floating alpha,

@@ -1,16 +1,18 @@
 cdef class Layer:
     # Kernels for compiled layers, called by the fused training loop without the GIL.
-    # x: (m, n_inputs) input rows, z: (m, n_outputs) output rows, g: dL/dz,
-    # gx: dL/dx.  update_*: with a finite `step_scale` apply param += step_scale * grad
-    # directly (plain SGD folded into the product); with NaN, write grad_weights/grad_bias.
-    cdef void forward_f32(self, const float* x, float* z, int m) noexcept nogil
-    cdef void forward_f64(self, const double* x, double* z, int m) noexcept nogil
+    # x: (m, n_inputs) input rows, z: (m, n_outputs) output rows, g: dL/dz, gx: dL/dx.
+    # forward and gradient work on the outputs lo:hi only, so that threads can share a
+    # layer by output units.  gradient: with a finite `step_scale` apply
+    # param += step_scale * grad directly (plain SGD folded into the matrix product);
+    # with NaN, write grad_weights/grad_bias.
+    cdef void forward_f32(self, const float* x, float* z, int m, int lo, int hi) noexcept nogil
+    cdef void forward_f64(self, const double* x, double* z, int m, int lo, int hi) noexcept nogil
     cdef void backward_input_f32(self, const float* g, float* gx, int m) noexcept nogil
     cdef void backward_input_f64(self, const double* g, double* gx, int m) noexcept nogil
     cdef void gradient_f32(self, const float* x, const float* g, int m,
-                           double step_scale) noexcept nogil
+                           double step_scale, int lo, int hi) noexcept nogil
     cdef void gradient_f64(self, const double* x, const double* g, int m,
-                           double step_scale) noexcept nogil
+                           double step_scale, int lo, int hi) noexcept nogil
 
 
 cdef class Dense(Layer):

@@ -57,10 +57,12 @@ cdef class Layer:
         args = ", ".join(f"{key}={value!r}" for key, value in self.get_config().items())
         return f"{type(self).__name__}({args})"
 
-    cdef void forward_f32(self, const float* x, float* z, int m) noexcept nogil:
+    cdef void forward_f32(self, const float* x, float* z, int m, int lo,
+                          int hi) noexcept nogil:
         pass
 
-    cdef void forward_f64(self, const double* x, double* z, int m) noexcept nogil:
+    cdef void forward_f64(self, const double* x, double* z, int m, int lo,
+                          int hi) noexcept nogil:
         pass
 
     cdef void backward_input_f32(self, const float* g, float* gx, int m) noexcept nogil:
@@ -70,45 +72,52 @@ cdef class Layer:
         pass
 
     cdef void gradient_f32(self, const float* x, const float* g, int m,
-                           double step_scale) noexcept nogil:
+                           double step_scale, int lo, int hi) noexcept nogil:
         pass
 
     cdef void gradient_f64(self, const double* x, const double* g, int m,
-                           double step_scale) noexcept nogil:
+                           double step_scale, int lo, int hi) noexcept nogil:
         pass
 
 
 # --- Dense kernels -------------------------------------------------------------------------
 
 cdef inline void _dense_forward(const floating* x, const floating* w, const floating* b,
-                                floating* z, int m, int n_out, int n_in) noexcept nogil:
+                                floating* z, int m, int n_out, int n_in,
+                                int lo, int hi) noexcept nogil:
+    """``z[:, lo:hi] = x @ w[lo:hi].T + b[lo:hi]``."""
     cdef int i, j
-    matmul_nt(m, n_out, n_in, 1, x, w, 0, z)
+    matmul_nt(m, hi - lo, n_in, 1, x, n_in, w + <Py_ssize_t>lo * n_in, n_in, 0, z + lo, n_out)
     for i in range(m):
-        for j in range(n_out):
+        for j in range(lo, hi):
             z[i * n_out + j] += b[j]
 
 
-cdef inline void _column_sums(const floating* g, floating* out, int m, int n,
+cdef inline void _column_sums(const floating* g, floating* out, int m, int n, int lo, int hi,
                               floating scale, floating beta) noexcept nogil:
-    """``out = beta * out + scale * g.sum(axis=0)`` for g of shape (m, n)."""
+    """``out[lo:hi] = beta * out[lo:hi] + scale * g[:, lo:hi].sum(axis=0)``, g (m, n)."""
     cdef int i, j
-    for j in range(n):
+    for j in range(lo, hi):
         out[j] *= beta
     for i in range(m):
-        for j in range(n):
+        for j in range(lo, hi):
             out[j] += scale * g[i * n + j]
 
 
 cdef inline void _dense_gradient(const floating* x, const floating* g, floating* w,
                                  floating* b, floating* gw, floating* gb, int m,
-                                 int n_out, int n_in, double step_scale) noexcept nogil:
-    if step_scale == step_scale:  # finite scale: fold the SGD step into the product
-        matmul_tn(n_out, n_in, m, <floating>step_scale, g, x, 1, w)
-        _column_sums(g, b, m, n_out, <floating>step_scale, 1)
+                                 int n_out, int n_in, double step_scale,
+                                 int lo, int hi) noexcept nogil:
+    """Rows lo:hi of ``dL/dW = g.T @ x`` and ``dL/db``, or, with a finite step_scale,
+    ``W += step_scale * dL/dW`` and ``b += step_scale * dL/db`` on those rows."""
+    cdef Py_ssize_t offset = <Py_ssize_t>lo * n_in
+    if step_scale == step_scale:
+        matmul_tn(hi - lo, n_in, m, <floating>step_scale, g + lo, n_out, x, n_in, 1,
+                  w + offset, n_in)
+        _column_sums(g, b, m, n_out, lo, hi, <floating>step_scale, 1)
     else:
-        matmul_tn(n_out, n_in, m, 1, g, x, 0, gw)
-        _column_sums(g, gb, m, n_out, 1, 0)
+        matmul_tn(hi - lo, n_in, m, 1, g + lo, n_out, x, n_in, 0, gw + offset, n_in)
+        _column_sums(g, gb, m, n_out, lo, hi, 1, 0)
 
 
 cdef class Dense(Layer):
@@ -246,9 +255,9 @@ cdef class Dense(Layer):
             return
         with nogil:
             if floating is float:
-                self.forward_f32(&x[0, 0], &z[0, 0], m)
+                self.forward_f32(&x[0, 0], &z[0, 0], m, 0, self.out_features)
             else:
-                self.forward_f64(&x[0, 0], &z[0, 0], m)
+                self.forward_f64(&x[0, 0], &z[0, 0], m, 0, self.out_features)
 
     def _backward(self, floating[:, ::1] x, floating[:, ::1] g, floating[:, ::1] gx):
         cdef int m = x.shape[0]
@@ -259,18 +268,20 @@ cdef class Dense(Layer):
         with nogil:
             if floating is float:
                 self.backward_input_f32(&g[0, 0], &gx[0, 0], m)
-                self.gradient_f32(&x[0, 0], &g[0, 0], m, NAN)
+                self.gradient_f32(&x[0, 0], &g[0, 0], m, NAN, 0, self.out_features)
             else:
                 self.backward_input_f64(&g[0, 0], &gx[0, 0], m)
-                self.gradient_f64(&x[0, 0], &g[0, 0], m, NAN)
+                self.gradient_f64(&x[0, 0], &g[0, 0], m, NAN, 0, self.out_features)
 
-    cdef void forward_f32(self, const float* x, float* z, int m) noexcept nogil:
+    cdef void forward_f32(self, const float* x, float* z, int m, int lo,
+                          int hi) noexcept nogil:
         _dense_forward(x, <float*>self._w, <float*>self._b, z, m,
-                       self.out_features, self.in_features)
+                       self.out_features, self.in_features, lo, hi)
 
-    cdef void forward_f64(self, const double* x, double* z, int m) noexcept nogil:
+    cdef void forward_f64(self, const double* x, double* z, int m, int lo,
+                          int hi) noexcept nogil:
         _dense_forward(x, <double*>self._w, <double*>self._b, z, m,
-                       self.out_features, self.in_features)
+                       self.out_features, self.in_features, lo, hi)
 
     cdef void backward_input_f32(self, const float* g, float* gx, int m) noexcept nogil:
         matmul_nn(m, self.in_features, self.out_features, 1, g, <float*>self._w, 0, gx)
@@ -279,11 +290,13 @@ cdef class Dense(Layer):
         matmul_nn(m, self.in_features, self.out_features, 1, g, <double*>self._w, 0, gx)
 
     cdef void gradient_f32(self, const float* x, const float* g, int m,
-                           double step_scale) noexcept nogil:
+                           double step_scale, int lo, int hi) noexcept nogil:
         _dense_gradient(x, g, <float*>self._w, <float*>self._b, <float*>self._gw,
-                        <float*>self._gb, m, self.out_features, self.in_features, step_scale)
+                        <float*>self._gb, m, self.out_features, self.in_features,
+                        step_scale, lo, hi)
 
     cdef void gradient_f64(self, const double* x, const double* g, int m,
-                           double step_scale) noexcept nogil:
+                           double step_scale, int lo, int hi) noexcept nogil:
         _dense_gradient(x, g, <double*>self._w, <double*>self._b, <double*>self._gw,
-                        <double*>self._gb, m, self.out_features, self.in_features, step_scale)
+                        <double*>self._gb, m, self.out_features, self.in_features,
+                        step_scale, lo, hi)

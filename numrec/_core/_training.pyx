@@ -9,6 +9,7 @@ knows the components only through the kernel interfaces of ``Layer``, ``Activati
 """
 from cpython.ref cimport PyObject
 from cython cimport floating
+from cython.parallel cimport prange
 from libc.math cimport isnan
 from libc.stdlib cimport malloc, free
 from libc.string cimport memset
@@ -29,7 +30,9 @@ ctypedef fused pixel_t:
     double
 
 cdef enum:
-    EVAL_ROWS = 1024   # rows per forward pass when evaluating
+    EVAL_ROWS = 1024       # rows per forward pass when evaluating
+    SPLIT_MIN = 32768      # a layer with at least this many weights is shared by the threads
+    SPLIT_ALIGN = 16       # the threads' shares of output units start at multiples of this
 
 
 cdef struct Stage:
@@ -40,6 +43,7 @@ cdef struct Stage:
     void* z                # (rows, n_out) layer output, before the activation
     void* a                # (rows, n_out) activation output (the same buffer as z without one)
     void* g                # (rows, n_out) dL/da, turned in place into dL/dz
+    int parts              # how many threads share this stage's output units
 
 
 cdef struct Param:
@@ -61,11 +65,10 @@ def is_compiled(component):
 def plan_stages(components):
     """Group compiled components into (layer, activation-or-None) stages, or return None.
 
-    (The package compiles with wraparound off: no negative indices in this file.)
     Returns None when the fused loop cannot run them: a Python-written component, an
     activation that does not follow a layer, or a layer without ``in_features``.
     """
-    stages = []
+    stages = []  # (this module compiles with wraparound off: no negative indices)
     for component in components:
         if not is_compiled(component):
             return None
@@ -96,6 +99,9 @@ cdef class FusedTrainer:
     batch_size : int
     dtype : numpy.dtype
         float32 or float64, the dtype of every layer.
+    n_threads : int
+        Threads that share the output units of each large layer (forward pass and
+        update); the caller keeps BLAS single-threaded meanwhile.
     """
     cdef Stage* _stages
     cdef int _n_stages
@@ -106,6 +112,7 @@ cdef class FusedTrainer:
     cdef PyObject* _optimizer
     cdef int _rows              # buffer rows: max(batch_size, EVAL_ROWS)
     cdef readonly int batch_size
+    cdef readonly int n_threads
     cdef readonly object dtype
     cdef object _keepalive
     cdef object _x, _y
@@ -120,9 +127,11 @@ cdef class FusedTrainer:
         free(self._params)
         free(self._param_start)
 
-    def __init__(self, stages, Loss loss, Optimizer optimizer, int batch_size, dtype):
+    def __init__(self, stages, Loss loss, Optimizer optimizer, int batch_size, dtype,
+                 int n_threads=1):
         cdef int s, p, n_params
         self.batch_size = batch_size
+        self.n_threads = max(1, n_threads)
         self.dtype = np.dtype(dtype)
         self._rows = max(batch_size, EVAL_ROWS)
         self._n_stages = len(stages)
@@ -147,6 +156,8 @@ cdef class FusedTrainer:
             self._stages[s].z = cnp.PyArray_DATA(z)
             self._stages[s].a = cnp.PyArray_DATA(a)
             self._stages[s].g = cnp.PyArray_DATA(g)
+            big = layer.in_features * layer.out_features >= SPLIT_MIN
+            self._stages[s].parts = self.n_threads if big else 1
             self._param_start[s] = len(params)
             params += list(zip(layer.parameters(), layer.gradients()))
         self._param_start[self._n_stages] = len(params)
@@ -232,45 +243,42 @@ cdef class FusedTrainer:
     cdef void _forward(self, floating* x, int m) noexcept nogil:
         cdef Stage* stage
         cdef floating* inputs = x
-        cdef int s
+        cdef int s, t
         for s in range(self._n_stages):
             stage = &self._stages[s]
-            if floating is float:
-                (<Layer>stage.layer).forward_f32(inputs, <float*>stage.z, m)
-                if stage.activation != NULL:
-                    (<Activation>stage.activation).forward_f32(
-                        <float*>stage.z, <float*>stage.a, <Py_ssize_t>m * stage.n_out)
+            if stage.parts == 1:
+                _forward_part(stage, inputs, m, 0, stage.n_out)
             else:
-                (<Layer>stage.layer).forward_f64(inputs, <double*>stage.z, m)
-                if stage.activation != NULL:
-                    (<Activation>stage.activation).forward_f64(
-                        <double*>stage.z, <double*>stage.a, <Py_ssize_t>m * stage.n_out)
+                for t in prange(stage.parts, num_threads=stage.parts, schedule="static",
+                                chunksize=1):
+                    _forward_part(stage, inputs, m, _share(stage, t), _share(stage, t + 1))
             inputs = <floating*>stage.a
 
     cdef void _backward_stage(self, int s, floating* x, int m,
                               double step_scale) noexcept nogil:
-        """Turn stage s's dL/da into dL/dz, pass dL/dx down, then update its parameters."""
+        """Turn stage s's dL/da into dL/dz, pass dL/dx down, then update its parameters.
+
+        dL/dx needs all of dL/dz and this step's weights, so with a layer below, the
+        activation's derivative is applied in full first and the update comes last.
+        """
         cdef Stage* stage = &self._stages[s]
         cdef floating* inputs = x if s == 0 else <floating*>self._stages[s - 1].a
-        cdef int p
-        if floating is float:
-            if stage.activation != NULL:
-                (<Activation>stage.activation).backward_f32(
-                    <float*>stage.z, <float*>stage.a, <float*>stage.g,
-                    <Py_ssize_t>m * stage.n_out)
-            if s > 0:  # before the update: dL/dx needs this step's weights
+        cdef int p, t
+        cdef int parts = 1 if isnan(step_scale) else stage.parts
+        if s > 0:
+            _activation_backward_part(stage, <floating*>stage.g, m, 0, stage.n_out)
+            if floating is float:
                 (<Layer>stage.layer).backward_input_f32(
                     <float*>stage.g, <float*>self._stages[s - 1].g, m)
-            (<Layer>stage.layer).gradient_f32(inputs, <float*>stage.g, m, step_scale)
-        else:
-            if stage.activation != NULL:
-                (<Activation>stage.activation).backward_f64(
-                    <double*>stage.z, <double*>stage.a, <double*>stage.g,
-                    <Py_ssize_t>m * stage.n_out)
-            if s > 0:
+            else:
                 (<Layer>stage.layer).backward_input_f64(
                     <double*>stage.g, <double*>self._stages[s - 1].g, m)
-            (<Layer>stage.layer).gradient_f64(inputs, <double*>stage.g, m, step_scale)
+        if parts == 1:
+            _gradient_part(stage, inputs, m, step_scale, s == 0, 0, stage.n_out)
+        else:
+            for t in prange(parts, num_threads=parts, schedule="static", chunksize=1):
+                _gradient_part(stage, inputs, m, step_scale, s == 0,
+                               _share(stage, t), _share(stage, t + 1))
         if isnan(step_scale):  # an optimizer that cannot be folded into the product
             for p in range(self._param_start[s], self._param_start[s + 1]):
                 if floating is float:
@@ -299,6 +307,77 @@ cdef class FusedTrainer:
                         correct += 1
                 begin += m
         return correct
+
+
+cdef inline int _share(Stage* stage, int t) noexcept nogil:
+    """First output unit of thread t's share of a stage (t = parts gives n_out)."""
+    if t >= stage.parts:
+        return stage.n_out
+    return (stage.n_out * t // stage.parts) // SPLIT_ALIGN * SPLIT_ALIGN
+
+
+cdef void _forward_part(Stage* stage, floating* inputs, int m, int lo,
+                        int hi) noexcept nogil:
+    """Outputs lo:hi of a stage: the layer's, then the activation's."""
+    cdef int i
+    cdef floating* z = <floating*>stage.z
+    cdef floating* a = <floating*>stage.a
+    if floating is float:
+        (<Layer>stage.layer).forward_f32(inputs, z, m, lo, hi)
+    else:
+        (<Layer>stage.layer).forward_f64(inputs, z, m, lo, hi)
+    if stage.activation == NULL:
+        return
+    if lo == 0 and hi == stage.n_out:
+        _activation_forward(stage, z, a, <Py_ssize_t>m * stage.n_out)
+    else:
+        for i in range(m):
+            _activation_forward(stage, z + i * stage.n_out + lo, a + i * stage.n_out + lo,
+                                hi - lo)
+
+
+cdef inline void _activation_forward(Stage* stage, floating* z, floating* a,
+                                     Py_ssize_t n) noexcept nogil:
+    if floating is float:
+        (<Activation>stage.activation).forward_f32(z, a, n)
+    else:
+        (<Activation>stage.activation).forward_f64(z, a, n)
+
+
+cdef void _activation_backward_part(Stage* stage, floating* g, int m, int lo,
+                                    int hi) noexcept nogil:
+    """g[:, lo:hi] *= f'(z[:, lo:hi]) for the stage's activation, if it has one."""
+    cdef int i
+    cdef Py_ssize_t offset
+    if stage.activation == NULL:
+        return
+    if lo == 0 and hi == stage.n_out:
+        _activation_backward(stage, 0, g, <Py_ssize_t>m * stage.n_out)
+        return
+    for i in range(m):
+        offset = <Py_ssize_t>i * stage.n_out + lo
+        _activation_backward(stage, offset, g + offset, hi - lo)
+
+
+cdef inline void _activation_backward(Stage* stage, Py_ssize_t offset, floating* g,
+                                      Py_ssize_t n) noexcept nogil:
+    if floating is float:
+        (<Activation>stage.activation).backward_f32(
+            <float*>stage.z + offset, <float*>stage.a + offset, g, n)
+    else:
+        (<Activation>stage.activation).backward_f64(
+            <double*>stage.z + offset, <double*>stage.a + offset, g, n)
+
+
+cdef void _gradient_part(Stage* stage, floating* inputs, int m, double step_scale,
+                         bint with_activation, int lo, int hi) noexcept nogil:
+    """Outputs lo:hi: (optionally) the activation's derivative, then the layer's gradient."""
+    if with_activation:
+        _activation_backward_part(stage, <floating*>stage.g, m, lo, hi)
+    if floating is float:
+        (<Layer>stage.layer).gradient_f32(inputs, <float*>stage.g, m, step_scale, lo, hi)
+    else:
+        (<Layer>stage.layer).gradient_f64(inputs, <double*>stage.g, m, step_scale, lo, hi)
 
 
 cdef inline floating _convert(pixel_t value, floating kind) noexcept nogil:
