@@ -17,7 +17,8 @@ from numrec._core._layers import Dense, Layer
 from numrec._core._losses import MSE, Loss
 from numrec._core._optimizers import SGD, Optimizer
 from numrec.model import DivergedError, History, Sequential, mnist_mlp
-from numrec.serialization import load
+from numrec.serialization import ModelFileError, load
+from numrec import datasets
 
 try:
     __version__ = _version("numrec")
@@ -26,5 +27,6 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 
 __all__ = [
     "Activation", "Dense", "DivergedError", "History", "Layer", "LeakyReLU", "Loss",
-    "MSE", "Optimizer", "SGD", "Sequential", "Sigmoid", "load", "mnist_mlp",
+    "MSE", "ModelFileError", "Optimizer", "SGD", "Sequential", "Sigmoid", "datasets", "load",
+    "mnist_mlp",
 ]

@@ -1,6 +1,420 @@
-"""Saving and loading models (``.npz`` arrays plus a JSON architecture)."""
+"""Model files: one ``.npz`` archive holding the parameters and a JSON architecture.
 
+A model file is a numpy ``.npz`` archive (written by :func:`numpy.savez`, uncompressed)
+with these entries:
+
+``architecture``
+    A ``uint8`` array holding UTF-8 JSON::
+
+        {"format": "numrec-model", "version": 1, "dtype": "float32",
+         "components": [{"type": "Dense",
+                         "config": {"in_features": 784, "out_features": 256,
+                                    "dtype": "float32"}},
+                        {"type": "LeakyReLU", "config": {"alpha": 0.2}},
+                        ...]}
+
+    Each component is a built-in type named in :data:`COMPONENTS` with the arguments of
+    its ``get_config()``.
+``param_0``, ``param_1``, ...
+    The parameter arrays in the order of :meth:`numrec.Sequential.parameters` (for each
+    Dense: ``weights`` of shape ``(out_features, in_features)``, then ``bias`` of shape
+    ``(out_features,)``).
+
+Loading never runs code from the file: the archive is opened with
+``allow_pickle=False``, only the built-in component types are recognised, and every
+value is checked (types, shapes, dtypes, finiteness) before a model is built.  Saving is
+atomic: the archive is written to a temporary file in the destination's directory and
+renamed over the destination only once complete.
+"""
+import contextlib
+import json
+import math
+import numbers
+import os
+import struct
+import tempfile
+import zipfile
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from numrec._core._activations import LeakyReLU, Sigmoid
+from numrec._core._layers import Dense
+from numrec.model import Sequential
+
+__all__ = ["COMPONENTS", "FORMAT", "FORMAT_VERSION", "ModelFileError", "load", "save_model"]
+
+#: Value of the architecture's ``"format"`` key.
+FORMAT = "numrec-model"
+#: Version of the file layout written by :func:`save_model` (and the newest one read).
+FORMAT_VERSION = 1
+_FLOAT_NAMES = ("float32", "float64")
+#: Largest JSON architecture read, in bytes.
+_MAX_ARCHITECTURE_BYTES = 1 << 20
+
+
+class ModelFileError(ValueError):
+    """A model file is not a valid numrec model file; the message names the file."""
+
+
+# --- the built-in components a file may hold ------------------------------------------------
+
+def _positive_int(value):
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _non_negative_float(value):
+    return (isinstance(value, numbers.Real) and not isinstance(value, bool)
+            and math.isfinite(value) and value >= 0)
+
+
+def _float_dtype_name(value):
+    return value in _FLOAT_NAMES
+
+
+def _no_parameters(config):
+    return []
+
+
+@dataclass(frozen=True)
+class _Spec:
+    """How a built-in component is stored.
+
+    ``config`` maps each ``get_config()`` key to a check of its JSON value;
+    ``shapes(config)`` gives the shapes of the component's parameters, in the order of
+    its ``parameters()``.
+    """
+
+    cls: type
+    config: dict
+    shapes: object = _no_parameters
+
+
+#: Component type name -> how it is stored.  A new built-in component is one line here.
+COMPONENTS = {
+    "Dense": _Spec(Dense, {"in_features": _positive_int, "out_features": _positive_int,
+                           "dtype": _float_dtype_name},
+                   lambda c: [(c["out_features"], c["in_features"]), (c["out_features"],)]),
+    "LeakyReLU": _Spec(LeakyReLU, {"alpha": _non_negative_float}),
+    "Sigmoid": _Spec(Sigmoid, {}),
+}
+
+
+# --- saving ------------------------------------------------------------------------------
+
+def save_model(model, path):
+    """Save ``model`` to the file ``path`` (see :meth:`numrec.Sequential.save`).
+
+    Parameters
+    ----------
+    model : Sequential
+        A model made only of built-in components (see :data:`COMPONENTS`).
+    path : str or os.PathLike
+        The file to write, exactly as given: no suffix is added (``.npz`` is the
+        conventional one).  An existing file is replaced atomically: it stays intact if
+        saving fails or is interrupted, and no temporary file is left behind.
+
+    Raises
+    ------
+    TypeError
+        If ``model`` is not a :class:`Sequential` or holds a component that is not a
+        built-in (a Python-written one, or a subclass of a built-in), which a file
+        cannot describe.
+    ValueError
+        If a parameter holds NaN or infinity (such a file could not be loaded).
+    OSError
+        If the file cannot be written.
+    """
+    if not isinstance(model, Sequential):
+        raise TypeError(f"model must be a numrec.Sequential, got {type(model).__name__}")
+    path = os.fspath(path)
+    components = []
+    for index, component in enumerate(model.components):
+        kind = type(component)
+        spec = COMPONENTS.get(kind.__name__)
+        if spec is None or kind is not spec.cls:
+            raise TypeError(
+                f"cannot save components[{index}] ({kind.__module__}.{kind.__qualname__}): "
+                f"model files hold only the built-in components "
+                f"{', '.join(COMPONENTS)}, not Python-written ones"
+            )
+        config = component.get_config()
+        components.append({"type": kind.__name__, "config": config})
+    architecture = {
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "dtype": np.dtype(model.dtype).name,
+        "components": components,
+    }
+    arrays = {"architecture": np.frombuffer(
+        json.dumps(architecture, allow_nan=False).encode("utf-8"), dtype=np.uint8)}
+    for index, param in enumerate(model.parameters()):
+        if not np.isfinite(param).all():
+            raise ValueError(
+                f"cannot save the model: parameter {index} holds NaN or infinite values"
+            )
+        arrays[f"param_{index}"] = param
+    with _atomic_writer(path) as file:
+        np.savez(file, **arrays)
+
+
+@contextlib.contextmanager
+def _atomic_writer(path):
+    """Yield a binary file that replaces ``path`` only once it is completely written.
+
+    The temporary file is removed on any exception, ``KeyboardInterrupt`` included.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, temp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.",
+                                suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as file:
+            yield file
+            file.flush()
+            os.fsync(file.fileno())
+        mask = os.umask(0o022)
+        os.umask(mask)
+        os.chmod(temp, 0o666 & ~mask)
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
+
+
+# --- loading -----------------------------------------------------------------------------
 
 def load(path):
-    """Load a model saved by :meth:`numrec.Sequential.save`."""
-    raise NotImplementedError("model files are not supported yet")
+    """Load a model saved by :meth:`numrec.Sequential.save`.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A model file.
+
+    Returns
+    -------
+    Sequential
+        The model, with parameters bit-identical to the saved ones.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    ModelFileError
+        If the file is not a valid numrec model file: empty, truncated or otherwise not
+        a ``.npz`` archive, a pickle, an archive holding Python objects, a missing or
+        malformed architecture, an unknown format version or component type, or
+        parameters whose number, shapes, dtypes or values (NaN, infinity) do not match
+        the architecture.  No code from the file is ever run.
+    """
+    path = os.fspath(path)
+    with open(path, "rb") as file:
+        start = file.read(8)
+        size = os.fstat(file.fileno()).st_size
+    _check_start(path, start, size)
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            if not isinstance(archive, np.lib.npyio.NpzFile):
+                raise ModelFileError(f"{path}: not a numrec model file (not a .npz archive)")
+            return _load_archive(path, archive)
+    except ModelFileError:
+        raise
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, KeyError,
+            NotImplementedError, struct.error) as error:
+        if isinstance(error, FileNotFoundError):
+            raise
+        raise ModelFileError(
+            f"{path}: not a valid numrec model file (damaged or truncated archive: {error})"
+        ) from None
+
+
+def _check_start(path, start, size):
+    """Recognise what the file is from its first bytes."""
+    if size == 0:
+        raise ModelFileError(f"{path}: not a numrec model file (the file is empty)")
+    if start[:1] == b"\x80":  # the PROTO opcode that starts every pickle since protocol 2
+        raise ModelFileError(
+            f"{path}: not a numrec model file (it is a Python pickle, which is never "
+            f"loaded because unpickling can run arbitrary code)"
+        )
+    if start.startswith(b"\x93NUMPY"):
+        raise ModelFileError(
+            f"{path}: not a numrec model file (it is a single .npy array, not a .npz archive)"
+        )
+    if not start.startswith((b"PK\x03\x04", b"PK\x05\x06")):
+        raise ModelFileError(f"{path}: not a numrec model file (not a .npz archive)")
+
+
+def _load_archive(path, archive):
+    if "architecture" not in archive.files:
+        raise ModelFileError(f"{path}: not a numrec model file (no 'architecture' entry)")
+    architecture = _read_architecture(path, archive)
+    dtype_name = architecture["dtype"]
+    specs = []
+    shapes = []
+    for index, entry in enumerate(architecture["components"]):
+        spec, config = _check_component(path, index, entry, dtype_name)
+        specs.append((spec, config))
+        shapes.extend(spec.shapes(config))
+    expected = {"architecture"} | {f"param_{i}" for i in range(len(shapes))}
+    found = set(archive.files)
+    if found != expected:
+        missing = sorted(expected - found, key=_entry_order)
+        extra = sorted(found - expected, key=_entry_order)
+        problems = []
+        if missing:
+            problems.append("missing " + ", ".join(missing))
+        if extra:
+            problems.append("unexpected " + ", ".join(extra))
+        raise ModelFileError(
+            f"{path}: the parameters do not match the architecture, which needs "
+            f"{len(shapes)} arrays ({'; '.join(problems)})"
+        )
+    params = [_read_param(path, archive, index, shape, dtype_name)
+              for index, shape in enumerate(shapes)]
+    try:
+        components = []
+        position = 0
+        for spec, config in specs:
+            component = spec.cls(**config)
+            count = len(spec.shapes(config))
+            if count:
+                # Copied in place: the compiled layers keep pointers to their own arrays.
+                for target, value in zip(component.parameters(),
+                                         params[position:position + count]):
+                    target[...] = value
+                position += count
+            components.append(component)
+        return Sequential(components)
+    except (TypeError, ValueError) as error:
+        raise ModelFileError(f"{path}: inconsistent architecture ({error})") from None
+
+
+def _entry_order(name):
+    prefix, _, number = name.partition("_")
+    return (prefix != "param" or not number.isdigit(), int(number) if number.isdigit() else 0,
+            name)
+
+
+def _read_npy_header(path, archive, name):
+    """Return ``(shape, fortran_order, dtype)`` from an entry's header, without its data."""
+    with archive.zip.open(name + ".npy") as member:
+        version = np.lib.format.read_magic(member)
+        if version == (1, 0):
+            header = np.lib.format.read_array_header_1_0(member)
+        elif version == (2, 0):
+            header = np.lib.format.read_array_header_2_0(member)
+        else:
+            raise ModelFileError(
+                f"{path}: entry {name!r} uses an unsupported .npy version {version}"
+            )
+    shape, _, dtype = header
+    if dtype.hasobject:
+        raise ModelFileError(
+            f"{path}: not a valid numrec model file (entry {name!r} holds Python objects, "
+            f"which are never loaded because unpickling can run arbitrary code)"
+        )
+    return header
+
+
+def _read_architecture(path, archive):
+    shape, _, dtype = _read_npy_header(path, archive, "architecture")
+    if dtype == np.uint8 and len(shape) == 1:
+        if shape[0] > _MAX_ARCHITECTURE_BYTES:
+            raise ModelFileError(f"{path}: the architecture entry is too large")
+        try:
+            text = archive["architecture"].tobytes().decode("utf-8")
+        except UnicodeDecodeError:
+            raise ModelFileError(f"{path}: the architecture is not UTF-8 text") from None
+    elif dtype.kind == "U" and shape == () and dtype.itemsize <= 4 * _MAX_ARCHITECTURE_BYTES:
+        text = str(archive["architecture"][()])
+    else:
+        raise ModelFileError(
+            f"{path}: the architecture entry must be UTF-8 JSON bytes (uint8) or a string, "
+            f"got dtype {dtype} and shape {shape}"
+        )
+    try:
+        architecture = json.loads(text, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as error:
+        raise ModelFileError(f"{path}: the architecture is not valid JSON ({error})") from None
+    if not isinstance(architecture, dict):
+        raise ModelFileError(f"{path}: the architecture must be a JSON object")
+    if architecture.get("format") != FORMAT:
+        raise ModelFileError(
+            f"{path}: not a numrec model file (format is {architecture.get('format')!r}, "
+            f"expected {FORMAT!r})"
+        )
+    version = architecture.get("version")
+    if not _positive_int(version):
+        raise ModelFileError(f"{path}: the format version must be a positive integer, "
+                             f"got {version!r}")
+    if version > FORMAT_VERSION:
+        raise ModelFileError(
+            f"{path}: format version {version} was written by a newer numrec; this one "
+            f"reads versions up to {FORMAT_VERSION}"
+        )
+    expected_keys = {"format", "version", "dtype", "components"}
+    if set(architecture) != expected_keys:
+        raise ModelFileError(
+            f"{path}: the architecture must have exactly the keys "
+            f"{sorted(expected_keys)}, got {sorted(architecture)}"
+        )
+    if not _float_dtype_name(architecture["dtype"]):
+        raise ModelFileError(
+            f"{path}: the model dtype must be 'float32' or 'float64', "
+            f"got {architecture['dtype']!r}"
+        )
+    components = architecture["components"]
+    if not isinstance(components, list) or not components:
+        raise ModelFileError(f"{path}: 'components' must be a non-empty list")
+    return architecture
+
+
+def _reject_constant(name):
+    raise ValueError(f"{name} is not allowed")
+
+
+def _check_component(path, index, entry, dtype_name):
+    where = f"{path}: components[{index}]"
+    if not isinstance(entry, dict) or set(entry) != {"type", "config"}:
+        raise ModelFileError(f"{where} must be an object with the keys 'type' and 'config'")
+    name, config = entry["type"], entry["config"]
+    spec = COMPONENTS.get(name) if isinstance(name, str) else None
+    if spec is None:
+        raise ModelFileError(
+            f"{where} has unknown type {name!r} (known: {', '.join(COMPONENTS)})"
+        )
+    if not isinstance(config, dict) or set(config) != set(spec.config):
+        got = sorted(config) if isinstance(config, dict) else type(config).__name__
+        raise ModelFileError(
+            f"{where} ({name}) must have a config with the keys {sorted(spec.config)}, "
+            f"got {got}"
+        )
+    for key, check in spec.config.items():
+        if not check(config[key]):
+            raise ModelFileError(f"{where} ({name}) has an invalid {key}: {config[key]!r}")
+    if "dtype" in config and config["dtype"] != dtype_name:
+        raise ModelFileError(
+            f"{where} ({name}) has dtype {config['dtype']!r} but the model's is {dtype_name!r}"
+        )
+    return spec, config
+
+
+def _read_param(path, archive, index, shape, dtype_name):
+    name = f"param_{index}"
+    found_shape, _, dtype = _read_npy_header(path, archive, name)
+    if tuple(found_shape) != tuple(shape):
+        raise ModelFileError(
+            f"{path}: {name} has shape {tuple(found_shape)} but the architecture needs "
+            f"{tuple(shape)}"
+        )
+    if dtype.kind != "f" or dtype.name != dtype_name:
+        raise ModelFileError(
+            f"{path}: {name} has dtype {dtype} but the model's dtype is {dtype_name}"
+        )
+    value = archive[name]
+    if not np.isfinite(value).all():
+        raise ModelFileError(f"{path}: {name} holds NaN or infinite values")
+    return np.ascontiguousarray(value, dtype=np.dtype(dtype_name))

@@ -1,0 +1,434 @@
+"""Model files: round trips, atomic writes, and every kind of broken file."""
+import io
+import json
+import pickle
+
+import numpy as np
+import pytest
+
+import numrec
+from numrec import serialization
+from numrec.serialization import ModelFileError, load, save_model
+
+
+def small_model(dtype=np.float32, seed=0):
+    return numrec.Sequential([
+        numrec.Dense(6, 5, seed=seed, dtype=dtype), numrec.LeakyReLU(0.2),
+        numrec.Dense(5, 4, seed=seed + 1, dtype=dtype), numrec.LeakyReLU(0.05),
+        numrec.Dense(4, 3, seed=seed + 2, dtype=dtype), numrec.Sigmoid(),
+    ])
+
+
+def architecture_of(model):
+    return {
+        "format": "numrec-model", "version": 1, "dtype": np.dtype(model.dtype).name,
+        "components": [{"type": type(c).__name__, "config": c.get_config()}
+                       for c in model.components],
+    }
+
+
+def write_model_file(path, architecture, params, *, as_string=False):
+    """Write a model file by hand: ``architecture`` is a dict, text or raw bytes."""
+    if isinstance(architecture, dict):
+        architecture = json.dumps(architecture)
+    if as_string:
+        entry = np.array(architecture)
+    else:
+        if isinstance(architecture, str):
+            architecture = architecture.encode("utf-8")
+        entry = np.frombuffer(architecture, dtype=np.uint8)
+    arrays = {f"param_{i}": p for i, p in enumerate(params)}
+    np.savez(path, architecture=entry, **arrays)
+    return path
+
+
+def rows(n, n_inputs=6, dtype=np.float32):
+    return np.random.default_rng(1).standard_normal((n, n_inputs)).astype(dtype)
+
+
+# --- round trips ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_round_trip(tmp_path, dtype):
+    model = small_model(dtype)
+    path = tmp_path / "model.npz"
+    model.save(path)
+    loaded = numrec.load(path)
+    assert isinstance(loaded, numrec.Sequential)
+    assert loaded.dtype == np.dtype(dtype)
+    assert repr(loaded) == repr(model)
+    assert [type(c) for c in loaded.components] == [type(c) for c in model.components]
+    for saved, restored in zip(model.parameters(), loaded.parameters()):
+        assert restored.dtype == saved.dtype and restored.shape == saved.shape
+        assert restored.tobytes() == saved.tobytes()  # bit-identical
+    x = rows(9, dtype=dtype)
+    np.testing.assert_array_equal(loaded.predict(x), model.predict(x))
+
+
+def test_round_trip_of_the_reference_network(tmp_path):
+    model = numrec.mnist_mlp(seed=3)
+    model.save(str(tmp_path / "mnist.npz"))
+    loaded = load(str(tmp_path / "mnist.npz"))
+    x = np.random.default_rng(0).integers(0, 256, (20, 784), dtype=np.uint8)
+    np.testing.assert_array_equal(loaded.predict(x), model.predict(x))
+
+
+def test_loaded_model_trains_like_the_original(tmp_path):
+    # The parameters are copied into the compiled layers' own arrays: training the loaded
+    # model updates exactly what the original's training updates.
+    model = small_model()
+    model.save(tmp_path / "m.npz")
+    loaded = load(tmp_path / "m.npz")
+    x, y = rows(40), np.arange(40) % 3
+    for m in (model, loaded):
+        m.fit(x, y, epochs=2, batch_size=8, seed=5, optimizer=numrec.SGD(0.1))
+    for a, b in zip(model.parameters(), loaded.parameters()):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(load(tmp_path / "m.npz").parameters()[0], model.parameters()[0])
+
+
+def test_loaded_model_is_independent_of_the_file_and_the_original(tmp_path):
+    model = small_model()
+    model.save(tmp_path / "m.npz")
+    loaded = load(tmp_path / "m.npz")
+    model.components[0].weights = np.zeros((5, 6), dtype=np.float32)
+    assert np.any(loaded.parameters()[0] != 0)
+
+
+def test_path_is_written_exactly_as_given(tmp_path):
+    path = tmp_path / "model.weights"
+    small_model().save(path)
+    assert [p.name for p in tmp_path.iterdir()] == ["model.weights"]
+    assert isinstance(load(path), numrec.Sequential)
+
+
+def test_file_holds_the_documented_entries(tmp_path):
+    model = small_model()
+    model.save(tmp_path / "m.npz")
+    with np.load(tmp_path / "m.npz", allow_pickle=False) as archive:
+        assert sorted(archive.files) == ["architecture"] + [f"param_{i}" for i in range(6)]
+        architecture = json.loads(archive["architecture"].tobytes())
+    assert architecture == architecture_of(model)
+    assert architecture["components"][0] == {
+        "type": "Dense", "config": {"in_features": 6, "out_features": 5, "dtype": "float32"}}
+    assert architecture["components"][1] == {"type": "LeakyReLU", "config": {"alpha": 0.2}}
+    assert architecture["components"][5] == {"type": "Sigmoid", "config": {}}
+
+
+def test_architecture_stored_as_a_string_is_read(tmp_path):
+    model = small_model()
+    path = write_model_file(tmp_path / "m.npz", architecture_of(model), model.parameters(),
+                            as_string=True)
+    np.testing.assert_array_equal(load(path).predict(rows(3)), model.predict(rows(3)))
+
+
+def test_model_without_parameters(tmp_path):
+    model = numrec.Sequential([numrec.Sigmoid()])
+    model.save(tmp_path / "m.npz")
+    x = rows(4)
+    np.testing.assert_array_equal(load(tmp_path / "m.npz").predict(x), model.predict(x))
+
+
+def test_overwrite(tmp_path):
+    path = tmp_path / "m.npz"
+    small_model(seed=0).save(path)
+    second = small_model(seed=10)
+    second.save(path)
+    np.testing.assert_array_equal(load(path).predict(rows(3)), second.predict(rows(3)))
+    assert [p.name for p in tmp_path.iterdir()] == ["m.npz"]
+
+
+# --- what cannot be saved ------------------------------------------------------------------
+
+class Tanh(numrec.Activation):
+    def forward(self, z):
+        return np.tanh(z)
+
+    def derivative(self, z, a):
+        return 1 - a * a
+
+
+class MyDense(numrec.Dense):
+    pass
+
+
+@pytest.mark.parametrize("component, name", [(Tanh(), "Tanh"), (MyDense(5, 3), "MyDense")])
+def test_python_components_cannot_be_saved(tmp_path, component, name):
+    model = numrec.Sequential([numrec.Dense(6, 5), component])
+    with pytest.raises(TypeError, match=rf"components\[1\] \(.*{name}\).*built-in"):
+        model.save(tmp_path / "m.npz")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_only_models_are_saved(tmp_path):
+    with pytest.raises(TypeError, match="Sequential"):
+        save_model(numrec.Dense(2, 2), tmp_path / "m.npz")
+
+
+def test_non_finite_parameters_are_not_saved(tmp_path):
+    model = small_model()
+    model.parameters()[1][0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        model.save(tmp_path / "m.npz")
+    assert list(tmp_path.iterdir()) == []
+
+
+# --- atomic writes -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("error", [RuntimeError("disk full"), KeyboardInterrupt()])
+def test_failed_write_keeps_the_old_file(tmp_path, monkeypatch, error):
+    path = tmp_path / "m.npz"
+    small_model(seed=0).save(path)
+    before = path.read_bytes()
+
+    def failing_savez(file, **arrays):
+        file.write(b"PK\x03\x04 half an archive")
+        raise error
+
+    monkeypatch.setattr(np, "savez", failing_savez)
+    with pytest.raises(type(error)):
+        small_model(seed=1).save(path)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["m.npz"]
+    monkeypatch.undo()
+    assert isinstance(load(path), numrec.Sequential)
+
+
+def test_failed_first_write_leaves_nothing(tmp_path, monkeypatch):
+    def failing_savez(file, **arrays):
+        file.write(b"partial")
+        raise OSError("no space left on device")
+
+    monkeypatch.setattr(np, "savez", failing_savez)
+    with pytest.raises(OSError, match="no space"):
+        small_model().save(tmp_path / "m.npz")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_missing_directory_on_save(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        small_model().save(tmp_path / "absent" / "m.npz")
+
+
+# --- broken files --------------------------------------------------------------------------
+
+def assert_model_file_error(path, pattern):
+    with pytest.raises(ModelFileError, match=pattern) as info:
+        load(path)
+    assert str(path) in str(info.value)
+    assert "\n" not in str(info.value)
+    return info.value
+
+
+def test_model_file_error_is_a_value_error():
+    assert issubclass(ModelFileError, ValueError)
+    assert numrec.ModelFileError is ModelFileError
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="absent.npz"):
+        load(tmp_path / "absent.npz")
+
+
+def test_empty_file(tmp_path):
+    path = tmp_path / "m.npz"
+    path.write_bytes(b"")
+    assert_model_file_error(path, "empty")
+
+
+@pytest.mark.parametrize("content", [b"hello, world\n" * 10, bytes(range(256)), b"P"])
+def test_garbage(tmp_path, content):
+    path = tmp_path / "m.npz"
+    path.write_bytes(content)
+    assert_model_file_error(path, "not a numrec model file")
+
+
+@pytest.mark.parametrize("fraction", [0.1, 0.5, 0.9, 0.999])
+def test_truncated_file(tmp_path, fraction):
+    path = tmp_path / "m.npz"
+    small_model().save(path)
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * fraction)])
+    assert_model_file_error(path, "damaged or truncated")
+
+
+def test_damaged_entry(tmp_path):
+    path = tmp_path / "m.npz"
+    small_model().save(path)
+    data = bytearray(path.read_bytes())
+    start = data.index(b"\x93NUMPY", 200)  # the header of an array after 'architecture'
+    data[start:start + 6] = b"garbage"[:6]
+    path.write_bytes(bytes(data))
+    assert_model_file_error(path, "not a valid numrec model file")
+
+
+def test_pickle_file(tmp_path):
+    path = tmp_path / "m.npz"
+    path.write_bytes(pickle.dumps({"weights": [1.0, 2.0]}))
+    assert_model_file_error(path, "pickle")
+
+
+def test_npz_with_an_object_array(tmp_path):
+    model = small_model()
+    params = model.parameters()
+    params[0] = np.array([{"run": "code"}], dtype=object)
+    path = tmp_path / "m.npz"
+    np.savez(path, architecture=np.frombuffer(json.dumps(architecture_of(model)).encode(),
+                                              dtype=np.uint8),
+             **{f"param_{i}": p for i, p in enumerate(params)})
+    assert_model_file_error(path, "param_0.*Python objects")
+
+
+def test_object_array_as_architecture(tmp_path):
+    path = tmp_path / "m.npz"
+    np.savez(path, architecture=np.array([architecture_of(small_model())], dtype=object))
+    assert_model_file_error(path, "architecture.*Python objects")
+
+
+def test_single_npy_file(tmp_path):
+    path = tmp_path / "m.npz"
+    with open(path, "wb") as file:
+        np.save(file, np.zeros(3))
+    assert_model_file_error(path, r"single \.npy array")
+
+
+def test_npz_without_architecture(tmp_path):
+    path = tmp_path / "m.npz"
+    np.savez(path, param_0=np.zeros(3))
+    assert_model_file_error(path, "no 'architecture' entry")
+
+
+def test_zip_that_is_not_npz(tmp_path):
+    import zipfile
+    path = tmp_path / "m.npz"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("readme.txt", "hello")
+    assert_model_file_error(path, "not a numrec model file")
+
+
+def _architecture_cases():
+    def edit(function):
+        architecture = architecture_of(small_model())
+        function(architecture)
+        return architecture
+
+    def set_config(index, key, value):
+        return lambda a: a["components"][index]["config"].__setitem__(key, value)
+
+    return [
+        (edit(lambda a: a.__setitem__("format", "keras")), "format is 'keras'"),
+        (edit(lambda a: a.__setitem__("version", 2)), "version 2 .* newer numrec"),
+        (edit(lambda a: a.__setitem__("version", "1")), "version must be a positive integer"),
+        (edit(lambda a: a.__setitem__("dtype", "int8")), "model dtype must be"),
+        (edit(lambda a: a.__setitem__("extra", 1)), "exactly the keys"),
+        (edit(lambda a: a.__setitem__("components", [])), "non-empty list"),
+        (edit(lambda a: a.__setitem__("components", {"type": "Dense"})), "non-empty list"),
+        (edit(lambda a: a["components"][1].__setitem__("type", "os.system")),
+         r"components\[1\] has unknown type 'os.system'"),
+        (edit(lambda a: a["components"][1].__setitem__("type", "Tanh")), "unknown type 'Tanh'"),
+        (edit(lambda a: a["components"][1].__setitem__("code", "x")), "keys 'type' and 'config'"),
+        (edit(lambda a: a["components"][1].__setitem__("config", [0.2])), "config with the keys"),
+        (edit(set_config(0, "in_features", "6")), "invalid in_features: '6'"),
+        (edit(set_config(0, "in_features", 6.0)), "invalid in_features: 6.0"),
+        (edit(set_config(0, "in_features", True)), "invalid in_features: True"),
+        (edit(set_config(0, "out_features", -5)), "invalid out_features: -5"),
+        (edit(set_config(0, "dtype", "object")), "invalid dtype: 'object'"),
+        (edit(set_config(0, "dtype", "float64")), "dtype 'float64' but the model's is 'float32'"),
+        (edit(set_config(0, "seed", 1)), "config with the keys"),
+        (edit(set_config(1, "alpha", "0.2")), "invalid alpha"),
+        (edit(set_config(1, "alpha", -1.0)), "invalid alpha"),
+        (edit(lambda a: a["components"][5].__setitem__("config", {"x": 1})), "config with the keys"),
+        (edit(lambda a: a["components"].insert(2, {"type": "Dense", "config": {
+            "in_features": 5, "out_features": 5, "dtype": "float32"}})),
+         "needs 8 arrays .*missing param_6, param_7"),
+    ]
+
+
+@pytest.mark.parametrize("architecture, pattern", _architecture_cases())
+def test_wrong_architecture(tmp_path, architecture, pattern):
+    path = write_model_file(tmp_path / "m.npz", architecture, small_model().parameters())
+    assert_model_file_error(path, pattern)
+
+
+@pytest.mark.parametrize("text, pattern", [
+    (b"{not json", "not valid JSON"),
+    (b'{"format": "numrec-model", "version": NaN}', "not valid JSON"),
+    (b"\xff\xfe\x00", "not UTF-8"),
+    (b"[1, 2, 3]", "must be a JSON object"),
+    (b"[" * 100_000 + b"]" * 100_000, "not valid JSON"),
+])
+def test_architecture_that_is_not_a_json_object(tmp_path, text, pattern):
+    path = write_model_file(tmp_path / "m.npz", text, [])
+    assert_model_file_error(path, pattern)
+
+
+def test_architecture_of_the_wrong_dtype(tmp_path):
+    path = tmp_path / "m.npz"
+    np.savez(path, architecture=np.zeros((2, 2)))
+    assert_model_file_error(path, "architecture entry must be")
+
+
+def test_widths_that_do_not_chain(tmp_path):
+    first, second = numrec.Dense(6, 5), numrec.Dense(4, 3)
+    architecture = {
+        "format": "numrec-model", "version": 1, "dtype": "float32",
+        "components": [{"type": "Dense", "config": first.get_config()},
+                       {"type": "Dense", "config": second.get_config()}],
+    }
+    path = write_model_file(tmp_path / "m.npz", architecture,
+                            first.parameters() + second.parameters())
+    assert_model_file_error(path, "inconsistent architecture.*expects 4 inputs")
+
+
+def test_missing_and_extra_parameters(tmp_path):
+    model = small_model()
+    params = model.parameters()
+    path = write_model_file(tmp_path / "a.npz", architecture_of(model), params[:-1])
+    assert_model_file_error(path, "needs 6 arrays .*missing param_5")
+    path = write_model_file(tmp_path / "b.npz", architecture_of(model), params + [params[0]])
+    assert_model_file_error(path, "unexpected param_6")
+
+
+def test_parameter_of_the_wrong_shape(tmp_path):
+    model = small_model()
+    params = model.parameters()
+    params[2] = params[2].T.copy()
+    path = write_model_file(tmp_path / "m.npz", architecture_of(model), params)
+    assert_model_file_error(path, r"param_2 has shape \(5, 4\) but the architecture needs \(4, 5\)")
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.int32, np.float16])
+def test_parameter_of_the_wrong_dtype(tmp_path, dtype):
+    model = small_model()
+    params = model.parameters()
+    params[1] = params[1].astype(dtype)
+    path = write_model_file(tmp_path / "m.npz", architecture_of(model), params)
+    assert_model_file_error(path, "param_1 has dtype .* the model's dtype is float32")
+
+
+def test_big_endian_parameters_are_accepted(tmp_path):
+    model = small_model()
+    params = [p.astype(p.dtype.newbyteorder(">")) for p in model.parameters()]
+    path = write_model_file(tmp_path / "m.npz", architecture_of(model), params)
+    np.testing.assert_array_equal(load(path).predict(rows(3)), model.predict(rows(3)))
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_non_finite_parameters(tmp_path, value):
+    model = small_model()
+    params = [p.copy() for p in model.parameters()]
+    params[4][1, 2] = value
+    path = write_model_file(tmp_path / "m.npz", architecture_of(model), params)
+    assert_model_file_error(path, "param_4 holds NaN or infinite values")
+
+
+def test_load_reads_from_a_path_only(tmp_path):
+    # A model file is named by a path; file objects are not accepted.
+    with pytest.raises(TypeError):
+        load(io.BytesIO(b""))
+
+
+def test_components_table_is_the_list_of_savable_types():
+    assert set(serialization.COMPONENTS) == {"Dense", "LeakyReLU", "Sigmoid"}
+    for name, spec in serialization.COMPONENTS.items():
+        assert spec.cls.__name__ == name
