@@ -207,8 +207,12 @@ class Sequential:
         to :class:`MSE` against one-hot labels.
         """
         loss = _check_component(loss if loss is not None else MSE(), "loss", Loss)
+        if isinstance(x, np.ndarray) and len(x) == 0:
+            raise ValueError("x must hold at least one sample")
         output = self.predict(x, batch_size=batch_size)
         targets, labels = _prepare_targets(y, len(output), output.shape[1], self.dtype, "y")
+        if targets is None:
+            targets = _one_hot(labels, output.shape[1], self.dtype)
         return {
             "loss": float(loss.value(output, targets)),
             "accuracy": float(np.mean(output.argmax(axis=1) == labels)),
@@ -282,7 +286,13 @@ class Sequential:
         Raises
         ------
         DivergedError
-            If an epoch's loss is NaN or infinite.
+            If the loss becomes NaN or infinite.
+
+        Notes
+        -----
+        With plain :class:`SGD`, the compiled loop folds each update into the matrix
+        product that computes the gradient, so it leaves ``grad_weights`` and
+        ``grad_bias`` unchanged; call :meth:`backward` to inspect gradients.
         """
         epochs = check_positive_int(epochs, "epochs")
         batch_size = check_positive_int(batch_size, "batch_size")
@@ -378,7 +388,10 @@ class _PythonEpoch:
             output = model.forward(x[rows])
             n_outputs = output.shape[1]
             target = _batch_targets(targets, rows, n_outputs, model.dtype)
-            total += float(self.loss.value(output, target)) * len(rows)
+            batch_loss = float(self.loss.value(output, target))
+            if not math.isfinite(batch_loss):
+                return batch_loss  # diverged: fit reports it
+            total += batch_loss * len(rows)
             model.backward(self.loss.gradient(output, target))
             self.optimizer.step(parameters, gradients)
             done = start + len(rows)
@@ -437,8 +450,13 @@ def _blas_single_thread(active):
 def _batch_targets(targets, rows, n_outputs, dtype):
     if targets.ndim == 2:
         return targets[rows]
-    one_hot = np.zeros((len(rows), n_outputs), dtype=dtype)
-    one_hot[np.arange(len(rows)), targets[rows]] = 1
+    return _one_hot(targets[rows], n_outputs, dtype)
+
+
+def _one_hot(labels, n_outputs, dtype):
+    """Rows of zeros with a one at each label: shape (len(labels), n_outputs)."""
+    one_hot = np.zeros((len(labels), n_outputs), dtype=dtype)
+    one_hot[np.arange(len(labels)), labels] = 1
     return one_hot
 
 

@@ -1,0 +1,83 @@
+"""Shared fixtures: the reference network's worked example and the MNIST files."""
+import gzip
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import numrec
+
+#: The genuine MNIST files (gzipped IDX) live in ``shared/mnist`` beside the repository.
+MNIST_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "mnist"
+
+
+# The 3 -> 2 -> 3 example of number_recognition's README ("Testing data").
+SEED_EXAMPLE = {
+    "w1": [[-0.75, 0.5, -0.25], [0.25, -0.5, 0.75]],
+    "b1": [0.0, 1.0],
+    "w2": [[-0.75, 0.75], [0.5, -0.5], [-0.25, 0.25]],
+    "b2": [0.75, 0.5, 0.25],
+    "x": [[0.25, 0.5, 0.75]],
+    "y": [[0.0, 1.0, 0.0]],
+    "alpha": 0.2,
+}
+
+
+@pytest.fixture
+def seed_example():
+    """The worked example's parameters, input and target as float64 arrays."""
+    return {
+        key: (np.array(value, dtype=np.float64) if key != "alpha" else value)
+        for key, value in SEED_EXAMPLE.items()
+    }
+
+
+@pytest.fixture
+def seed_network(seed_example):
+    """Build the worked example's network (Dense, LeakyReLU(0.2), Dense, Sigmoid)."""
+
+    def build(dtype=np.float64):
+        first = numrec.Dense(3, 2, dtype=dtype)
+        second = numrec.Dense(2, 3, dtype=dtype)
+        first.weights = seed_example["w1"].astype(dtype)
+        first.bias = seed_example["b1"].astype(dtype)
+        second.weights = seed_example["w2"].astype(dtype)
+        second.bias = seed_example["b2"].astype(dtype)
+        return numrec.Sequential(
+            [first, numrec.LeakyReLU(seed_example["alpha"]), second, numrec.Sigmoid()]
+        )
+
+    return build
+
+
+def read_idx(path):
+    """Read a gzipped IDX file of unsigned bytes into an array of its declared shape."""
+    with gzip.open(path, "rb") as handle:
+        data = handle.read()
+    zero, type_code, ndim = int.from_bytes(data[:2], "big"), data[2], data[3]
+    if zero != 0 or type_code != 0x08:
+        raise ValueError(f"{path}: not an IDX file of unsigned bytes")
+    shape = tuple(
+        int.from_bytes(data[4 + 4 * axis:8 + 4 * axis], "big") for axis in range(ndim)
+    )
+    offset = 4 + 4 * ndim
+    if len(data) - offset != int(np.prod(shape)):
+        raise ValueError(f"{path}: {len(data) - offset} bytes of data for shape {shape}")
+    return np.frombuffer(data, dtype=np.uint8, offset=offset).reshape(shape)
+
+
+@pytest.fixture(scope="session")
+def mnist():
+    """``((x_train, y_train), (x_test, y_test))``: uint8 rows of 784 pixels, uint8 labels."""
+    names = [
+        "train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+        "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz",
+    ]
+    missing = [name for name in names if not (MNIST_DIR / name).is_file()]
+    if missing:
+        pytest.skip(f"MNIST files not found in {MNIST_DIR}: {', '.join(missing)}")
+    x_train, y_train, x_test, y_test = (read_idx(MNIST_DIR / name) for name in names)
+    return (
+        (x_train.reshape(len(x_train), -1), y_train),
+        (x_test.reshape(len(x_test), -1), y_test),
+    )

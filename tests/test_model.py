@@ -1,0 +1,143 @@
+"""Sequential: predict, evaluate, uint8 pixels, the history and the callbacks of fit."""
+import numpy as np
+import pytest
+
+import numrec
+
+
+@pytest.fixture
+def model():
+    return numrec.Sequential([
+        numrec.Dense(6, 8, seed=0, dtype=np.float64), numrec.LeakyReLU(0.2),
+        numrec.Dense(8, 4, seed=1, dtype=np.float64), numrec.Sigmoid(),
+    ])
+
+
+@pytest.fixture
+def data():
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((150, 6))
+    y = np.argmax(x @ rng.standard_normal((6, 4)), axis=1)
+    return x, y
+
+
+def numpy_forward(model, x):
+    dense1, leaky, dense2, _ = model.components
+    z1 = x @ dense1.weights.T + dense1.bias
+    a1 = np.where(z1 > 0, z1, leaky.alpha * z1)
+    return 1 / (1 + np.exp(-(a1 @ dense2.weights.T + dense2.bias)))
+
+
+def test_forward_matches_numpy(model, data):
+    x, _ = data
+    np.testing.assert_allclose(model.forward(x), numpy_forward(model, x), rtol=1e-12)
+
+
+def test_predict_in_batches_equals_forward(model, data):
+    x, _ = data
+    full = model.forward(x)
+    for batch_size in (1, 7, 150, 1000):
+        np.testing.assert_allclose(model.predict(x, batch_size=batch_size), full, rtol=1e-14)
+
+
+def test_predict_classes_is_argmax(model, data):
+    x, _ = data
+    classes = model.predict_classes(x)
+    np.testing.assert_array_equal(classes, np.argmax(numpy_forward(model, x), axis=1))
+    assert classes.dtype.kind == "i"
+
+
+def test_uint8_inputs_are_scaled(model):
+    pixels = np.arange(0, 256, 16, dtype=np.uint8)[:12].reshape(2, 6)
+    np.testing.assert_allclose(model.forward(pixels), numpy_forward(model, pixels / 255),
+                               rtol=1e-12)
+    np.testing.assert_allclose(model.predict(pixels), model.forward(pixels / 255), rtol=1e-14)
+
+
+def test_float_inputs_are_cast_to_the_model_dtype():
+    model = numrec.mnist_mlp(hidden=(8,), seed=0, dtype=np.float32)
+    x = np.random.default_rng(0).uniform(size=(3, 784))
+    out = model.forward(x)
+    assert out.dtype == np.float32
+    np.testing.assert_array_equal(out, model.forward(x.astype(np.float32)))
+
+
+def test_evaluate_with_target_rows(model, data):
+    x, y = data
+    target = np.eye(4)[y]
+    output = numpy_forward(model, x)
+    result = model.evaluate(x, target)
+    assert set(result) == {"loss", "accuracy"}
+    assert result["loss"] == pytest.approx(np.sum((output - target) ** 2) / len(x), rel=1e-12)
+    assert result["accuracy"] == pytest.approx(np.mean(output.argmax(axis=1) == y))
+
+
+def test_evaluate_with_labels(model, data):
+    x, y = data
+    target = np.eye(4)[y]
+    output = numpy_forward(model, x)
+    result = model.evaluate(x, y)
+    assert result["loss"] == pytest.approx(np.sum((output - target) ** 2) / len(x), rel=1e-12)
+    assert result["accuracy"] == pytest.approx(np.mean(output.argmax(axis=1) == y))
+
+
+def test_parameters_and_gradients_are_the_layer_arrays(model):
+    dense1, _, dense2, _ = model.components
+    params, grads = model.parameters(), model.gradients()
+    assert [p is q for p, q in zip(params, [dense1.weights, dense1.bias,
+                                           dense2.weights, dense2.bias])] == [True] * 4
+    assert [p is q for p, q in zip(grads, [dense1.grad_weights, dense1.grad_bias,
+                                          dense2.grad_weights, dense2.grad_bias])] == [True] * 4
+
+
+def test_mnist_mlp_architecture():
+    model = numrec.mnist_mlp(seed=0)
+    kinds = [type(c) for c in model.components]
+    assert kinds == [numrec.Dense, numrec.LeakyReLU, numrec.Dense, numrec.Sigmoid]
+    assert (model.components[0].in_features, model.components[0].out_features) == (784, 256)
+    assert (model.components[2].in_features, model.components[2].out_features) == (256, 10)
+    assert model.components[1].alpha == 0.2
+    assert model.n_inputs == 784
+
+
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "fallback"])
+def test_history_and_callbacks(model, data, fused):
+    x, y = data
+    epochs_seen, progress = [], []
+    history = model.fit(
+        x, y, epochs=3, batch_size=16, validation_data=(x, y), seed=0, fused=fused,
+        on_epoch=lambda epoch, h: epochs_seen.append((epoch, len(h.loss))),
+        on_progress=lambda done, total: progress.append((done, total)),
+    )
+    assert history.epochs == 3
+    assert len(history.loss) == len(history.val_accuracy) == len(history.seconds) == 3
+    assert epochs_seen == [(1, 1), (2, 2), (3, 3)]
+    assert progress and all(total == 150 for _, total in progress)
+    assert progress.count((150, 150)) == 3
+    assert history.reached_target is False
+    assert all(s >= 0 for s in history.seconds)
+    # validation accuracy is the accuracy of the model after each epoch
+    assert history.val_accuracy[-1] == pytest.approx(
+        np.mean(model.predict_classes(x) == y))
+    assert history.loss[-1] < history.loss[0]
+
+
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "fallback"])
+def test_target_accuracy_stops_early(model, data, fused):
+    x, y = data
+    history = model.fit(x, y, epochs=50, batch_size=8, validation_data=(x, y),
+                        target_accuracy=0.5, seed=0, fused=fused)
+    assert history.reached_target is True
+    assert history.val_accuracy[-1] > 0.5
+    assert all(acc <= 0.5 for acc in history.val_accuracy[:-1])
+    assert history.epochs < 50
+
+
+def test_loss_history_is_the_mean_loss_before_each_step(data):
+    # One batch per epoch: the recorded loss is the loss of the model before the step.
+    x, y = data
+    model = numrec.Sequential([numrec.Dense(6, 4, seed=0, dtype=np.float64), numrec.Sigmoid()])
+    before = model.evaluate(x, np.eye(4)[y])["loss"]
+    history = model.fit(x, y, epochs=2, batch_size=len(x), seed=0)
+    assert history.loss[0] == pytest.approx(before, rel=1e-12)
+    assert history.loss[1] < history.loss[0]
