@@ -314,6 +314,8 @@ class Sequential:
             if validation is None:
                 raise ValueError("target_accuracy needs validation_data")
         rng = as_rng(seed)
+        threads = (check_positive_int(threads, "threads") if threads is not None
+                   else _default_threads())
 
         stages = plan_stages(self.components)
         if not (is_compiled(loss) and is_compiled(optimizer)):
@@ -327,7 +329,7 @@ class Sequential:
             stages = None
         if stages is not None:
             trainer = FusedTrainer(stages, loss, optimizer, batch_size, self.dtype,
-                                   threads if threads is not None else _default_threads())
+                                   threads)
             run_epoch = _FusedEpoch(trainer)
         else:
             run_epoch = _PythonEpoch(self, loss, optimizer, batch_size)

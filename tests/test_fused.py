@@ -1,0 +1,90 @@
+"""The compiled training loop: threads, determinism and agreement with the Python loop."""
+import numpy as np
+import pytest
+
+import numrec
+
+
+def _data(n=600, n_in=300, n_out=10, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 256, size=(n, n_in), dtype=np.uint8)
+    y = rng.integers(0, n_out, size=n)
+    return x, y
+
+
+def _model(dtype, n_in=300, hidden=200, n_out=10):
+    # 300 x 200 = 60000 weights: large enough for the threads to share the first layer.
+    rng = np.random.default_rng(42)
+    return numrec.Sequential([
+        numrec.Dense(n_in, hidden, seed=rng, dtype=dtype), numrec.LeakyReLU(0.2),
+        numrec.Dense(hidden, n_out, seed=rng, dtype=dtype), numrec.Sigmoid(),
+    ])
+
+
+def _train(dtype, batch_size=32, **options):
+    x, y = _data()
+    model = _model(dtype)
+    history = model.fit(x, y, epochs=2, batch_size=batch_size, optimizer=numrec.SGD(0.3),
+                        seed=7, validation_data=(x[:100], y[:100]), **options)
+    return model, history
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("batch_size", [1, 32, 77])
+def test_seeded_fused_runs_are_bit_identical(threads, batch_size):
+    first, history_a = _train(np.float32, batch_size, threads=threads, fused=True)
+    second, history_b = _train(np.float32, batch_size, threads=threads, fused=True)
+    assert history_a.fused and history_b.fused
+    for a, b in zip(first.parameters(), second.parameters()):
+        assert np.array_equal(a, b)
+    assert history_a.loss == history_b.loss
+    assert history_a.val_accuracy == history_b.val_accuracy
+
+
+@pytest.mark.parametrize("batch_size", [1, 32, 77])
+def test_threads_and_python_loop_agree_in_float64(batch_size):
+    reference, ref_history = _train(np.float64, batch_size, fused=False)
+    for threads in (1, 2, 3):
+        model, history = _train(np.float64, batch_size, threads=threads, fused=True)
+        for got, expected in zip(model.parameters(), reference.parameters()):
+            np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(history.loss, ref_history.loss, rtol=1e-10)
+        assert history.val_accuracy == ref_history.val_accuracy
+
+
+def test_threads_agree_in_float32():
+    one, _ = _train(np.float32, threads=1)
+    two, _ = _train(np.float32, threads=2)
+    for a, b in zip(one.parameters(), two.parameters()):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_fused_step_on_the_worked_example(seed_network, seed_example):
+    """One fused SGD step moves each parameter by -lr times the seed's gradient."""
+    lr = 0.1
+    reference = seed_network()
+    output = reference.forward(seed_example["x"])
+    reference.backward(numrec.MSE().gradient(output, seed_example["y"]))
+    expected = [p - lr * g for p, g in zip(reference.parameters(), reference.gradients())]
+    model = seed_network()
+    model.fit(seed_example["x"], seed_example["y"], epochs=1, batch_size=1,
+              optimizer=numrec.SGD(lr), fused=True, threads=2)
+    for got, want in zip(model.parameters(), expected):
+        np.testing.assert_allclose(got, want, rtol=1e-12)
+
+
+def test_fused_loop_accepts_float_inputs_and_target_rows():
+    x, y = _data()
+    targets = np.eye(10)[y]
+    a = _model(np.float64)
+    b = _model(np.float64)
+    a.fit(x * (1 / 255), targets, epochs=1, batch_size=16, seed=1, fused=True, threads=2)
+    b.fit(x, y, epochs=1, batch_size=16, seed=1, fused=True, threads=2)
+    for p, q in zip(a.parameters(), b.parameters()):
+        np.testing.assert_allclose(p, q, rtol=1e-12, atol=1e-14)
+
+
+def test_bad_thread_count():
+    x, y = _data(n=10)
+    with pytest.raises(ValueError, match="threads must be at least 1"):
+        _model(np.float32).fit(x, y, threads=0)
