@@ -29,7 +29,7 @@ import numpy as np
 __all__ = ["DataFormatError", "read_idx", "write_idx"]
 
 #: IDX element-type code -> big-endian numpy dtype of the stored elements.
-IDX_DTYPES = {
+IDX_DTYPES: dict[int, np.dtype] = {
     0x08: np.dtype(">u1"),
     0x09: np.dtype(">i1"),
     0x0B: np.dtype(">i2"),

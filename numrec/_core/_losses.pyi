@@ -1,0 +1,19 @@
+"""Type stubs for the compiled module ``numrec._core._losses``."""
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+_Array = npt.NDArray[np.floating[Any]]
+
+class Loss:
+    """Abstract loss, a mean over the batch."""
+
+    def value(self, output: _Array, target: _Array) -> float: ...
+    def gradient(self, output: _Array, target: _Array) -> _Array: ...
+    def get_config(self) -> dict[str, Any]: ...
+
+class MSE(Loss):
+    """Quadratic cost, summed over the outputs and averaged over the batch."""
+
+    def __init__(self) -> None: ...
