@@ -130,19 +130,25 @@ cdef class ElementwiseActivation(Activation):
 
 # --- LeakyReLU -----------------------------------------------------------------------------
 
+# Multiplying by a slope chosen between two constants, rather than branching on the sign
+# of z (mispredicted half the time), lets the compiler use vector instructions.
+
 cdef inline void _leaky_forward(const floating* z, floating* a, Py_ssize_t n,
                                 floating alpha) noexcept nogil:
     cdef Py_ssize_t i
+    cdef floating slope
     for i in range(n):
-        a[i] = z[i] if z[i] > 0 else alpha * z[i]
+        slope = 1 if z[i] > 0 else alpha
+        a[i] = z[i] * slope
 
 
 cdef inline void _leaky_backward(const floating* z, floating* g, Py_ssize_t n,
                                  floating alpha) noexcept nogil:
     cdef Py_ssize_t i
+    cdef floating slope
     for i in range(n):
-        if z[i] <= 0:
-            g[i] *= alpha
+        slope = 1 if z[i] > 0 else alpha
+        g[i] = g[i] * slope
 
 
 cdef class LeakyReLU(ElementwiseActivation):
