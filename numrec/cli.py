@@ -22,7 +22,7 @@ import numpy as np
 #: ``numrec train`` defaults.  The learning rate and batch size give the fastest reliable
 #: time to 96 % test accuracy measured for this network (see the documentation).
 DEFAULT_BATCH_SIZE = 32
-DEFAULT_LR = 0.5
+DEFAULT_LR = 0.7
 DEFAULT_HIDDEN = (256,)
 DEFAULT_SEED = 0
 #: Train until the test accuracy exceeds this many percent ...
@@ -197,6 +197,9 @@ def build_parser():
     train.add_argument("--seed", type=_non_negative_int, default=DEFAULT_SEED, metavar="N",
                        help="seed for the initial weights and the shuffling; the same seed "
                             f"gives the same model (default: {DEFAULT_SEED})")
+    train.add_argument("--threads", type=_positive_int, default=None, metavar="N",
+                       help="threads of the compiled training loop (default: the cores "
+                            "this process may use); 1 is kinder to a busy machine")
     train.add_argument("--output", "-o", metavar="PATH", default=DEFAULT_OUTPUT,
                        help=f"where to save the model (default: {DEFAULT_OUTPUT})")
     train.add_argument("--json", action="store_true",
@@ -481,7 +484,7 @@ def _train(args):
             loss=numrec.MSE(), optimizer=numrec.SGD(args.lr),
             validation_data=(x_test, y_test), seed=args.seed,
             target_accuracy=None if target is None else target / 100,
-            on_epoch=on_epoch, on_progress=progress.bar,
+            on_epoch=on_epoch, on_progress=progress.bar, threads=args.threads,
         )
     except numrec.DivergedError:
         progress.clear()

@@ -45,7 +45,9 @@ _TYPE_NAMES = ", ".join(
 MAX_NDIM = 32
 _GZIP_MAGIC = b"\x1f\x8b"
 #: Largest piece decompressed at once (bounds the memory a wrong header can claim).
-_CHUNK = 1 << 26
+_CHUNK = 1 << 20
+#: The largest expansion deflate can achieve (a run of one byte value), rounded up.
+_MAX_DEFLATE_RATIO = 1040
 
 
 class DataFormatError(ValueError):
@@ -85,12 +87,8 @@ def read_idx(path):
     return _read_idx(path)
 
 
-def _read_idx(path, hasher=None, writable=True):
-    """:func:`read_idx`, feeding the uncompressed bytes to ``hasher`` if one is given.
-
-    With ``writable=False`` the array may be a read-only view of the decompressed bytes
-    (one copy fewer, for callers that convert it anyway).
-    """
+def _read_idx(path, hasher=None):
+    """:func:`read_idx`, feeding the uncompressed bytes to ``hasher`` if one is given."""
     path = os.fspath(path)
     with open(path, "rb") as file:
         size = os.fstat(file.fileno()).st_size
@@ -117,11 +115,18 @@ def _read_idx(path, hasher=None, writable=True):
         else:
             # The uncompressed length is unknown until the stream is read: read at most one
             # byte more than the header announces, so that a wrong header costs no memory.
-            data = stream.read(expected + 1)
-            _check_length(path, len(data), expected, at_least=len(data) > expected)
-            array = np.frombuffer(data, dtype=dtype)
-            if writable and dtype == dtype.newbyteorder("="):  # no conversion copy follows
-                array = array.copy()
+            # Deflate expands at most about 1032-fold: a header announcing more than that
+            # is refused before anything is allocated.  Otherwise the data is decompressed
+            # straight into the array, so that it is held once in memory.
+            if expected > _MAX_DEFLATE_RATIO * size:
+                raise DataFormatError(
+                    f"{path}: truncated data (the header announces {expected} bytes of data, "
+                    f"more than a gzip file of {size} bytes can hold)"
+                )
+            array = np.empty(expected // dtype.itemsize, dtype=dtype)
+            filled = stream.readinto(memoryview(array).cast("B"))
+            extra = stream.read(1)
+            _check_length(path, filled + len(extra), expected, at_least=bool(extra))
         if hasher is not None:
             hasher.update(array)
     native = dtype.newbyteorder("=")
@@ -222,6 +227,17 @@ class _GzipStream:
             pieces.append(piece)
             need -= len(piece)
         return b"".join(pieces)
+
+    def readinto(self, buffer):
+        """Fill the writable byte buffer as far as the stream goes; return the count."""
+        filled = 0
+        while filled < len(buffer):
+            piece = self.read(min(len(buffer) - filled, _CHUNK))
+            if not piece:
+                break
+            buffer[filled:filled + len(piece)] = piece
+            filled += len(piece)
+        return filled
 
 
 def write_idx(path, array):

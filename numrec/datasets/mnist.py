@@ -93,19 +93,18 @@ def load_mnist(directory=None, *, dtype=np.float32, flatten=True):
         out_dtype = None
     if out_dtype not in _OUTPUT_DTYPES:
         raise TypeError(f"dtype must be float32, float64 or uint8, got {dtype!r}")
-    writable = out_dtype == np.uint8
     if directory is not None:
-        arrays = _load_directory(os.fspath(directory), writable)
+        arrays = _load_directory(os.fspath(directory))
     elif os.environ.get(DATA_ENV):
-        arrays = _load_directory(os.environ[DATA_ENV], writable, f" (from {DATA_ENV})")
+        arrays = _load_directory(os.environ[DATA_ENV], f" (from {DATA_ENV})")
     else:
-        arrays = _load_bundled(writable)
+        arrays = _load_bundled()
     train = _prepare(arrays[0], arrays[1], "training", out_dtype, flatten)
     test = _prepare(arrays[2], arrays[3], "test", out_dtype, flatten)
     return train, test
 
 
-def _load_directory(directory, writable, source=""):
+def _load_directory(directory, source=""):
     if not os.path.isdir(directory):
         if os.path.exists(directory):
             raise NotADirectoryError(f"data directory {directory}{source} is not a directory")
@@ -124,11 +123,11 @@ def _load_directory(directory, writable, source=""):
             f"data directory {directory}{source} lacks " + ", ".join(missing)
             + " (expected the four MNIST-format files, raw or gzipped)"
         )
-    return [_checked(_read_idx(path, writable=writable or "labels" in name), path, name)
+    return [_checked(_read_idx(path), path, name)
             for path, name in zip(paths, MNIST_FILES)]
 
 
-def _load_bundled(writable):
+def _load_bundled():
     data = resources.files("numrec.datasets").joinpath("data")
     arrays = []
     for name in MNIST_FILES:
@@ -141,7 +140,7 @@ def _load_bundled(writable):
                     f"directory or set {DATA_ENV}"
                 )
             hasher = hashlib.sha256()
-            array = _read_idx(path, hasher, writable=writable or "labels" in name)
+            array = _read_idx(path, hasher)
             if hasher.hexdigest() != MNIST_SHA256[name]:
                 raise DataFormatError(
                     f"{path}: the bundled MNIST file is damaged (SHA-256 of its contents is "
