@@ -81,3 +81,14 @@ def mnist():
         (x_train.reshape(len(x_train), -1), y_train),
         (x_test.reshape(len(x_test), -1), y_test),
     )
+
+
+@pytest.fixture(autouse=True)
+def _outside_the_source_tree(tmp_path, monkeypatch):
+    """Run every test in its own temporary directory.
+
+    Started from the repository root, ``python -m numrec`` (and ``python -m sphinx``)
+    would import the source folder ``numrec/``, which holds no compiled modules, instead of
+    the installed package.
+    """
+    monkeypatch.chdir(tmp_path)

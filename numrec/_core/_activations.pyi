@@ -3,9 +3,11 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from typing_extensions import disjoint_base
 
 _Array = npt.NDArray[np.floating[Any]]
 
+@disjoint_base
 class Activation:
     """Abstract activation function ``a = f(z)``."""
 
@@ -17,6 +19,7 @@ class Activation:
 class ElementwiseActivation(Activation):
     """Base of the compiled elementwise activations."""
 
+@disjoint_base
 class LeakyReLU(ElementwiseActivation):
     """Leaky rectified linear unit."""
 

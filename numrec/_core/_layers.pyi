@@ -3,9 +3,11 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from typing_extensions import disjoint_base
 
 _SeedLike = int | np.random.Generator | None
 
+@disjoint_base
 class Layer:
     """Abstract layer with parameters."""
 
@@ -17,6 +19,7 @@ class Layer:
     def gradients(self) -> list[npt.NDArray[np.floating[Any]]]: ...
     def get_config(self) -> dict[str, Any]: ...
 
+@disjoint_base
 class Dense(Layer):
     """Fully connected layer, ``z = x @ W.T + b``."""
 

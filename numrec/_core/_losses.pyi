@@ -3,9 +3,11 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from typing_extensions import disjoint_base
 
 _Array = npt.NDArray[np.floating[Any]]
 
+@disjoint_base
 class Loss:
     """Abstract loss, a mean over the batch."""
 

@@ -4,15 +4,18 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from typing_extensions import disjoint_base
 
 _Array = npt.NDArray[np.floating[Any]]
 
+@disjoint_base
 class Optimizer:
     """Abstract optimizer: updates parameters in place from their gradients."""
 
     def step(self, parameters: Sequence[_Array], gradients: Sequence[_Array]) -> None: ...
     def get_config(self) -> dict[str, Any]: ...
 
+@disjoint_base
 class SGD(Optimizer):
     """Plain stochastic gradient descent."""
 

@@ -9,12 +9,14 @@ from numrec._core._activations import Activation
 from numrec._core._layers import Layer
 from numrec._core._losses import Loss
 from numrec._core._optimizers import Optimizer
+from typing_extensions import disjoint_base
 
 def is_compiled(component: object) -> bool: ...
 def plan_stages(
     components: Iterable[Layer | Activation],
 ) -> list[tuple[Layer, Activation | None]] | None: ...
 
+@disjoint_base
 class FusedTrainer:
     """Runs batches of a model made only of compiled components, without the GIL."""
 
