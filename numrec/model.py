@@ -19,6 +19,11 @@ from numrec._core._validation import (
 
 #: Learning rate of ``SGD`` when ``fit`` is given no optimizer.
 DEFAULT_LR = 0.5
+#: Up to this batch size the compiled loop shares each large layer between its threads
+#: (each thread's share of the weights stays in its core's cache, and BLAS runs in one
+#: thread per call); above it, BLAS threads each matrix product itself, which measured
+#: faster for these larger products.
+SPLIT_MAX_BATCH = 64
 #: Progress callbacks are called after about this many samples (and at each epoch's end).
 _PROGRESS_SAMPLES = 4096
 
@@ -273,11 +278,12 @@ class Sequential:
             ``None`` picks the compiled loop when it can run; ``False`` forces the Python
             loop; ``True`` raises ``ValueError`` if the compiled loop cannot run.
         threads : int, optional
-            Threads of the compiled loop (default: the cores this process may use).  Each
-            large layer's output units are shared between the threads, so that each
-            thread keeps its share of the weights in its own core's cache; BLAS itself
-            runs single-threaded meanwhile.  Results are bit-identical from run to run
-            for a given seed and thread count.
+            Threads of the compiled loop (default: the cores this process may use).  Up
+            to batch size ``SPLIT_MAX_BATCH`` (64) each large layer's output units are
+            shared between the threads, so that each thread keeps its share of the
+            weights in its own core's cache, and BLAS runs single-threaded; for larger
+            batches BLAS uses the threads within each matrix product.  Results are
+            bit-identical from run to run for a given seed and thread count.
 
         Returns
         -------
@@ -327,14 +333,16 @@ class Sequential:
             )
         if fused is False:
             stages = None
+        blas_threads = None  # BLAS as configured, in the Python loop
         if stages is not None:
-            trainer = FusedTrainer(stages, loss, optimizer, batch_size, self.dtype,
-                                   threads)
+            split = threads if batch_size <= SPLIT_MAX_BATCH else 1
+            blas_threads = 1 if split > 1 else threads
+            trainer = FusedTrainer(stages, loss, optimizer, batch_size, self.dtype, split)
             run_epoch = _FusedEpoch(trainer)
         else:
             run_epoch = _PythonEpoch(self, loss, optimizer, batch_size)
         history = History(fused=stages is not None)
-        with _blas_single_thread(stages is not None):
+        with _blas_threads(blas_threads):
             _run_epochs(run_epoch, history, x, train_targets, validation, epochs, rng,
                         target_accuracy, on_epoch, on_progress)
         return history
@@ -440,12 +448,12 @@ def _default_threads():
 
 
 @contextlib.contextmanager
-def _blas_single_thread(active):
-    """Keep BLAS to one thread while the compiled loop shares the work between threads."""
-    if not active:
+def _blas_threads(count):
+    """Limit BLAS to ``count`` threads inside the block (None: leave it as it is)."""
+    if count is None:
         yield
         return
-    with threadpool_limits(limits=1, user_api="blas"):
+    with threadpool_limits(limits=count, user_api="blas"):
         yield
 
 

@@ -26,18 +26,18 @@ value is checked (types, shapes, dtypes, finiteness) before a model is built.  S
 atomic: the archive is written to a temporary file in the destination's directory and
 renamed over the destination only once complete.
 """
-import contextlib
 import json
 import math
 import numbers
 import os
 import struct
-import tempfile
 import zipfile
 import zlib
 from dataclasses import dataclass
 
 import numpy as np
+
+from numrec._files import atomic_writer
 
 from numrec._core._activations import LeakyReLU, Sigmoid
 from numrec._core._layers import Dense
@@ -155,32 +155,8 @@ def save_model(model, path):
                 f"cannot save the model: parameter {index} holds NaN or infinite values"
             )
         arrays[f"param_{index}"] = param
-    with _atomic_writer(path) as file:
+    with atomic_writer(path) as file:
         np.savez(file, **arrays)
-
-
-@contextlib.contextmanager
-def _atomic_writer(path):
-    """Yield a binary file that replaces ``path`` only once it is completely written.
-
-    The temporary file is removed on any exception, ``KeyboardInterrupt`` included.
-    """
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, temp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.",
-                                suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as file:
-            yield file
-            file.flush()
-            os.fsync(file.fileno())
-        mask = os.umask(0o022)
-        os.umask(mask)
-        os.chmod(temp, 0o666 & ~mask)
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
-        raise
 
 
 # --- loading -----------------------------------------------------------------------------

@@ -18,13 +18,13 @@ whole header against the length of the data *before* allocating the array, so a 
 or hostile header (say, one claiming four billion images) fails at once with a
 :class:`DataFormatError` instead of exhausting memory.
 """
-import contextlib
 import os
 import struct
-import tempfile
 import zlib
 
 import numpy as np
+
+from numrec._files import atomic_writer
 
 __all__ = ["DataFormatError", "read_idx", "write_idx"]
 
@@ -277,7 +277,7 @@ def write_idx(path, array):
         raise ValueError(f"every dimension must be below 2**32, got shape {array.shape}")
     header = bytes([0, 0, code, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
     data = np.ascontiguousarray(array, dtype=IDX_DTYPES[code]).reshape(-1).view(np.uint8)
-    with _atomic_writer(path) as file:
+    with atomic_writer(path) as file:
         if path.endswith(".gz"):
             import gzip
 
@@ -291,26 +291,3 @@ def write_idx(path, array):
             file.write(data)
 
 
-@contextlib.contextmanager
-def _atomic_writer(path):
-    """Yield a binary file that replaces ``path`` only once it is completely written."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, temp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.",
-                                suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as file:
-            yield file
-            file.flush()
-            os.fsync(file.fileno())
-        os.chmod(temp, 0o666 & ~_umask())
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
-        raise
-
-
-def _umask():
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask

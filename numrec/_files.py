@@ -1,0 +1,34 @@
+"""Writing files atomically: a crash or Ctrl-C never leaves a half-written file."""
+import contextlib
+import os
+import tempfile
+
+
+@contextlib.contextmanager
+def atomic_writer(path):
+    """Yield a binary file that replaces ``path`` only once it is completely written.
+
+    The data goes to a temporary file in the same directory, which is flushed to disk and
+    then renamed over ``path``.  On any exception, ``KeyboardInterrupt`` included, the
+    temporary file is removed and ``path`` is left as it was.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, temp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.",
+                                suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as file:
+            yield file
+            file.flush()
+            os.fsync(file.fileno())
+        os.chmod(temp, 0o666 & ~_umask())  # mkstemp creates it readable by its owner only
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
+
+
+def _umask():
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
