@@ -109,6 +109,8 @@ cdef class ElementwiseActivation(Activation):
 
     def _run_forward(self, floating[::1] z, floating[::1] a):
         cdef Py_ssize_t n = z.shape[0]
+        if a.shape[0] != n:
+            raise ValueError(f"a must hold {n} values like z, got {a.shape[0]}")
         if n == 0:
             return
         with nogil:
@@ -119,6 +121,8 @@ cdef class ElementwiseActivation(Activation):
 
     def _run_backward(self, floating[::1] z, floating[::1] a, floating[::1] g):
         cdef Py_ssize_t n = z.shape[0]
+        if a.shape[0] != n or g.shape[0] != n:
+            raise ValueError(f"z, a and grad must hold the same number of values")
         if n == 0:
             return
         with nogil:

@@ -251,6 +251,7 @@ cdef class Dense(Layer):
 
     def _forward(self, floating[:, ::1] x, floating[:, ::1] z):
         cdef int m = x.shape[0]
+        self._check_kernel_args(floating is float, x, z, None)
         if m == 0:
             return
         with nogil:
@@ -261,6 +262,7 @@ cdef class Dense(Layer):
 
     def _backward(self, floating[:, ::1] x, floating[:, ::1] g, floating[:, ::1] gx):
         cdef int m = x.shape[0]
+        self._check_kernel_args(floating is float, x, g, gx)
         if m == 0:
             self._grad_weights[...] = 0
             self._grad_bias[...] = 0
@@ -272,6 +274,16 @@ cdef class Dense(Layer):
             else:
                 self.backward_input_f64(&g[0, 0], &gx[0, 0], m)
                 self.gradient_f64(&x[0, 0], &g[0, 0], m, NAN, 0, self.out_features)
+
+    def _check_kernel_args(self, bint single, x, out, grad_input):
+        """Shapes and dtype of the kernels' arrays (x: inputs, out: outputs or their
+        gradient, grad_input: like x); the public methods have checked them already."""
+        if single != (self.dtype == np.float32):
+            raise TypeError(f"the arrays must have the layer's dtype {self.dtype}")
+        m = x.shape[0]
+        if (x.shape[1] != self.in_features or tuple(out.shape[:2]) != (m, self.out_features)
+                or (grad_input is not None and tuple(grad_input.shape[:2]) != (m, self.in_features))):
+            raise ValueError("array shapes do not match the layer")
 
     cdef void forward_f32(self, const float* x, float* z, int m, int lo,
                           int hi) noexcept nogil:

@@ -60,6 +60,8 @@ cdef class Loss:
     def _run(self, floating[:, ::1] a, floating[:, ::1] y, floating[:, ::1] g):
         cdef Py_ssize_t m = a.shape[0], n = a.shape[1]
         cdef double total
+        if y.shape[0] != m or y.shape[1] != n or g.shape[0] != m or g.shape[1] != n:
+            raise ValueError("output, target and gradient must have the same shape")
         if m == 0 or n == 0:
             return 0.0
         with nogil:

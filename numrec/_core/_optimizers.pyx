@@ -97,6 +97,8 @@ cdef class SGD(Optimizer):
 
     def _run(self, floating[::1] param, floating[::1] grad, Py_ssize_t slot):
         cdef Py_ssize_t n = param.shape[0]
+        if grad.shape[0] != n:
+            raise ValueError("a parameter and its gradient must have the same size")
         if n == 0:
             return
         with nogil:

@@ -191,11 +191,36 @@ cdef class FusedTrainer:
         an array ``(n_samples, n_outputs)`` of the trainer's dtype.  ``start`` is a multiple
         of ``batch_size``.  The caller has checked every shape, dtype and index.
         """
+        self._check_train_args(x, targets, order, start, stop)
         return self._train(x, self._x, targets, order, start, stop)
 
     def count_correct(self, x, labels):
         """Return how many rows of ``x`` the model classifies as ``labels`` (argmax)."""
+        self._check_inputs(x)
+        if labels.ndim != 1 or len(labels) != len(x):
+            raise ValueError("labels must be one per row of x")
         return self._count_correct(x, self._x, labels)
+
+    def _check_inputs(self, x):
+        if x.ndim != 2 or x.shape[1] != self.n_inputs:
+            raise ValueError(f"x must have shape (n, {self.n_inputs})")
+        if x.dtype != np.uint8 and x.dtype != self.dtype:
+            raise TypeError(f"x must hold uint8 pixels or {self.dtype}, got {x.dtype}")
+
+    def _check_train_args(self, x, targets, order, Py_ssize_t start, Py_ssize_t stop):
+        """What train() trusts, checked at the cost of a pass over ``order[start:stop]``."""
+        self._check_inputs(x)
+        n = len(x)
+        if targets.ndim == 1:
+            if len(targets) != n or (n and (targets.min() < 0 or targets.max() >= self.n_outputs)):
+                raise ValueError(f"targets must be {n} labels in 0..{self.n_outputs - 1}")
+        elif targets.shape != (n, self.n_outputs) or targets.dtype != self.dtype:
+            raise ValueError(f"targets must have shape ({n}, {self.n_outputs}) and dtype {self.dtype}")
+        if order.ndim != 1 or not 0 <= start <= stop <= len(order):
+            raise ValueError("start and stop must lie within order")
+        rows = order[start:stop]
+        if len(rows) and (rows.min() < 0 or rows.max() >= n):
+            raise ValueError(f"order must hold row numbers in 0..{n - 1}")
 
     def _train(self, const pixel_t[:, ::1] x, floating[:, ::1] xbuf, targets,
                const cnp.int64_t[::1] order, Py_ssize_t start, Py_ssize_t stop):
