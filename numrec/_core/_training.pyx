@@ -211,16 +211,18 @@ cdef class FusedTrainer:
         """What train() trusts, checked at the cost of a pass over ``order[start:stop]``."""
         self._check_inputs(x)
         n = len(x)
-        if targets.ndim == 1:
-            if len(targets) != n or (n and (targets.min() < 0 or targets.max() >= self.n_outputs)):
-                raise ValueError(f"targets must be {n} labels in 0..{self.n_outputs - 1}")
-        elif targets.shape != (n, self.n_outputs) or targets.dtype != self.dtype:
-            raise ValueError(f"targets must have shape ({n}, {self.n_outputs}) and dtype {self.dtype}")
         if order.ndim != 1 or not 0 <= start <= stop <= len(order):
             raise ValueError("start and stop must lie within order")
         rows = order[start:stop]
         if len(rows) and (rows.min() < 0 or rows.max() >= n):
             raise ValueError(f"order must hold row numbers in 0..{n - 1}")
+        if targets.ndim == 1:
+            labels = targets[rows] if len(targets) == n else None
+            if labels is None or (len(labels) and (labels.min() < 0
+                                                   or labels.max() >= self.n_outputs)):
+                raise ValueError(f"targets must be {n} labels in 0..{self.n_outputs - 1}")
+        elif targets.shape != (n, self.n_outputs) or targets.dtype != self.dtype:
+            raise ValueError(f"targets must have shape ({n}, {self.n_outputs}) and dtype {self.dtype}")
 
     def _train(self, const pixel_t[:, ::1] x, floating[:, ::1] xbuf, targets,
                const cnp.int64_t[::1] order, Py_ssize_t start, Py_ssize_t stop):
