@@ -391,13 +391,11 @@ class _PythonEpoch:
     def train(self, x, targets, order, on_progress):
         model = self.model
         parameters, gradients = model.parameters(), model.gradients()
-        n_outputs = None
         total = 0.0
         for start in range(0, len(order), self.batch_size):
             rows = order[start:start + self.batch_size]
             output = model.forward(x[rows])
-            n_outputs = output.shape[1]
-            target = _batch_targets(targets, rows, n_outputs, model.dtype)
+            target = _batch_targets(targets, rows, output.shape[1], model.dtype)
             batch_loss = float(self.loss.value(output, target))
             if not math.isfinite(batch_loss):
                 return batch_loss  # diverged: fit reports it
@@ -515,7 +513,7 @@ def _prepare_targets(y, n_samples, n_outputs, dtype, name):
     if targets.dtype.kind != "f":
         raise TypeError(f"{name} must hold floats when 2-D, got dtype {targets.dtype}")
     targets = np.ascontiguousarray(targets, dtype=dtype)
-    return targets, targets.argmax(axis=1) if n_outputs else np.zeros(n_samples, np.int64)
+    return targets, targets.argmax(axis=1)
 
 
 def mnist_mlp(hidden=(256,), *, alpha=0.2, seed=None, dtype=np.float32):

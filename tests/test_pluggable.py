@@ -140,6 +140,19 @@ def test_python_subclasses_are_instances():
     assert isinstance(PyDense(np.ones((2, 3)), np.zeros(2)), numrec.Layer)
 
 
+def assert_same_outputs_and_gradients(compiled, python):
+    """Both models give the same outputs, dL/dx and parameter gradients on toy data."""
+    x, y = toy_data(n=9)
+    target = np.eye(3)[y]
+    out_c, out_p = compiled.forward(x), python.forward(x)
+    np.testing.assert_allclose(out_p, out_c, rtol=1e-13)
+    gx_c = compiled.backward(numrec.MSE().gradient(out_c, target))
+    gx_p = python.backward(numrec.MSE().gradient(out_p, target))
+    np.testing.assert_allclose(gx_p, gx_c, rtol=1e-12, atol=1e-15)
+    for g_c, g_p in zip(compiled.gradients(), python.gradients()):
+        np.testing.assert_allclose(g_p, g_c, rtol=1e-12, atol=1e-15)
+
+
 # --- activations ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize(
@@ -150,15 +163,7 @@ def test_python_subclasses_are_instances():
 def test_python_activation_same_outputs_and_gradients(slot, python_component):
     compiled = make_model()
     python = make_model(**{slot: python_component})
-    x, y = toy_data(n=9)
-    target = np.eye(3)[y]
-    out_c, out_p = compiled.forward(x), python.forward(x)
-    np.testing.assert_allclose(out_p, out_c, rtol=1e-13)
-    gx_c = compiled.backward(numrec.MSE().gradient(out_c, target))
-    gx_p = python.backward(numrec.MSE().gradient(out_p, target))
-    np.testing.assert_allclose(gx_p, gx_c, rtol=1e-12, atol=1e-15)
-    for g_c, g_p in zip(compiled.gradients(), python.gradients()):
-        np.testing.assert_allclose(g_p, g_c, rtol=1e-12, atol=1e-15)
+    assert_same_outputs_and_gradients(compiled, python)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
@@ -245,15 +250,7 @@ def test_python_momentum_step_matches_numpy():
 def test_python_layer_same_outputs_and_gradients():
     compiled, python = make_model(), make_model(first=PyDense)
     assert isinstance(python.components[0], PyDense)
-    x, y = toy_data(n=9)
-    target = np.eye(3)[y]
-    out_c, out_p = compiled.forward(x), python.forward(x)
-    np.testing.assert_allclose(out_p, out_c, rtol=1e-13)
-    gx_c = compiled.backward(numrec.MSE().gradient(out_c, target))
-    gx_p = python.backward(numrec.MSE().gradient(out_p, target))
-    np.testing.assert_allclose(gx_p, gx_c, rtol=1e-12, atol=1e-15)
-    for g_c, g_p in zip(compiled.gradients(), python.gradients()):
-        np.testing.assert_allclose(g_p, g_c, rtol=1e-12, atol=1e-15)
+    assert_same_outputs_and_gradients(compiled, python)
 
 
 def test_python_layer_trains_like_the_compiled_one():
