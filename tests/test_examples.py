@@ -143,7 +143,9 @@ def test_stubs_match_compiled_modules(tmp_path):
                ("_layers", "_activations", "_losses", "_optimizers", "_training")]
     result = subprocess.run(
         [sys.executable, "-m", "mypy.stubtest", "--mypy-config-file", str(config),
-         "--allowlist", str(Path(__file__).parent / "stubtest-allowlist.txt"), *modules],
+         "--allowlist", str(Path(__file__).parent / "stubtest-allowlist.txt"),
+         # Cython releases differ in the helper names they add (3.3 adds fewer).
+         "--ignore-unused-allowlist", *modules],
         capture_output=True, text=True, timeout=600, cwd=tmp_path,
     )
     assert result.returncode == 0, result.stdout + result.stderr

@@ -12,6 +12,32 @@ from numrec._core._validation import (
 
 cnp.import_array()
 
+cdef extern from "_simd.h" nogil:
+    int nr_simd_available()
+    void nr_dense_forward_f32(int m, int n, int k, const float* x, int ldx,
+                              const float* w, int ldw, const float* b, float* z, int ldz)
+    void nr_dense_update_f32(int m, int n, int k, float alpha, const float* g, int ldg,
+                             const float* x, int ldx, float* w, int ldw)
+
+cdef enum:
+    SIMD_MAX_ROWS = 64   # up to this many rows the own kernels beat BLAS (benchmarks/)
+
+cdef bint _simd = nr_simd_available()
+
+
+def _simd_kernels(enable=None):
+    """Whether float32 ``Dense`` kernels of up to 64 rows use numrec's own AVX2 code.
+
+    With ``enable``, switch them on (where the processor has AVX2 and FMA) or off, and
+    return the previous setting.  For benchmarks and tests; results agree with BLAS to
+    float32 rounding.
+    """
+    global _simd
+    previous = bool(_simd)
+    if enable is not None:
+        _simd = bool(enable) and nr_simd_available()
+    return previous
+
 
 cdef class Layer:
     """Abstract layer with parameters, such as :class:`Dense`.
@@ -287,6 +313,11 @@ cdef class Dense(Layer):
 
     cdef void forward_f32(self, const float* x, float* z, int m, int lo,
                           int hi) noexcept nogil:
+        cdef int n_in = self.in_features
+        if _simd and m <= SIMD_MAX_ROWS:
+            nr_dense_forward_f32(m, hi - lo, n_in, x, n_in, <float*>self._w + <Py_ssize_t>lo * n_in,
+                                 n_in, <float*>self._b + lo, z + lo, self.out_features)
+            return
         _dense_forward(x, <float*>self._w, <float*>self._b, z, m,
                        self.out_features, self.in_features, lo, hi)
 
@@ -303,6 +334,12 @@ cdef class Dense(Layer):
 
     cdef void gradient_f32(self, const float* x, const float* g, int m,
                            double step_scale, int lo, int hi) noexcept nogil:
+        cdef int n_in = self.in_features, n_out = self.out_features
+        if _simd and m <= SIMD_MAX_ROWS and step_scale == step_scale:
+            nr_dense_update_f32(m, hi - lo, n_in, <float>step_scale, g + lo, n_out, x, n_in,
+                                <float*>self._w + <Py_ssize_t>lo * n_in, n_in)
+            _column_sums(g, <float*>self._b, m, n_out, lo, hi, <float>step_scale, 1)
+            return
         _dense_gradient(x, g, <float*>self._w, <float*>self._b, <float*>self._gw,
                         <float*>self._gb, m, self.out_features, self.in_features,
                         step_scale, lo, hi)

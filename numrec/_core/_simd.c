@@ -1,0 +1,183 @@
+/* Single-precision dense-layer kernels for AVX2 + FMA; see _simd.h.
+ *
+ * They are written for the small products of training with small batches (a few dozen
+ * rows against a weight matrix of a few hundred kilobytes), where a general BLAS spends
+ * much of its time copying operands into its packed formats.  These kernels read the
+ * operands where they lie:
+ *
+ * - forward, z = x w^T: each output is a dot product of a row of x and a row of w, both
+ *   contiguous.  A tile of 3 rows of x by 4 rows of w keeps 12 vector accumulators;
+ *   every step loads 7 vectors for 12 fused multiply-adds.
+ * - update, w += alpha g^T x: each row of w gains a combination of the rows of x.  A tile
+ *   of 3 rows of w by 32 columns keeps 12 accumulators; every step loads 4 vectors of a
+ *   row of x and broadcasts 3 entries of a row of g.
+ *
+ * The order of the additions for one output depends only on k and m, never on how the
+ * caller splits the outputs between threads, so results do not depend on the split.
+ * The tile helpers are inlined with constant sizes, so the compiler keeps the
+ * accumulators in registers and unrolls the inner loops.
+ */
+#include "_simd.h"
+
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+
+#include <immintrin.h>
+#include <stddef.h>
+
+#define KERNEL __attribute__((target("avx2,fma")))
+#define TILE KERNEL static inline __attribute__((always_inline))
+
+int nr_simd_available(void)
+{
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+}
+
+TILE float hsum(__m256 v)
+{
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+    return _mm_cvtss_f32(s);
+}
+
+/* ---- forward ------------------------------------------------------------------- */
+
+/* z[i, j] = x[i, :] . w[j, :] + b[j] for i < MI, j < NJ (MI <= 3, NJ <= 4). */
+TILE void forward_tile(int MI, int NJ, int k, const float *x, int ldx,
+                       const float *w, int ldw, const float *b, float *z, int ldz)
+{
+    __m256 acc[3][4];
+    int k8 = k & ~7;
+    for (int i = 0; i < MI; i++)
+        for (int j = 0; j < NJ; j++)
+            acc[i][j] = _mm256_setzero_ps();
+    for (int p = 0; p < k8; p += 8) {
+        __m256 wv[4];
+        for (int j = 0; j < NJ; j++)
+            wv[j] = _mm256_loadu_ps(w + (size_t)j * ldw + p);
+        for (int i = 0; i < MI; i++) {
+            __m256 xv = _mm256_loadu_ps(x + (size_t)i * ldx + p);
+            for (int j = 0; j < NJ; j++)
+                acc[i][j] = _mm256_fmadd_ps(xv, wv[j], acc[i][j]);
+        }
+    }
+    for (int i = 0; i < MI; i++)
+        for (int j = 0; j < NJ; j++) {
+            float sum = hsum(acc[i][j]);
+            for (int p = k8; p < k; p++)
+                sum += x[(size_t)i * ldx + p] * w[(size_t)j * ldw + p];
+            z[(size_t)i * ldz + j] = sum + (b ? b[j] : 0.0f);
+        }
+}
+
+#define FORWARD_TILE(MI, NJ) \
+    forward_tile(MI, NJ, k, x + (size_t)i * ldx, ldx, w + (size_t)j * ldw, ldw, \
+                 b ? b + j : NULL, z + (size_t)i * ldz + j, ldz)
+
+/* Rows i..i+mi of z (mi <= 3), units j..j+NJ. */
+TILE void forward_rows(int mi, int NJ, int i, int j, int k, const float *x, int ldx,
+                       const float *w, int ldw, const float *b, float *z, int ldz)
+{
+    switch (mi) {
+    case 3: FORWARD_TILE(3, NJ); break;
+    case 2: FORWARD_TILE(2, NJ); break;
+    default: FORWARD_TILE(1, NJ); break;
+    }
+}
+
+KERNEL void nr_dense_forward_f32(int m, int n, int k,
+                                 const float *x, int ldx, const float *w, int ldw,
+                                 const float *b, float *z, int ldz)
+{
+    for (int j = 0; j < n; j += 4) {
+        int nj = n - j < 4 ? n - j : 4;
+        for (int i = 0; i < m; i += 3) {
+            int mi = m - i < 3 ? m - i : 3;
+            switch (nj) {
+            case 4: forward_rows(mi, 4, i, j, k, x, ldx, w, ldw, b, z, ldz); break;
+            case 3: forward_rows(mi, 3, i, j, k, x, ldx, w, ldw, b, z, ldz); break;
+            case 2: forward_rows(mi, 2, i, j, k, x, ldx, w, ldw, b, z, ldz); break;
+            default: forward_rows(mi, 1, i, j, k, x, ldx, w, ldw, b, z, ldz); break;
+            }
+        }
+    }
+}
+
+/* ---- update -------------------------------------------------------------------- */
+
+/* w[r, 0:8V] += alpha * sum_i g[i, r] x[i, 0:8V] for r < MR (MR <= 3, V <= 4).  With
+ * MASKED, V is 1 and only the lanes set in `mask` are read and written. */
+TILE void update_tile(int MR, int V, int MASKED, __m256i mask, int m, __m256 alpha,
+                      const float *g, int ldg, const float *x, int ldx,
+                      float *w, int ldw)
+{
+    __m256 acc[3][4];
+    for (int r = 0; r < MR; r++)
+        for (int v = 0; v < V; v++)
+            acc[r][v] = _mm256_setzero_ps();
+    for (int i = 0; i < m; i++) {
+        __m256 xv[4];
+        const float *xrow = x + (size_t)i * ldx;
+        for (int v = 0; v < V; v++)
+            xv[v] = MASKED ? _mm256_maskload_ps(xrow, mask) : _mm256_loadu_ps(xrow + 8 * v);
+        for (int r = 0; r < MR; r++) {
+            __m256 gv = _mm256_broadcast_ss(g + (size_t)i * ldg + r);
+            for (int v = 0; v < V; v++)
+                acc[r][v] = _mm256_fmadd_ps(gv, xv[v], acc[r][v]);
+        }
+    }
+    for (int r = 0; r < MR; r++)
+        for (int v = 0; v < V; v++) {
+            float *out = w + (size_t)r * ldw + 8 * v;
+            if (MASKED)
+                _mm256_maskstore_ps(out, mask, _mm256_fmadd_ps(
+                    alpha, acc[r][v], _mm256_maskload_ps(out, mask)));
+            else
+                _mm256_storeu_ps(out, _mm256_fmadd_ps(alpha, acc[r][v], _mm256_loadu_ps(out)));
+        }
+}
+
+/* Rows j..j+MR of w, all k columns: 32 at a time, then 8, then the rest masked. */
+TILE void update_rows(int MR, int m, int k, __m256 alpha, const float *g, int ldg,
+                      const float *x, int ldx, float *w, int ldw)
+{
+    __m256i none = _mm256_setzero_si256();
+    int p = 0;
+    for (; p + 32 <= k; p += 32)
+        update_tile(MR, 4, 0, none, m, alpha, g, ldg, x + p, ldx, w + p, ldw);
+    for (; p + 8 <= k; p += 8)
+        update_tile(MR, 1, 0, none, m, alpha, g, ldg, x + p, ldx, w + p, ldw);
+    if (p < k) {
+        __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(k - p),
+                                          _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+        update_tile(MR, 1, 1, mask, m, alpha, g, ldg, x + p, ldx, w + p, ldw);
+    }
+}
+
+KERNEL void nr_dense_update_f32(int m, int n, int k, float alpha,
+                                const float *g, int ldg, const float *x, int ldx,
+                                float *w, int ldw)
+{
+    __m256 a = _mm256_set1_ps(alpha);
+    for (int j = 0; j < n; j += 3) {
+        float *wj = w + (size_t)j * ldw;
+        switch (n - j < 3 ? n - j : 3) {
+        case 3: update_rows(3, m, k, a, g + j, ldg, x, ldx, wj, ldw); break;
+        case 2: update_rows(2, m, k, a, g + j, ldg, x, ldx, wj, ldw); break;
+        default: update_rows(1, m, k, a, g + j, ldg, x, ldx, wj, ldw); break;
+        }
+    }
+}
+
+#else  /* not GCC or Clang on x86: callers use BLAS */
+
+int nr_simd_available(void) { return 0; }
+
+void nr_dense_forward_f32(int m, int n, int k, const float *x, int ldx, const float *w,
+                          int ldw, const float *b, float *z, int ldz) {}
+
+void nr_dense_update_f32(int m, int n, int k, float alpha, const float *g, int ldg,
+                         const float *x, int ldx, float *w, int ldw) {}
+
+#endif

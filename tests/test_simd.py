@@ -1,0 +1,121 @@
+"""numrec's own float32 Dense kernels (AVX2 + FMA) against float64 NumPy and against BLAS.
+
+Shapes cover every tile remainder: rows modulo 3, units modulo 3 and 4, inputs modulo 8
+and 32.  On a processor without AVX2 and FMA the kernels are off and these tests check
+that BLAS alone gives the same answers.
+"""
+import numpy as np
+import pytest
+
+import numrec
+from numrec._core._layers import _simd_kernels
+
+ROWS = [1, 2, 3, 4, 5, 31, 32, 64]
+UNITS = [1, 2, 3, 4, 5, 7, 13]
+INPUTS = [1, 7, 8, 9, 31, 32, 33, 40, 75]
+
+
+@pytest.fixture(params=[True, False], ids=["own-kernels", "blas"])
+def kernels(request):
+    previous = _simd_kernels(request.param)
+    yield request.param
+    _simd_kernels(previous)
+
+
+def _layer(n_in, n_out, rng):
+    layer = numrec.Dense(n_in, n_out, seed=rng)
+    layer.bias = rng.standard_normal(n_out).astype(np.float32)
+    return layer
+
+
+def _tolerance(a, b):
+    """float32 rounding of dot products of |a| . |b| (k terms): a few ulps per term."""
+    return 4e-7 * (np.abs(a).astype(np.float64) @ np.abs(b).astype(np.float64)) + 1e-7
+
+
+@pytest.mark.parametrize("m", ROWS)
+@pytest.mark.parametrize("n_out", UNITS)
+@pytest.mark.parametrize("n_in", INPUTS)
+def test_forward_matches_float64(kernels, m, n_out, n_in):
+    rng = np.random.default_rng(m * 10000 + n_out * 100 + n_in)
+    layer = _layer(n_in, n_out, rng)
+    x = rng.standard_normal((m, n_in)).astype(np.float32)
+    expected = x.astype(np.float64) @ layer.weights.T.astype(np.float64) + layer.bias
+    got = layer.forward(x)
+    assert got.dtype == np.float32
+    assert np.all(np.abs(got - expected) <= _tolerance(x, layer.weights.T) + 1e-6 * np.abs(layer.bias))
+
+
+def _one_sgd_step(n_in, n_out, m, lr, seed, threads):
+    """One fused SGD step of a single Dense layer under MSE, and the float64 reference."""
+    rng = np.random.default_rng(seed)
+    layer = _layer(n_in, n_out, rng)
+    x = rng.standard_normal((m, n_in)).astype(np.float32)
+    targets = rng.standard_normal((m, n_out)).astype(np.float32)
+    w0 = layer.weights.astype(np.float64)
+    b0 = layer.bias.astype(np.float64)
+    x64 = x.astype(np.float64)
+    g = 2 * (x64 @ w0.T + b0 - targets) / m            # dL/dz of MSE (mean over the batch)
+    expected_w = w0 - lr * g.T @ x64
+    expected_b = b0 - lr * g.sum(axis=0)
+    model = numrec.Sequential([layer])
+    history = model.fit(x, targets, batch_size=m, optimizer=numrec.SGD(lr), fused=True,
+                        threads=threads)
+    assert history.fused
+    return layer, expected_w, expected_b, x, g
+
+
+@pytest.mark.parametrize("m", ROWS)
+@pytest.mark.parametrize("n_out", [1, 2, 3, 4, 13])
+@pytest.mark.parametrize("n_in", [1, 8, 9, 33, 75])
+def test_fused_update_matches_float64(kernels, m, n_out, n_in):
+    lr = 0.25
+    layer, expected_w, expected_b, x, g = _one_sgd_step(n_in, n_out, m, lr, m + n_out + n_in, 1)
+    # float32 rounds g (forward pass), each product and sum, and the stored weights; an
+    # error in the kernel (a row or column missed or repeated) is of order lr |g|.T |x|.
+    slack = 1e-5 * lr * np.abs(g).T @ np.abs(x) + 1e-6 * np.abs(expected_w) + 1e-7
+    assert np.all(np.abs(layer.weights - expected_w) <= slack)
+    np.testing.assert_allclose(layer.bias, expected_b, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.skipif(not _simd_kernels(), reason="the processor lacks AVX2 and FMA")
+@pytest.mark.parametrize("batch_size", [1, 17, 32, 64])
+def test_own_kernels_give_the_same_bits_for_any_thread_count(batch_size):
+    """Each output's sum runs in one fixed order, however the threads share the units."""
+    rng = np.random.default_rng(3)
+    x = rng.integers(0, 256, size=(300, 784), dtype=np.uint8)
+    y = rng.integers(0, 10, size=300)
+    results = []
+    for threads in (1, 2, 3):
+        model = numrec.mnist_mlp(seed=5)
+        model.fit(x, y, epochs=2, batch_size=batch_size, optimizer=numrec.SGD(0.5), seed=1,
+                  threads=threads)
+        results.append(model.parameters())
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            assert np.array_equal(a, b)
+
+
+def test_own_kernels_and_blas_agree_on_a_training_run():
+    rng = np.random.default_rng(4)
+    x = rng.integers(0, 256, size=(640, 784), dtype=np.uint8)
+    y = rng.integers(0, 10, size=640)
+    trained = []
+    for own in (True, False):
+        previous = _simd_kernels(own)
+        try:
+            model = numrec.mnist_mlp(seed=2)
+            model.fit(x, y, epochs=2, batch_size=32, optimizer=numrec.SGD(0.5), seed=1)
+        finally:
+            _simd_kernels(previous)
+        trained.append(model.parameters())
+    for a, b in zip(*trained):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=2e-5)
+
+
+def test_switch_reports_and_restores_the_setting():
+    original = _simd_kernels()
+    assert _simd_kernels(False) == original
+    assert _simd_kernels() is False
+    _simd_kernels(original)
+    assert _simd_kernels() == original
