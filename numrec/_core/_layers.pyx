@@ -6,6 +6,7 @@ cimport numpy as cnp
 import numpy as np
 
 from numrec._core._blas cimport matmul_nt, matmul_tn, matmul_nn
+from numrec._core._memory import aligned_zeros
 from numrec._core._validation import (
     as_rng, check_array, check_dtype, check_positive_int,
 )
@@ -190,9 +191,10 @@ cdef class Dense(Layer):
         rng = as_rng(seed)
         std = np.sqrt(2.0 / self.in_features)
         shape = (self.out_features, self.in_features)
-        self._weights = (rng.standard_normal(shape) * std).astype(self.dtype)
+        self._weights = aligned_zeros(shape, self.dtype)
+        self._weights[...] = rng.standard_normal(shape) * std
         self._bias = np.zeros(self.out_features, dtype=self.dtype)
-        self._grad_weights = np.zeros(shape, dtype=self.dtype)
+        self._grad_weights = aligned_zeros(shape, self.dtype)
         self._grad_bias = np.zeros(self.out_features, dtype=self.dtype)
         self._w = cnp.PyArray_DATA(self._weights)
         self._b = cnp.PyArray_DATA(self._bias)

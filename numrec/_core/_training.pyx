@@ -17,6 +17,8 @@ cimport numpy as cnp
 
 import numpy as np
 
+from numrec._core._memory import aligned_zeros
+
 from numrec._core._layers cimport Layer
 from numrec._core._activations cimport Activation
 from numrec._core._losses cimport Loss
@@ -144,9 +146,10 @@ cdef class FusedTrainer:
         if self._stages == NULL or self._param_start == NULL:
             raise MemoryError()
         for s, (layer, activation) in enumerate(stages):
-            z = np.zeros((self._rows, layer.out_features), dtype=self.dtype)
-            a = np.zeros_like(z) if activation is not None else z
-            g = np.zeros_like(z)
+            shape = (self._rows, layer.out_features)
+            z = aligned_zeros(shape, self.dtype)
+            a = aligned_zeros(shape, self.dtype) if activation is not None else z
+            g = aligned_zeros(shape, self.dtype)
             buffers += [z, a, g]
             self._stages[s].layer = <PyObject*>layer
             self._stages[s].activation = (<PyObject*>activation
@@ -170,9 +173,9 @@ cdef class FusedTrainer:
             self._params[p].grad = cnp.PyArray_DATA(grad)
             self._params[p].size = value.size
             self._params[p].slot = p
-        self._x = np.zeros((self._rows, self._stages[0].n_in), dtype=self.dtype)
-        self._y = np.zeros((self._rows, self._stages[self._n_stages - 1].n_out),
-                           dtype=self.dtype)
+        self._x = aligned_zeros((self._rows, self._stages[0].n_in), self.dtype)
+        self._y = aligned_zeros((self._rows, self._stages[self._n_stages - 1].n_out),
+                                self.dtype)
         self._keepalive = (stages, loss, optimizer, buffers, params)
 
     @property
