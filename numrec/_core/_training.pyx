@@ -9,7 +9,7 @@ knows the components only through the kernel interfaces of ``Layer``, ``Activati
 """
 from cpython.ref cimport PyObject
 from cython cimport floating
-from cython.parallel cimport prange
+from cython.parallel cimport parallel, prange
 from libc.math cimport isnan
 from libc.stdlib cimport malloc, free
 from libc.string cimport memset
@@ -25,6 +25,25 @@ from numrec._core._losses cimport Loss
 from numrec._core._optimizers cimport Optimizer
 
 cnp.import_array()
+
+cdef extern from *:
+    """
+    #ifdef _OPENMP
+    #include <omp.h>
+    static int nr_thread_id(void) { return omp_get_thread_num(); }
+    static int nr_team_size(void) { return omp_get_num_threads(); }
+    #else
+    static int nr_thread_id(void) { return 0; }
+    static int nr_team_size(void) { return 1; }
+    #endif
+    static void nr_barrier(void)
+    {
+    #pragma omp barrier
+    }
+    """
+    int _thread_id "nr_thread_id" () noexcept nogil
+    int _team_size "nr_team_size" () noexcept nogil
+    void _barrier "nr_barrier" () noexcept nogil
 
 ctypedef fused pixel_t:
     cnp.uint8_t
@@ -45,7 +64,7 @@ cdef struct Stage:
     void* z                # (rows, n_out) layer output, before the activation
     void* a                # (rows, n_out) activation output (the same buffer as z without one)
     void* g                # (rows, n_out) dL/da, turned in place into dL/dz
-    int parts              # how many threads share this stage's output units
+    bint split             # whether the threads share this stage's output units
 
 
 cdef struct Param:
@@ -113,11 +132,12 @@ cdef class FusedTrainer:
     cdef PyObject* _loss
     cdef PyObject* _optimizer
     cdef int _rows              # buffer rows: max(batch_size, EVAL_ROWS)
+    cdef bint _any_split
     cdef readonly int batch_size
     cdef readonly int n_threads
     cdef readonly object dtype
     cdef object _keepalive
-    cdef object _x, _y
+    cdef object _x, _x_next, _y
 
     def __cinit__(self):
         self._stages = NULL
@@ -160,7 +180,8 @@ cdef class FusedTrainer:
             self._stages[s].a = cnp.PyArray_DATA(a)
             self._stages[s].g = cnp.PyArray_DATA(g)
             big = layer.in_features * layer.out_features >= SPLIT_MIN
-            self._stages[s].parts = self.n_threads if big else 1
+            self._stages[s].split = big and self.n_threads > 1
+            self._any_split = self._any_split or self._stages[s].split
             self._param_start[s] = len(params)
             params += list(zip(layer.parameters(), layer.gradients()))
         self._param_start[self._n_stages] = len(params)
@@ -174,6 +195,7 @@ cdef class FusedTrainer:
             self._params[p].size = value.size
             self._params[p].slot = p
         self._x = aligned_zeros((self._rows, self._stages[0].n_in), self.dtype)
+        self._x_next = aligned_zeros((batch_size, self._stages[0].n_in), self.dtype)
         self._y = aligned_zeros((self._rows, self._stages[self._n_stages - 1].n_out),
                                 self.dtype)
         self._keepalive = (stages, loss, optimizer, buffers, params)
@@ -195,7 +217,7 @@ cdef class FusedTrainer:
         of ``batch_size``.  The caller has checked every shape, dtype and index.
         """
         self._check_train_args(x, targets, order, start, stop)
-        return self._train(x, self._x, targets, order, start, stop)
+        return self._train(x, self._x, self._x_next, targets, order, start, stop)
 
     def count_correct(self, x, labels):
         """Return how many rows of ``x`` the model classifies as ``labels`` (argmax)."""
@@ -227,75 +249,111 @@ cdef class FusedTrainer:
         elif targets.shape != (n, self.n_outputs) or targets.dtype != self.dtype:
             raise ValueError(f"targets must have shape ({n}, {self.n_outputs}) and dtype {self.dtype}")
 
-    def _train(self, const pixel_t[:, ::1] x, floating[:, ::1] xbuf, targets,
-               const cnp.int64_t[::1] order, Py_ssize_t start, Py_ssize_t stop):
+    def _train(self, const pixel_t[:, ::1] x, floating[:, ::1] xbuf,
+               floating[:, ::1] xbuf_next, targets, const cnp.int64_t[::1] order,
+               Py_ssize_t start, Py_ssize_t stop):
         cdef const cnp.int64_t[::1] labels = None
         cdef const floating[:, ::1] dense_targets = None
         cdef const cnp.int64_t* label_ptr = NULL
         cdef const floating* target_ptr = NULL
         cdef floating[:, ::1] ybuf = self._y
-        cdef Py_ssize_t begin, m
+        cdef floating* buffers[2]
+        cdef Py_ssize_t begin, m, m_next, width = x.shape[1]
+        cdef int t, team, current
         cdef double total = 0
+        cdef double* shared_total = &total
         cdef double step_scale = (<Optimizer>self._optimizer).plain_step_scale()
+        cdef int n_threads = self.n_threads if self._any_split else 1
         if targets.ndim == 1:
             labels = targets
             label_ptr = &labels[0]
         else:
             dense_targets = targets
             target_ptr = &dense_targets[0, 0]
-        with nogil:
+        if start >= stop:
+            return 0.0
+        buffers[0] = &xbuf[0, 0]
+        buffers[1] = &xbuf_next[0, 0]
+        # One team of threads for the whole chunk.  Every thread walks the same batches
+        # and computes its share of each large layer; thread 0 alone works on the small
+        # layers and the loss, and meanwhile the others gather the next batch into the
+        # second input buffer.  Barriers order the steps.
+        with nogil, parallel(num_threads=n_threads):
+            t = _thread_id()
+            team = _team_size()
+            current = 0
+            m = min(self.batch_size, stop - start)
+            _gather_share(&x[0, 0], width, &order[start], m, t, team, buffers[0])
+            if t == 0:
+                _gather_targets(label_ptr, target_ptr, &order[start], m, ybuf.shape[1],
+                                &ybuf[0, 0])
+            _barrier()
             begin = start
             while begin < stop:
-                m = min(self.batch_size, stop - begin)
-                _gather(&x[0, 0], x.shape[1], &order[begin], m, &xbuf[0, 0])
-                _gather_targets(label_ptr, target_ptr, &order[begin], m,
-                                ybuf.shape[1], &ybuf[0, 0])
-                total += self._train_batch(&xbuf[0, 0], &ybuf[0, 0], <int>m, step_scale)
-                begin += m
+                m_next = min(self.batch_size, stop - begin - m)
+                self._forward_and_loss(buffers[current], &ybuf[0, 0], <int>m, t, team,
+                                       shared_total)
+                if m_next > 0:
+                    if team == 1:
+                        _gather_share(&x[0, 0], width, &order[begin + m], m_next, 0, 1,
+                                      buffers[1 - current])
+                    elif t > 0:
+                        _gather_share(&x[0, 0], width, &order[begin + m], m_next, t - 1,
+                                      team - 1, buffers[1 - current])
+                self._backward(buffers[current], <int>m, step_scale, t, team)
+                if t == 0 and m_next > 0:  # the loss has used this batch's targets
+                    _gather_targets(label_ptr, target_ptr, &order[begin + m], m_next,
+                                    ybuf.shape[1], &ybuf[0, 0])
+                _barrier()
+                begin = begin + m
+                m = m_next
+                current = 1 - current
         return total
 
-    cdef double _train_batch(self, floating* x, const floating* y, int m,
-                             double step_scale) noexcept nogil:
+    cdef void _forward_and_loss(self, floating* x, const floating* y, int m, int t,
+                                int team, double* total) noexcept nogil:
+        """Forward pass and loss gradient, run by every thread (thread t of ``team``).
+
+        A barrier follows each stage that is shared or feeds a shared one; the loss is
+        thread 0's, and the other threads do not wait for it.
+        """
         cdef Stage* last = &self._stages[self._n_stages - 1]
-        cdef double loss
-        cdef int s
-        self._forward(x, m)
-        if floating is float:
-            loss = (<Loss>self._loss).value_and_gradient_f32(
-                <float*>last.a, y, <float*>last.g, m, last.n_out)
-        else:
-            loss = (<Loss>self._loss).value_and_gradient_f64(
-                <double*>last.a, y, <double*>last.g, m, last.n_out)
-        for s in range(self._n_stages - 1, -1, -1):
-            self._backward_stage(s, x, m, step_scale)
-        return loss
-
-    cdef void _forward(self, floating* x, int m) noexcept nogil:
-        cdef Stage* stage
         cdef floating* inputs = x
-        cdef int s, t
+        cdef int s
         for s in range(self._n_stages):
-            stage = &self._stages[s]
-            if stage.parts == 1:
-                _forward_part(stage, inputs, m, 0, stage.n_out)
+            _forward_part(&self._stages[s], inputs, m, _first_unit(&self._stages[s], t, team),
+                          _first_unit(&self._stages[s], t + 1, team))
+            inputs = <floating*>self._stages[s].a
+            if self._stages[s].split or (s + 1 < self._n_stages
+                                         and self._stages[s + 1].split):
+                _barrier()
+        if t == 0:
+            if floating is float:
+                total[0] += (<Loss>self._loss).value_and_gradient_f32(
+                    <float*>last.a, y, <float*>last.g, m, last.n_out)
             else:
-                for t in prange(stage.parts, num_threads=stage.parts, schedule="static",
-                                chunksize=1):
-                    _forward_part(stage, inputs, m, _share(stage, t), _share(stage, t + 1))
-            inputs = <floating*>stage.a
+                total[0] += (<Loss>self._loss).value_and_gradient_f64(
+                    <double*>last.a, y, <double*>last.g, m, last.n_out)
 
-    cdef void _backward_stage(self, int s, floating* x, int m,
-                              double step_scale) noexcept nogil:
+    cdef void _backward(self, floating* x, int m, double step_scale, int t,
+                        int team) noexcept nogil:
+        """Backward pass and update, run by every thread; the caller's barrier ends it."""
+        cdef int s
+        for s in range(self._n_stages - 1, -1, -1):
+            self._backward_stage(s, x, m, step_scale, t, team)
+
+    cdef void _backward_stage(self, int s, floating* x, int m, double step_scale,
+                              int t, int team) noexcept nogil:
         """Turn stage s's dL/da into dL/dz, pass dL/dx down, then update its parameters.
 
-        dL/dx needs all of dL/dz and this step's weights, so with a layer below, the
-        activation's derivative is applied in full first and the update comes last.
+        dL/dx needs all of dL/dz and this step's weights, so with a layer below, thread 0
+        applies the activation's derivative in full and computes dL/dx first; a shared
+        stage's update waits for that at a barrier, then each thread updates its share.
         """
         cdef Stage* stage = &self._stages[s]
         cdef floating* inputs = x if s == 0 else <floating*>self._stages[s - 1].a
-        cdef int p, t
-        cdef int parts = 1 if isnan(step_scale) else stage.parts
-        if s > 0:
+        cdef int p
+        if t == 0 and s > 0:
             _activation_backward_part(stage, <floating*>stage.g, m, 0, stage.n_out)
             if floating is float:
                 (<Layer>stage.layer).backward_input_f32(
@@ -303,13 +361,13 @@ cdef class FusedTrainer:
             else:
                 (<Layer>stage.layer).backward_input_f64(
                     <double*>stage.g, <double*>self._stages[s - 1].g, m)
-        if parts == 1:
+        if stage.split:
+            _barrier()
+        if not isnan(step_scale):
+            _gradient_part(stage, inputs, m, step_scale, s == 0,
+                           _first_unit(stage, t, team), _first_unit(stage, t + 1, team))
+        elif t == 0:  # an optimizer that cannot be folded into the product
             _gradient_part(stage, inputs, m, step_scale, s == 0, 0, stage.n_out)
-        else:
-            for t in prange(parts, num_threads=parts, schedule="static", chunksize=1):
-                _gradient_part(stage, inputs, m, step_scale, s == 0,
-                               _share(stage, t), _share(stage, t + 1))
-        if isnan(step_scale):  # an optimizer that cannot be folded into the product
             for p in range(self._param_start[s], self._param_start[s + 1]):
                 if floating is float:
                     (<Optimizer>self._optimizer).update_f32(
@@ -319,6 +377,22 @@ cdef class FusedTrainer:
                     (<Optimizer>self._optimizer).update_f64(
                         <double*>self._params[p].value, <double*>self._params[p].grad,
                         self._params[p].size, self._params[p].slot)
+
+    cdef void _forward(self, floating* x, int m) noexcept nogil:
+        """The forward pass alone (evaluation): each large stage shared by the threads."""
+        cdef Stage* stage
+        cdef floating* inputs = x
+        cdef int s, t
+        for s in range(self._n_stages):
+            stage = &self._stages[s]
+            if stage.split == 0 or self.n_threads == 1:
+                _forward_part(stage, inputs, m, 0, stage.n_out)
+            else:
+                for t in prange(self.n_threads, num_threads=self.n_threads,
+                                schedule="static", chunksize=1):
+                    _forward_part(stage, inputs, m, _first_unit(stage, t, self.n_threads),
+                                  _first_unit(stage, t + 1, self.n_threads))
+            inputs = <floating*>stage.a
 
     def _count_correct(self, const pixel_t[:, ::1] x, floating[:, ::1] xbuf,
                        const cnp.int64_t[::1] labels):
@@ -339,11 +413,17 @@ cdef class FusedTrainer:
         return correct
 
 
-cdef inline int _share(Stage* stage, int t) noexcept nogil:
-    """First output unit of thread t's share of a stage (t = parts gives n_out)."""
-    if t >= stage.parts:
+cdef inline int _first_unit(Stage* stage, int t, int team) noexcept nogil:
+    """First output unit of thread t's share of a stage, out of ``team`` threads.
+
+    t = team gives n_out.  A stage that is not split belongs to thread 0 alone: the
+    other threads get empty shares.
+    """
+    if not stage.split:
+        return 0 if t == 0 else stage.n_out
+    if t >= team:
         return stage.n_out
-    return (stage.n_out * t // stage.parts) // SPLIT_ALIGN * SPLIT_ALIGN
+    return (stage.n_out * t // team) // SPLIT_ALIGN * SPLIT_ALIGN
 
 
 cdef void _forward_part(Stage* stage, floating* inputs, int m, int lo,
@@ -352,6 +432,8 @@ cdef void _forward_part(Stage* stage, floating* inputs, int m, int lo,
     cdef int i
     cdef floating* z = <floating*>stage.z
     cdef floating* a = <floating*>stage.a
+    if lo >= hi:
+        return
     if floating is float:
         (<Layer>stage.layer).forward_f32(inputs, z, m, lo, hi)
     else:
@@ -402,6 +484,8 @@ cdef inline void _activation_backward(Stage* stage, Py_ssize_t offset, floating*
 cdef void _gradient_part(Stage* stage, floating* inputs, int m, double step_scale,
                          bint with_activation, int lo, int hi) noexcept nogil:
     """Outputs lo:hi: (optionally) the activation's derivative, then the layer's gradient."""
+    if lo >= hi:
+        return
     if with_activation:
         _activation_backward_part(stage, <floating*>stage.g, m, lo, hi)
     if floating is float:
@@ -426,6 +510,14 @@ cdef void _gather(const pixel_t* x, Py_ssize_t width, const cnp.int64_t* rows,
         src = x + rows[i] * width
         for j in range(width):
             out[i * width + j] = _convert(src[j], out[0])
+
+
+cdef inline void _gather_share(const pixel_t* x, Py_ssize_t width,
+                               const cnp.int64_t* rows, Py_ssize_t m, int t, int team,
+                               floating* out) noexcept nogil:
+    """Thread t's share (of ``team``) of gathering rows ``rows[:m]`` into ``out``."""
+    cdef Py_ssize_t first = m * t // team, last = m * (t + 1) // team
+    _gather(x, width, rows + first, last - first, out + first * width)
 
 
 cdef void _copy_rows(const pixel_t* x, Py_ssize_t count, floating* out) noexcept nogil:
