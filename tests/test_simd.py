@@ -10,7 +10,7 @@ import pytest
 import numrec
 from numrec._core._layers import _simd_kernels
 
-ROWS = [1, 2, 3, 4, 5, 31, 32, 64]
+ROWS = [1, 2, 3, 4, 5, 31, 32, 33, 64, 65]
 UNITS = [1, 2, 3, 4, 5, 7, 13]
 INPUTS = [1, 7, 8, 9, 31, 32, 33, 40, 75]
 
@@ -44,6 +44,21 @@ def test_forward_matches_float64(kernels, m, n_out, n_in):
     got = layer.forward(x)
     assert got.dtype == np.float32
     assert np.all(np.abs(got - expected) <= _tolerance(x, layer.weights.T) + 1e-6 * np.abs(layer.bias))
+
+
+@pytest.mark.parametrize("m", ROWS)
+@pytest.mark.parametrize("n_out", UNITS)
+@pytest.mark.parametrize("n_in", [1, 8, 9, 33, 75])
+def test_input_gradient_matches_float64(kernels, m, n_out, n_in):
+    rng = np.random.default_rng(m * 10000 + n_out * 100 + n_in + 1)
+    layer = _layer(n_in, n_out, rng)
+    x = rng.standard_normal((m, n_in)).astype(np.float32)
+    grad_output = rng.standard_normal((m, n_out)).astype(np.float32)
+    layer.forward(x)
+    got = layer.backward(grad_output)
+    expected = grad_output.astype(np.float64) @ layer.weights.astype(np.float64)
+    assert got.dtype == np.float32
+    assert np.all(np.abs(got - expected) <= _tolerance(grad_output, layer.weights))
 
 
 def _one_sgd_step(n_in, n_out, m, lr, seed, threads):

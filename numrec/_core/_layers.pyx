@@ -19,15 +19,19 @@ cdef extern from "_simd.h" nogil:
                               const float* w, int ldw, const float* b, float* z, int ldz)
     void nr_dense_update_f32(int m, int n, int k, float alpha, const float* g, int ldg,
                              const float* x, int ldx, float* w, int ldw)
+    void nr_dense_input_grad_f32(int m, int n, int k, const float* g, int ldg,
+                                 const float* w, int ldw, float* gx, int ldgx)
 
 cdef enum:
-    SIMD_MAX_ROWS = 64   # up to this many rows the own kernels beat BLAS (benchmarks/)
+    # Up to this many rows the own kernels, one thread per share of the units, beat BLAS;
+    # for larger products BLAS with its own threads measured faster (benchmarks/).
+    SIMD_MAX_ROWS = 64
 
 cdef bint _simd = nr_simd_available()
 
 
 def _simd_kernels(enable=None):
-    """Whether float32 ``Dense`` kernels of up to 64 rows use numrec's own AVX2 code.
+    """Whether float32 ``Dense`` products of up to 64 rows use numrec's own AVX2 code.
 
     With ``enable``, switch them on (where the processor has AVX2 and FMA) or off, and
     return the previous setting.  For benchmarks and tests; results agree with BLAS to
@@ -329,6 +333,11 @@ cdef class Dense(Layer):
                        self.out_features, self.in_features, lo, hi)
 
     cdef void backward_input_f32(self, const float* g, float* gx, int m) noexcept nogil:
+        if _simd and m <= SIMD_MAX_ROWS:
+            nr_dense_input_grad_f32(m, self.out_features, self.in_features, g,
+                                    self.out_features, <float*>self._w, self.in_features,
+                                    gx, self.in_features)
+            return
         matmul_nn(m, self.in_features, self.out_features, 1, g, <float*>self._w, 0, gx)
 
     cdef void backward_input_f64(self, const double* g, double* gx, int m) noexcept nogil:

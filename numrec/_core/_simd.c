@@ -10,7 +10,11 @@
  *   every step loads 7 vectors for 12 fused multiply-adds.
  * - update, w += alpha g^T x: each row of w gains a combination of the rows of x.  A tile
  *   of 3 rows of w by 32 columns keeps 12 accumulators; every step loads 4 vectors of a
- *   row of x and broadcasts 3 entries of a row of g.
+ *   row of x and broadcasts 3 entries of a row of g.  The input gradient g w is the same
+ *   kind of product, with the rows of w combined.
+ *
+ * Long sums run in blocks of ROW_BLOCK terms, each block's partial sum added to the
+ * output in turn, so that a block's rows of x stay in the L1 cache.
  *
  * The order of the additions for one output depends only on k and m, never on how the
  * caller splits the outputs between threads, so results do not depend on the split.
@@ -23,9 +27,14 @@
 
 #include <immintrin.h>
 #include <stddef.h>
+#include <string.h>
 
 #define KERNEL __attribute__((target("avx2,fma")))
 #define TILE KERNEL static inline __attribute__((always_inline))
+
+#ifndef ROW_BLOCK
+#define ROW_BLOCK 32
+#endif
 
 int nr_simd_available(void)
 {
@@ -86,9 +95,9 @@ TILE void forward_rows(int mi, int NJ, int i, int j, int k, const float *x, int 
     }
 }
 
-KERNEL void nr_dense_forward_f32(int m, int n, int k,
-                                 const float *x, int ldx, const float *w, int ldw,
-                                 const float *b, float *z, int ldz)
+/* Rows i0..i0+m of z, all n units. */
+TILE void forward_block(int m, int n, int k, const float *x, int ldx, const float *w,
+                        int ldw, const float *b, float *z, int ldz)
 {
     for (int j = 0; j < n; j += 4) {
         int nj = n - j < 4 ? n - j : 4;
@@ -104,13 +113,29 @@ KERNEL void nr_dense_forward_f32(int m, int n, int k,
     }
 }
 
-/* ---- update -------------------------------------------------------------------- */
+KERNEL void nr_dense_forward_f32(int m, int n, int k,
+                                 const float *x, int ldx, const float *w, int ldw,
+                                 const float *b, float *z, int ldz)
+{
+    /* Blocks of rows small enough to stay in the L2 cache beside the weights. */
+    for (int i = 0; i < m; i += ROW_BLOCK) {
+        int mi = m - i < ROW_BLOCK ? m - i : ROW_BLOCK;
+        forward_block(mi, n, k, x + (size_t)i * ldx, ldx, w, ldw, b, z + (size_t)i * ldz, ldz);
+    }
+}
 
-/* w[r, 0:8V] += alpha * sum_i g[i, r] x[i, 0:8V] for r < MR (MR <= 3, V <= 4).  With
+/* ---- update and input gradient --------------------------------------------------- */
+
+/* Both are rank-m updates of a row-major matrix c (n, k):
+ *     c[r, p] += alpha * sum_i coef(i, r) * x[i, p],   coef(i, r) = g[i * gi + r * gr],
+ * the weight update with g (m, n) as stored (gi = ldg, gr = 1) and the input gradient
+ * with c = dL/dx, x = w and coef read across the rows of g (gi = 1, gr = ldg). */
+
+/* c[r, 0:8V] += alpha * sum_i coef(i, r) x[i, 0:8V] for r < MR (MR <= 3, V <= 4).  With
  * MASKED, V is 1 and only the lanes set in `mask` are read and written. */
 TILE void update_tile(int MR, int V, int MASKED, __m256i mask, int m, __m256 alpha,
-                      const float *g, int ldg, const float *x, int ldx,
-                      float *w, int ldw)
+                      const float *g, ptrdiff_t gi, ptrdiff_t gr, const float *x, int ldx,
+                      float *c, int ldc)
 {
     __m256 acc[3][4];
     for (int r = 0; r < MR; r++)
@@ -122,14 +147,14 @@ TILE void update_tile(int MR, int V, int MASKED, __m256i mask, int m, __m256 alp
         for (int v = 0; v < V; v++)
             xv[v] = MASKED ? _mm256_maskload_ps(xrow, mask) : _mm256_loadu_ps(xrow + 8 * v);
         for (int r = 0; r < MR; r++) {
-            __m256 gv = _mm256_broadcast_ss(g + (size_t)i * ldg + r);
+            __m256 gv = _mm256_broadcast_ss(g + i * gi + r * gr);
             for (int v = 0; v < V; v++)
                 acc[r][v] = _mm256_fmadd_ps(gv, xv[v], acc[r][v]);
         }
     }
     for (int r = 0; r < MR; r++)
         for (int v = 0; v < V; v++) {
-            float *out = w + (size_t)r * ldw + 8 * v;
+            float *out = c + (size_t)r * ldc + 8 * v;
             if (MASKED)
                 _mm256_maskstore_ps(out, mask, _mm256_fmadd_ps(
                     alpha, acc[r][v], _mm256_maskload_ps(out, mask)));
@@ -138,20 +163,39 @@ TILE void update_tile(int MR, int V, int MASKED, __m256i mask, int m, __m256 alp
         }
 }
 
-/* Rows j..j+MR of w, all k columns: 32 at a time, then 8, then the rest masked. */
-TILE void update_rows(int MR, int m, int k, __m256 alpha, const float *g, int ldg,
-                      const float *x, int ldx, float *w, int ldw)
+/* Rows r..r+MR of c, all k columns: 32 at a time, then 8, then the rest masked. */
+TILE void update_rows(int MR, int m, int k, __m256 alpha, const float *g, ptrdiff_t gi,
+                      ptrdiff_t gr, const float *x, int ldx, float *c, int ldc)
 {
     __m256i none = _mm256_setzero_si256();
     int p = 0;
     for (; p + 32 <= k; p += 32)
-        update_tile(MR, 4, 0, none, m, alpha, g, ldg, x + p, ldx, w + p, ldw);
+        update_tile(MR, 4, 0, none, m, alpha, g, gi, gr, x + p, ldx, c + p, ldc);
     for (; p + 8 <= k; p += 8)
-        update_tile(MR, 1, 0, none, m, alpha, g, ldg, x + p, ldx, w + p, ldw);
+        update_tile(MR, 1, 0, none, m, alpha, g, gi, gr, x + p, ldx, c + p, ldc);
     if (p < k) {
         __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(k - p),
                                           _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-        update_tile(MR, 1, 1, mask, m, alpha, g, ldg, x + p, ldx, w + p, ldw);
+        update_tile(MR, 1, 1, mask, m, alpha, g, gi, gr, x + p, ldx, c + p, ldc);
+    }
+}
+
+TILE void rank_update(int m, int n, int k, float alpha, const float *g, ptrdiff_t gi,
+                      ptrdiff_t gr, const float *x, int ldx, float *c, int ldc)
+{
+    __m256 a = _mm256_set1_ps(alpha);
+    /* Blocks of m small enough that a tile's rows of x stay in the L1 cache. */
+    for (int i = 0; i < m; i += ROW_BLOCK) {
+        int mi = m - i < ROW_BLOCK ? m - i : ROW_BLOCK;
+        const float *gb = g + i * gi, *xb = x + (size_t)i * ldx;
+        for (int r = 0; r < n; r += 3) {
+            float *cr = c + (size_t)r * ldc;
+            switch (n - r < 3 ? n - r : 3) {
+            case 3: update_rows(3, mi, k, a, gb + r * gr, gi, gr, xb, ldx, cr, ldc); break;
+            case 2: update_rows(2, mi, k, a, gb + r * gr, gi, gr, xb, ldx, cr, ldc); break;
+            default: update_rows(1, mi, k, a, gb + r * gr, gi, gr, xb, ldx, cr, ldc); break;
+            }
+        }
     }
 }
 
@@ -159,15 +203,15 @@ KERNEL void nr_dense_update_f32(int m, int n, int k, float alpha,
                                 const float *g, int ldg, const float *x, int ldx,
                                 float *w, int ldw)
 {
-    __m256 a = _mm256_set1_ps(alpha);
-    for (int j = 0; j < n; j += 3) {
-        float *wj = w + (size_t)j * ldw;
-        switch (n - j < 3 ? n - j : 3) {
-        case 3: update_rows(3, m, k, a, g + j, ldg, x, ldx, wj, ldw); break;
-        case 2: update_rows(2, m, k, a, g + j, ldg, x, ldx, wj, ldw); break;
-        default: update_rows(1, m, k, a, g + j, ldg, x, ldx, wj, ldw); break;
-        }
-    }
+    rank_update(m, n, k, alpha, g, ldg, 1, x, ldx, w, ldw);
+}
+
+KERNEL void nr_dense_input_grad_f32(int m, int n, int k, const float *g, int ldg,
+                                    const float *w, int ldw, float *gx, int ldgx)
+{
+    for (int i = 0; i < m; i++)
+        memset(gx + (size_t)i * ldgx, 0, (size_t)k * sizeof(float));
+    rank_update(n, m, k, 1.0f, g, 1, ldg, w, ldw, gx, ldgx);
 }
 
 #else  /* not GCC or Clang on x86: callers use BLAS */
@@ -179,5 +223,8 @@ void nr_dense_forward_f32(int m, int n, int k, const float *x, int ldx, const fl
 
 void nr_dense_update_f32(int m, int n, int k, float alpha, const float *g, int ldg,
                          const float *x, int ldx, float *w, int ldw) {}
+
+void nr_dense_input_grad_f32(int m, int n, int k, const float *g, int ldg,
+                             const float *w, int ldw, float *gx, int ldgx) {}
 
 #endif

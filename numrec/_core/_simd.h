@@ -22,4 +22,9 @@ void nr_dense_update_f32(int m, int n, int k, float alpha,
                          const float *g, int ldg, const float *x, int ldx,
                          float *w, int ldw);
 
+/* gx[i, p] = sum_j g[i, j] * w[j, p]   for i < m, p < k, j < n.
+ * g (m, n), w (n, k), gx (m, k). */
+void nr_dense_input_grad_f32(int m, int n, int k, const float *g, int ldg,
+                             const float *w, int ldw, float *gx, int ldgx);
+
 #endif
