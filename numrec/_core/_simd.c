@@ -163,38 +163,42 @@ TILE void update_tile(int MR, int V, int MASKED, __m256i mask, int m, __m256 alp
         }
 }
 
-/* Rows r..r+MR of c, all k columns: 32 at a time, then 8, then the rest masked. */
-TILE void update_rows(int MR, int m, int k, __m256 alpha, const float *g, ptrdiff_t gi,
-                      ptrdiff_t gr, const float *x, int ldx, float *c, int ldc)
+/* Columns p..p+8V of rows 0..n of c: tiles of 3 rows, then the 1 or 2 left over. */
+TILE void update_columns(int V, int MASKED, __m256i mask, int m, int n, __m256 alpha,
+                         const float *g, ptrdiff_t gi, ptrdiff_t gr, const float *x,
+                         int ldx, float *c, int ldc)
 {
-    __m256i none = _mm256_setzero_si256();
-    int p = 0;
-    for (; p + 32 <= k; p += 32)
-        update_tile(MR, 4, 0, none, m, alpha, g, gi, gr, x + p, ldx, c + p, ldc);
-    for (; p + 8 <= k; p += 8)
-        update_tile(MR, 1, 0, none, m, alpha, g, gi, gr, x + p, ldx, c + p, ldc);
-    if (p < k) {
-        __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(k - p),
-                                          _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-        update_tile(MR, 1, 1, mask, m, alpha, g, gi, gr, x + p, ldx, c + p, ldc);
-    }
+    int r = 0;
+    for (; r + 3 <= n; r += 3)
+        update_tile(3, V, MASKED, mask, m, alpha, g + r * gr, gi, gr, x, ldx,
+                    c + (size_t)r * ldc, ldc);
+    if (n - r == 2)
+        update_tile(2, V, MASKED, mask, m, alpha, g + r * gr, gi, gr, x, ldx,
+                    c + (size_t)r * ldc, ldc);
+    else if (n - r == 1)
+        update_tile(1, V, MASKED, mask, m, alpha, g + r * gr, gi, gr, x, ldx,
+                    c + (size_t)r * ldc, ldc);
 }
 
 TILE void rank_update(int m, int n, int k, float alpha, const float *g, ptrdiff_t gi,
                       ptrdiff_t gr, const float *x, int ldx, float *c, int ldc)
 {
     __m256 a = _mm256_set1_ps(alpha);
-    /* Blocks of m small enough that a tile's rows of x stay in the L1 cache. */
+    __m256i none = _mm256_setzero_si256();
+    /* Blocks of m small enough that a tile's rows of x stay in the L1 cache; within a
+     * block, each panel of 32 columns of x serves every row of c before the next. */
     for (int i = 0; i < m; i += ROW_BLOCK) {
         int mi = m - i < ROW_BLOCK ? m - i : ROW_BLOCK;
         const float *gb = g + i * gi, *xb = x + (size_t)i * ldx;
-        for (int r = 0; r < n; r += 3) {
-            float *cr = c + (size_t)r * ldc;
-            switch (n - r < 3 ? n - r : 3) {
-            case 3: update_rows(3, mi, k, a, gb + r * gr, gi, gr, xb, ldx, cr, ldc); break;
-            case 2: update_rows(2, mi, k, a, gb + r * gr, gi, gr, xb, ldx, cr, ldc); break;
-            default: update_rows(1, mi, k, a, gb + r * gr, gi, gr, xb, ldx, cr, ldc); break;
-            }
+        int p = 0;
+        for (; p + 32 <= k; p += 32)
+            update_columns(4, 0, none, mi, n, a, gb, gi, gr, xb + p, ldx, c + p, ldc);
+        for (; p + 8 <= k; p += 8)
+            update_columns(1, 0, none, mi, n, a, gb, gi, gr, xb + p, ldx, c + p, ldc);
+        if (p < k) {
+            __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(k - p),
+                                              _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+            update_columns(1, 1, mask, mi, n, a, gb, gi, gr, xb + p, ldx, c + p, ldc);
         }
     }
 }
