@@ -281,9 +281,10 @@ class Sequential:
             Threads of the compiled loop (default: the cores this process may use).  Up
             to batch size ``SPLIT_MAX_BATCH`` (64) each large layer's output units are
             shared between the threads, so that each thread keeps its share of the
-            weights in its own core's cache, and BLAS runs single-threaded; for larger
-            batches BLAS uses the threads within each matrix product.  Results are
-            bit-identical from run to run for a given seed and thread count.
+            weights in its own core's cache; for larger batches BLAS uses the threads
+            within each matrix product.  Results are bit-identical from run to run for
+            a given seed and thread count (and, in float32 up to batch 64 on processors
+            with AVX2 and FMA, whatever the thread count).
 
         Returns
         -------
