@@ -1,0 +1,52 @@
+/* numrec's own kernels on the first layer of the reference network, as the training loop
+ * runs them: each thread forward and update on its share of the 256 units, with a
+ * barrier after each step.  Prints GFLOP/s for all threads together.
+ *
+ *     gcc -O3 -fopenmp -I numrec/_core -o kernels_threads \
+ *         benchmarks/c/kernels_threads.c numrec/_core/_simd.c
+ *     ./kernels_threads 32 2      # batch size, threads
+ */
+#include "_simd.h"
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+int main(int argc, char **argv)
+{
+    int m = argc > 1 ? atoi(argv[1]) : 32, threads = argc > 2 ? atoi(argv[2]) : 2;
+    int n = 256, k = 784, reps = 240000 / (m > 0 ? m : 1);
+    if (m < 1 || threads < 1 || !nr_simd_available()) {
+        fprintf(stderr, "usage: kernels_threads BATCH THREADS (needs AVX2 and FMA)\n");
+        return 2;
+    }
+    float *x = aligned_alloc(64, sizeof(float) * m * k), *w = aligned_alloc(64, sizeof(float) * n * k);
+    float *z = aligned_alloc(64, sizeof(float) * m * n), *g = aligned_alloc(64, sizeof(float) * m * n);
+    float *b = aligned_alloc(64, sizeof(float) * n);
+    for (int i = 0; i < m * k; i++) x[i] = 0.001f * (i % 13);
+    for (int i = 0; i < n * k; i++) w[i] = 0.001f * (i % 7);
+    for (int i = 0; i < m * n; i++) g[i] = 0.01f;
+    for (int i = 0; i < n; i++) b[i] = 0;
+    double forward = 0, update = 0;
+#pragma omp parallel num_threads(threads)
+    {
+        int t = omp_get_thread_num(), team = omp_get_num_threads();
+        int lo = n * t / team, hi = n * (t + 1) / team;
+        for (int r = 0; r < reps; r++) {
+            double t0 = omp_get_wtime();
+            nr_dense_forward_f32(m, hi - lo, k, x, k, w + (size_t)lo * k, k, b + lo, z + lo, n);
+#pragma omp barrier
+            double t1 = omp_get_wtime();
+            nr_dense_update_f32(m, hi - lo, k, -1e-9f, g + lo, n, x, k, w + (size_t)lo * k, k);
+#pragma omp barrier
+            if (t == 0) {
+                forward += t1 - t0;
+                update += omp_get_wtime() - t1;
+            }
+        }
+    }
+    double flop = 2.0 * m * n * k * reps;
+    printf("batch %d, %d threads: forward %.1f GFLOP/s, update %.1f GFLOP/s, both %.1f\n",
+           m, threads, flop / forward / 1e9, flop / update / 1e9, 2 * flop / (forward + update) / 1e9);
+    free(x); free(w); free(z); free(g); free(b);
+    return 0;
+}
