@@ -321,8 +321,9 @@ cdef class Dense(Layer):
                           int hi) noexcept nogil:
         cdef int n_in = self.in_features
         if _simd and m <= SIMD_MAX_ROWS:
-            nr_dense_forward_f32(m, hi - lo, n_in, x, n_in, <float*>self._w + <Py_ssize_t>lo * n_in,
-                                 n_in, <float*>self._b + lo, z + lo, self.out_features)
+            nr_dense_forward_f32(m, hi - lo, n_in, x, n_in,
+                                 <float*>self._w + <Py_ssize_t>lo * n_in, n_in,
+                                 <float*>self._b + lo, z + lo, self.out_features)
             return
         _dense_forward(x, <float*>self._w, <float*>self._b, z, m,
                        self.out_features, self.in_features, lo, hi)

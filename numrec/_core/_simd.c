@@ -10,11 +10,13 @@
  *   every step loads 7 vectors for 12 fused multiply-adds.
  * - update, w += alpha g^T x: each row of w gains a combination of the rows of x.  A tile
  *   of 3 rows of w by 32 columns keeps 12 accumulators; every step loads 4 vectors of a
- *   row of x and broadcasts 3 entries of a row of g.  The input gradient g w is the same
- *   kind of product, with the rows of w combined.
+ *   row of x and broadcasts 3 entries of a row of g.  Each 32-column panel of x serves
+ *   every row of w before the next panel.  The input gradient g w is the same kind of
+ *   product, with the rows of w combined.
  *
- * Long sums run in blocks of ROW_BLOCK terms, each block's partial sum added to the
- * output in turn, so that a block's rows of x stay in the L1 cache.
+ * Rows of x are taken ROW_BLOCK at a time: the forward pass computes a block of output
+ * rows at a time, and the update adds each block's partial sums to w in turn, so that a
+ * block's rows of x stay in the caches.
  *
  * The order of the additions for one output depends only on k and m, never on how the
  * caller splits the outputs between threads, so results do not depend on the split.
