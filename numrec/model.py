@@ -22,7 +22,8 @@ DEFAULT_LR = 0.5
 #: Up to this batch size the compiled loop shares each large layer between its threads
 #: (each thread's share of the weights stays in its core's cache; float32 products run
 #: in numrec's own AVX2 kernels, others in single-threaded BLAS); above it, BLAS threads
-#: each matrix product itself, which measured faster for these larger products.
+#: each matrix product itself, which measured faster for these larger products.  Keep
+#: equal to SIMD_MAX_ROWS in numrec/_core/_layers.pyx, the own kernels' row limit.
 SPLIT_MAX_BATCH = 64
 #: Progress callbacks are called after about this many samples (and at each epoch's end).
 _PROGRESS_SAMPLES = 4096

@@ -24,7 +24,8 @@ cdef extern from "_simd.h" nogil:
 
 cdef enum:
     # Up to this many rows the own kernels, one thread per share of the units, beat BLAS;
-    # for larger products BLAS with its own threads measured faster (benchmarks/).
+    # for larger products BLAS with its own threads measured faster (benchmarks/).  Keep
+    # equal to numrec.model.SPLIT_MAX_BATCH, the largest batch the loop splits.
     SIMD_MAX_ROWS = 64
 
 cdef bint _simd = nr_simd_available()
