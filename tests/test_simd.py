@@ -93,6 +93,61 @@ def test_fused_update_matches_float64(kernels, m, n_out, n_in):
     np.testing.assert_allclose(layer.bias, expected_b, rtol=1e-5, atol=1e-5)
 
 
+def _blank_groups(x, rng, share):
+    """x with about `share` of its groups of 8 columns set to zero in every row."""
+    n_groups = -(-x.shape[1] // 8)
+    blank = rng.random(n_groups) < share
+    x = x.copy()
+    for group in np.flatnonzero(blank):
+        x[:, 8 * group:8 * group + 8] = 0
+    return x
+
+
+def _fused_step(layer, x, targets, lr):
+    model = numrec.Sequential([layer])
+    history = model.fit(x, targets, batch_size=len(x), optimizer=numrec.SGD(lr), fused=True,
+                        threads=1, seed=0)
+    assert history.fused
+    return layer.weights.copy(), layer.bias.copy()
+
+
+# The update skips blank groups of columns of x for layers of at least 32 units.
+@pytest.mark.parametrize("m", [1, 3, 32, 33, 64])
+@pytest.mark.parametrize("n_out", [32, 37, 96])
+@pytest.mark.parametrize("n_in", [8, 64, 75, 784])
+@pytest.mark.parametrize("share", [0.0, 0.3, 0.8, 1.0])
+def test_update_with_blank_columns_matches_float64(kernels, m, n_out, n_in, share):
+    lr = 0.25
+    rng = np.random.default_rng(m * 10000 + n_out * 100 + n_in)
+    layer = _layer(n_in, n_out, rng)
+    x = _blank_groups(rng.standard_normal((m, n_in)).astype(np.float32), rng, share)
+    targets = rng.standard_normal((m, n_out)).astype(np.float32)
+    w0, b0, x64 = layer.weights.astype(np.float64), layer.bias.astype(np.float64), x.astype(np.float64)
+    g = 2 * (x64 @ w0.T + b0 - targets) / m
+    weights, bias = _fused_step(layer, x, targets, lr)
+    # g itself is rounded in float32 from z, whose error scales with |x| |w| + |b|.
+    g_error = 1e-5 * np.abs(g) + 2e-6 / m * (np.abs(x64) @ np.abs(w0).T + np.abs(b0) + np.abs(targets))
+    slack = lr * g_error.T @ np.abs(x64) + 1e-6 * np.abs(w0) + 1e-7
+    assert np.all(np.abs(weights - (w0 - lr * g.T @ x64)) <= slack)
+    np.testing.assert_allclose(bias, b0 - lr * g.sum(axis=0), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("m", [1, 5, 32, 64])
+@pytest.mark.parametrize("n_in", [64, 75, 784])
+def test_skipping_blank_columns_changes_no_bit(m, n_in):
+    """-0.0 has its sign bit set, so a group of -0.0 is not skipped; it adds only zeros."""
+    rng = np.random.default_rng(m + n_in)
+    x = _blank_groups(rng.random((m, n_in), dtype=np.float32), rng, 0.5)
+    x[:, :8] = 0                                   # at least one blank group
+    targets = rng.standard_normal((m, 48)).astype(np.float32)
+    skipped = _fused_step(_layer(n_in, 48, np.random.default_rng(1)), x, targets, 0.5)
+    computed = _fused_step(_layer(n_in, 48, np.random.default_rng(1)),
+                           np.where(x == 0, np.float32(-0.0), x), targets, 0.5)
+    for a, b in zip(skipped, computed):
+        assert np.array_equal(a, b)
+    assert not np.array_equal(skipped[0], _layer(n_in, 48, np.random.default_rng(1)).weights)
+
+
 @pytest.mark.skipif(not _simd_kernels(), reason="the processor lacks AVX2 and FMA")
 @pytest.mark.parametrize("batch_size", [1, 17, 32, 64])
 def test_own_kernels_give_the_same_bits_for_any_thread_count(batch_size):
