@@ -10,7 +10,7 @@ column compares the input-gradient kernels, diluted by that common half.
 BLAS runs with one thread (threadpoolctl), as it does inside the fused loop's shares;
 figures are GFLOP/s from the median of several timings, with the large-matrix ``sgemm``
 rate of one thread for scale.  numrec uses its own kernels for float32 batches of up to
-64 rows on processors with AVX2 and FMA; elsewhere both columns are BLAS.
+128 rows on processors with AVX2 and FMA; elsewhere both columns are BLAS.
 
     python benchmarks/bench_kernels.py
 """

@@ -24,7 +24,7 @@ DEFAULT_LR = 0.5
 #: in numrec's own AVX2 kernels, others in single-threaded BLAS); above it, BLAS threads
 #: each matrix product itself, which measured faster for these larger products.  Keep
 #: equal to SIMD_MAX_ROWS in numrec/_core/_layers.pyx, the own kernels' row limit.
-SPLIT_MAX_BATCH = 64
+SPLIT_MAX_BATCH = 128
 #: Progress callbacks are called after about this many samples (and at each epoch's end).
 _PROGRESS_SAMPLES = 4096
 
@@ -280,11 +280,11 @@ class Sequential:
             loop; ``True`` raises ``ValueError`` if the compiled loop cannot run.
         threads : int, optional
             Threads of the compiled loop (default: the cores this process may use).  Up
-            to batch size ``SPLIT_MAX_BATCH`` (64) each large layer's output units are
+            to batch size ``SPLIT_MAX_BATCH`` (128) each large layer's output units are
             shared between the threads, so that each thread keeps its share of the
             weights in its own core's cache; for larger batches BLAS uses the threads
             within each matrix product.  Results are bit-identical from run to run for
-            a given seed and thread count (and, in float32 up to batch 64 on processors
+            a given seed and thread count (and, in float32 up to batch 128 on processors
             with AVX2 and FMA, whatever the thread count).
 
         Returns

@@ -30,7 +30,7 @@ def _train(dtype, batch_size=32, **options):
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-@pytest.mark.parametrize("batch_size", [1, 32, 77])
+@pytest.mark.parametrize("batch_size", [1, 32, 77, 150])
 def test_seeded_fused_runs_are_bit_identical(threads, batch_size):
     first, history_a = _train(np.float32, batch_size, threads=threads, fused=True)
     second, history_b = _train(np.float32, batch_size, threads=threads, fused=True)
@@ -41,7 +41,7 @@ def test_seeded_fused_runs_are_bit_identical(threads, batch_size):
     assert history_a.val_accuracy == history_b.val_accuracy
 
 
-@pytest.mark.parametrize("batch_size", [1, 32, 77])
+@pytest.mark.parametrize("batch_size", [1, 32, 77, 150])
 def test_threads_and_python_loop_agree_in_float64(batch_size):
     reference, ref_history = _train(np.float64, batch_size, fused=False)
     for threads in (1, 2, 3):

@@ -10,7 +10,7 @@ import pytest
 import numrec
 from numrec._core._layers import _simd_kernels
 
-ROWS = [1, 2, 3, 4, 5, 31, 32, 33, 64, 65]
+ROWS = [1, 2, 3, 4, 5, 31, 32, 33, 64, 65, 128, 129]
 UNITS = [1, 2, 3, 4, 5, 7, 13]
 INPUTS = [1, 7, 8, 9, 31, 32, 33, 40, 75]
 
@@ -149,7 +149,7 @@ def test_skipping_blank_columns_changes_no_bit(m, n_in):
 
 
 @pytest.mark.skipif(not _simd_kernels(), reason="the processor lacks AVX2 and FMA")
-@pytest.mark.parametrize("batch_size", [1, 17, 32, 64])
+@pytest.mark.parametrize("batch_size", [1, 17, 32, 64, 100, 128])
 def test_own_kernels_give_the_same_bits_for_any_thread_count(batch_size):
     """Each output's sum runs in one fixed order, however the threads share the units."""
     rng = np.random.default_rng(3)

@@ -26,13 +26,13 @@ cdef enum:
     # Up to this many rows the own kernels, one thread per share of the units, beat BLAS;
     # for larger products BLAS with its own threads measured faster (benchmarks/).  Keep
     # equal to numrec.model.SPLIT_MAX_BATCH, the largest batch the loop splits.
-    SIMD_MAX_ROWS = 64
+    SIMD_MAX_ROWS = 128
 
 cdef bint _simd = nr_simd_available()
 
 
 def _simd_kernels(enable=None):
-    """Whether float32 ``Dense`` products of up to 64 rows use numrec's own AVX2 code.
+    """Whether float32 ``Dense`` products of up to 128 rows use numrec's own AVX2 code.
 
     With ``enable``, switch them on (where the processor has AVX2 and FMA) or off, and
     return the previous setting.  For benchmarks and tests; results agree with BLAS to
