@@ -111,7 +111,20 @@ def _fused_step(layer, x, targets, lr):
     return layer.weights.copy(), layer.bias.copy()
 
 
-# The update skips blank groups of columns of x for layers of at least 32 units.
+# Both passes skip blank groups of columns of x for layers of at least 32 units.
+@pytest.mark.parametrize("m", [1, 3, 32, 33, 64, 129])
+@pytest.mark.parametrize("n_out", [32, 37])
+@pytest.mark.parametrize("n_in", [8, 64, 75, 784])
+@pytest.mark.parametrize("share", [0.3, 0.8, 1.0])
+def test_forward_with_blank_columns_matches_float64(kernels, m, n_out, n_in, share):
+    rng = np.random.default_rng(m * 10000 + n_out * 100 + n_in + 2)
+    layer = _layer(n_in, n_out, rng)
+    x = _blank_groups(rng.standard_normal((m, n_in)).astype(np.float32), rng, share)
+    expected = x.astype(np.float64) @ layer.weights.T.astype(np.float64) + layer.bias
+    got = layer.forward(x)
+    assert np.all(np.abs(got - expected) <= _tolerance(x, layer.weights.T) + 1e-6 * np.abs(layer.bias))
+
+
 @pytest.mark.parametrize("m", [1, 3, 32, 33, 64])
 @pytest.mark.parametrize("n_out", [32, 37, 96])
 @pytest.mark.parametrize("n_in", [8, 64, 75, 784])

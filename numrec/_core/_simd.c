@@ -18,12 +18,13 @@
  * rows at a time, and the update adds each block's partial sums to w in turn, so that a
  * block's rows of x stay in the caches.
  *
- * Zero columns: before each block of rows, the weight update lists the groups of 8
- * columns of x that hold a nonzero entry in the block and skips the others (for the
- * input layer of an image network many are blank: on MNIST a fifth of the groups in a
- * batch of 32).  A skipped group would only have added exact zeros, so the result is
- * that of the full product.  The forward pass does not skip: its dot products, stepping
- * through a list of groups, measured slower than through all of them.
+ * Zero columns: before each block of rows, the kernels list the groups of 8 columns of
+ * x that hold a nonzero entry in the block and skip the others (for the input layer of
+ * an image network many are blank: on MNIST a fifth of the groups in a batch of 32, in
+ * about 8 runs).  A skipped group would only have added exact zeros, so the results are
+ * those of the full product.  The forward pass steps through runs of adjacent groups
+ * (a loop reading each group's offset from a list measured slower than the full
+ * product); the update takes its panels of 4 groups from the list.
  *
  * The order of the additions for one output depends only on k and m, never on how the
  * caller splits the outputs between threads, so results do not depend on the split.
@@ -88,25 +89,28 @@ TILE int nonzero_groups(int m, int k8, const float *x, int ldx, int *offsets)
 
 /* ---- forward ------------------------------------------------------------------- */
 
-/* z[i, j] = x[i, :] . w[j, :] + b[j] for i < MI, j < NJ (MI <= 3, NJ <= 4). */
-TILE void forward_tile(int MI, int NJ, int k, const float *x, int ldx,
-                       const float *w, int ldw, const float *b, float *z, int ldz)
+/* z[i, j] = x[i, :] . w[j, :] + b[j] for i < MI, j < NJ (MI <= 3, NJ <= 4), summing
+ * the columns p of each run bounds[2 r] <= p < bounds[2 r + 1] (r < runs, multiples of 8)
+ * and the k - k8 last columns. */
+TILE void forward_tile(int MI, int NJ, const int *bounds, int runs, int k, const float *x,
+                       int ldx, const float *w, int ldw, const float *b, float *z, int ldz)
 {
     __m256 acc[3][4];
     int k8 = k & ~7;
     for (int i = 0; i < MI; i++)
         for (int j = 0; j < NJ; j++)
             acc[i][j] = _mm256_setzero_ps();
-    for (int p = 0; p < k8; p += 8) {
-        __m256 wv[4];
-        for (int j = 0; j < NJ; j++)
-            wv[j] = _mm256_loadu_ps(w + (size_t)j * ldw + p);
-        for (int i = 0; i < MI; i++) {
-            __m256 xv = _mm256_loadu_ps(x + (size_t)i * ldx + p);
+    for (int r = 0; r < runs; r++)
+        for (int p = bounds[2 * r]; p < bounds[2 * r + 1]; p += 8) {
+            __m256 wv[4];
             for (int j = 0; j < NJ; j++)
-                acc[i][j] = _mm256_fmadd_ps(xv, wv[j], acc[i][j]);
+                wv[j] = _mm256_loadu_ps(w + (size_t)j * ldw + p);
+            for (int i = 0; i < MI; i++) {
+                __m256 xv = _mm256_loadu_ps(x + (size_t)i * ldx + p);
+                for (int j = 0; j < NJ; j++)
+                    acc[i][j] = _mm256_fmadd_ps(xv, wv[j], acc[i][j]);
+            }
         }
-    }
     for (int i = 0; i < MI; i++)
         for (int j = 0; j < NJ; j++) {
             float sum = hsum(acc[i][j]);
@@ -117,12 +121,13 @@ TILE void forward_tile(int MI, int NJ, int k, const float *x, int ldx,
 }
 
 #define FORWARD_TILE(MI, NJ) \
-    forward_tile(MI, NJ, k, x + (size_t)i * ldx, ldx, w + (size_t)j * ldw, ldw, \
-                 b ? b + j : NULL, z + (size_t)i * ldz + j, ldz)
+    forward_tile(MI, NJ, bounds, runs, k, x + (size_t)i * ldx, ldx, w + (size_t)j * ldw, \
+                 ldw, b ? b + j : NULL, z + (size_t)i * ldz + j, ldz)
 
 /* Rows i..i+mi of z (mi <= 3), units j..j+NJ. */
-TILE void forward_rows(int mi, int NJ, int i, int j, int k, const float *x, int ldx,
-                       const float *w, int ldw, const float *b, float *z, int ldz)
+TILE void forward_rows(int mi, int NJ, const int *bounds, int runs, int i, int j, int k,
+                       const float *x, int ldx, const float *w, int ldw, const float *b,
+                       float *z, int ldz)
 {
     switch (mi) {
     case 3: FORWARD_TILE(3, NJ); break;
@@ -131,32 +136,62 @@ TILE void forward_rows(int mi, int NJ, int i, int j, int k, const float *x, int 
     }
 }
 
-/* Rows i0..i0+m of z, all n units. */
-TILE void forward_block(int m, int n, int k, const float *x, int ldx, const float *w,
-                        int ldw, const float *b, float *z, int ldz)
+#define FORWARD_ROWS(NJ) \
+    forward_rows(mi, NJ, bounds, runs, i, j, k, x, ldx, w, ldw, b, z, ldz)
+
+/* Rows 0..m of z, all n units. */
+TILE void forward_block(const int *bounds, int runs, int m, int n, int k, const float *x,
+                        int ldx, const float *w, int ldw, const float *b, float *z, int ldz)
 {
     for (int j = 0; j < n; j += 4) {
         int nj = n - j < 4 ? n - j : 4;
         for (int i = 0; i < m; i += 3) {
             int mi = m - i < 3 ? m - i : 3;
             switch (nj) {
-            case 4: forward_rows(mi, 4, i, j, k, x, ldx, w, ldw, b, z, ldz); break;
-            case 3: forward_rows(mi, 3, i, j, k, x, ldx, w, ldw, b, z, ldz); break;
-            case 2: forward_rows(mi, 2, i, j, k, x, ldx, w, ldw, b, z, ldz); break;
-            default: forward_rows(mi, 1, i, j, k, x, ldx, w, ldw, b, z, ldz); break;
+            case 4: FORWARD_ROWS(4); break;
+            case 3: FORWARD_ROWS(3); break;
+            case 2: FORWARD_ROWS(2); break;
+            default: FORWARD_ROWS(1); break;
             }
         }
     }
+}
+
+/* Merges the groups listed by nonzero_groups into runs of adjacent columns: run r is
+ * bounds[2 r] <= p < bounds[2 r + 1].  Returns the number of runs. */
+TILE int group_runs(const int *offsets, int groups, int *bounds)
+{
+    int runs = 0;
+    for (int t = 0; t < groups; t++) {
+        if (runs > 0 && bounds[2 * runs - 1] == offsets[t]) {
+            bounds[2 * runs - 1] += 8;
+        } else {
+            bounds[2 * runs] = offsets[t];
+            bounds[2 * runs + 1] = offsets[t] + 8;
+            runs++;
+        }
+    }
+    return runs;
 }
 
 KERNEL void nr_dense_forward_f32(int m, int n, int k,
                                  const float *x, int ldx, const float *w, int ldw,
                                  const float *b, float *z, int ldz)
 {
+    int offsets[MAX_GROUPS], bounds[2 * MAX_GROUPS];
     /* Blocks of rows small enough to stay in the L2 cache beside the weights. */
     for (int i = 0; i < m; i += ROW_BLOCK) {
         int mi = m - i < ROW_BLOCK ? m - i : ROW_BLOCK;
-        forward_block(mi, n, k, x + (size_t)i * ldx, ldx, w, ldw, b, z + (size_t)i * ldz, ldz);
+        const float *xb = x + (size_t)i * ldx;
+        int groups = n >= MIN_OUTPUTS_TO_SCAN ? nonzero_groups(mi, k & ~7, xb, ldx, offsets) : -1;
+        int runs = 1;
+        if (groups >= 0) {
+            runs = group_runs(offsets, groups, bounds);
+        } else {
+            bounds[0] = 0;
+            bounds[1] = k & ~7;
+        }
+        forward_block(bounds, runs, mi, n, k, xb, ldx, w, ldw, b, z + (size_t)i * ldz, ldz);
     }
 }
 
