@@ -88,3 +88,22 @@ def test_bad_thread_count():
     x, y = _data(n=10)
     with pytest.raises(ValueError, match="threads must be at least 1"):
         _model(np.float32).fit(x, y, threads=0)
+
+
+@pytest.mark.parametrize("n_in", [300, 301, 784])
+def test_uint8_pixels_train_as_their_float32_quotients(n_in):
+    """The loop turns each byte v into the float32 nearest v / 255 as it gathers a batch."""
+    x, y = _data(n=256, n_in=n_in)
+    x[0, :256] = np.arange(256)                     # every byte value
+    as_floats = (x / 255.0).astype(np.float32)      # float64 quotients, rounded once
+    runs = []
+    for inputs in (x, as_floats):
+        model = _model(np.float32, n_in=n_in)
+        history = model.fit(inputs, y, epochs=1, batch_size=32, optimizer=numrec.SGD(0.3),
+                            seed=3, validation_data=(inputs[:100], y[:100]), fused=True)
+        runs.append((model.parameters(), history))
+    (params_u8, history_u8), (params_f32, history_f32) = runs
+    for a, b in zip(params_u8, params_f32):
+        assert np.array_equal(a, b)
+    assert history_u8.loss == history_f32.loss
+    assert history_u8.val_accuracy == history_f32.val_accuracy

@@ -26,6 +26,16 @@ from numrec._core._optimizers cimport Optimizer
 
 cnp.import_array()
 
+cdef extern from "_pixels.h" nogil:
+    void nr_pixels_init()
+    void nr_gather_pixels_f32(const cnp.uint8_t* x, Py_ssize_t width,
+                              const cnp.int64_t* rows, Py_ssize_t m, float* out)
+    void nr_convert_pixels_f32(const cnp.uint8_t* x, Py_ssize_t count, float* out)
+    void nr_prefetch_rows(const cnp.uint8_t* x, Py_ssize_t width, const cnp.int64_t* rows,
+                          Py_ssize_t m)
+
+nr_pixels_init()
+
 cdef extern from *:
     """
     #ifdef _OPENMP
@@ -259,7 +269,7 @@ cdef class FusedTrainer:
         cdef floating[:, ::1] ybuf = self._y
         cdef floating* buffers[2]
         cdef Py_ssize_t begin, m, m_next, width = x.shape[1]
-        cdef int t, team, current
+        cdef int t, team, current, gatherer, gatherers
         cdef double total = 0
         cdef double* shared_total = &total
         cdef double step_scale = (<Optimizer>self._optimizer).plain_step_scale()
@@ -293,13 +303,15 @@ cdef class FusedTrainer:
                 m_next = min(self.batch_size, stop - begin - m)
                 self._forward_and_loss(buffers[current], &ybuf[0, 0], <int>m, t, team,
                                        shared_total)
-                if m_next > 0:
-                    if team == 1:
-                        _gather_share(&x[0, 0], width, &order[begin + m], m_next, 0, 1,
-                                      buffers[1 - current])
-                    elif t > 0:
-                        _gather_share(&x[0, 0], width, &order[begin + m], m_next, t - 1,
-                                      team - 1, buffers[1 - current])
+                if m_next > 0 and (team == 1 or t > 0):
+                    gatherer = 0 if team == 1 else t - 1
+                    gatherers = 1 if team == 1 else team - 1
+                    _gather_share(&x[0, 0], width, &order[begin + m], m_next, gatherer,
+                                  gatherers, buffers[1 - current])
+                    # The batch after next, from memory into the caches meanwhile.
+                    _prefetch_share(&x[0, 0], width, &order[begin + m + m_next],
+                                    min(self.batch_size, stop - begin - m - m_next),
+                                    gatherer, gatherers)
                 self._backward(buffers[current], <int>m, step_scale, t, team)
                 if t == 0 and m_next > 0:  # the loss has used this batch's targets
                     _gather_targets(label_ptr, target_ptr, &order[begin + m], m_next,
@@ -506,6 +518,9 @@ cdef void _gather(const pixel_t* x, Py_ssize_t width, const cnp.int64_t* rows,
     """Copy rows ``rows[:m]`` of ``x`` into ``out``, converting pixels to floats."""
     cdef Py_ssize_t i, j
     cdef const pixel_t* src
+    if pixel_t is cnp.uint8_t and floating is float:
+        nr_gather_pixels_f32(x, width, rows, m, out)
+        return
     for i in range(m):
         src = x + rows[i] * width
         for j in range(width):
@@ -520,8 +535,20 @@ cdef inline void _gather_share(const pixel_t* x, Py_ssize_t width,
     _gather(x, width, rows + first, last - first, out + first * width)
 
 
+cdef inline void _prefetch_share(const pixel_t* x, Py_ssize_t width,
+                                 const cnp.int64_t* rows, Py_ssize_t m, int t,
+                                 int team) noexcept nogil:
+    """Thread t's share (of ``team``) of prefetching rows ``rows[:m]`` of uint8 ``x``."""
+    cdef Py_ssize_t first = m * t // team, last = m * (t + 1) // team
+    if pixel_t is cnp.uint8_t and m > 0:
+        nr_prefetch_rows(x, width, rows + first, last - first)
+
+
 cdef void _copy_rows(const pixel_t* x, Py_ssize_t count, floating* out) noexcept nogil:
     cdef Py_ssize_t i
+    if pixel_t is cnp.uint8_t and floating is float:
+        nr_convert_pixels_f32(x, count, out)
+        return
     for i in range(count):
         out[i] = _convert(x[i], out[0])
 
