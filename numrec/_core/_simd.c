@@ -21,10 +21,10 @@
  * Zero columns: before each block of rows, the kernels list the groups of 8 columns of
  * x that hold a nonzero entry in the block and skip the others (for the input layer of
  * an image network many are blank: on MNIST a fifth of the groups in a batch of 32, in
- * about 8 runs).  A skipped group would only have added exact zeros, so the results are
- * those of the full product.  The forward pass steps through runs of adjacent groups
- * (a loop reading each group's offset from a list measured slower than the full
- * product); the update takes its panels of 4 groups from the list.
+ * about 8 runs).  With finite weights a skipped group would only have added exact zeros,
+ * so the results are those of the full product.  The forward pass steps through runs of
+ * adjacent groups (a loop reading each group's offset from a list measured slower than
+ * the full product); the update takes its panels of 4 groups from the list.
  *
  * The order of the additions for one output depends only on k and m, never on how the
  * caller splits the outputs between threads, so results do not depend on the split.
