@@ -19,8 +19,11 @@ cdef class Dense(Layer):
     cdef readonly int in_features
     cdef readonly int out_features
     cdef readonly object dtype
-    cdef object _weights, _bias, _grad_weights, _grad_bias, _input
+    cdef object _weights, _bias, _grad_weights, _grad_bias, _input, _weights_t
+    cdef bint _sparse           # kernels skip zero inputs, on _weights_t (_sparse_inputs)
+    cdef void* _wt
     cdef void* _w
     cdef void* _b
     cdef void* _gw
     cdef void* _gb
+    cdef float* _panels_from(self, int lo) noexcept nogil

@@ -22,6 +22,17 @@ cdef extern from "_simd.h" nogil:
     void nr_dense_input_grad_f32(int m, int n, int k, const float* g, int ldg,
                                  const float* w, int ldw, float* gx, int ldgx)
 
+cdef extern from "_sparse.h" nogil:
+    enum: NR_SPARSE_MAX_INPUTS
+    enum: NR_SPARSE_PANEL
+    void nr_sparse_init()
+    void nr_sparse_forward_f32(int m, int n, int k, const float* x, int ldx,
+                               const float* wt, const float* b, float* z, int ldz)
+    void nr_sparse_update_f32(int m, int n, int k, float alpha, const float* g, int ldg,
+                              const float* x, int ldx, float* wt)
+
+nr_sparse_init()
+
 cdef enum:
     # Up to this many rows the own kernels, one thread per share of the units, beat BLAS;
     # for larger products BLAS with its own threads measured faster (benchmarks/).  Keep
@@ -89,6 +100,16 @@ cdef class Layer:
         args = ", ".join(f"{key}={value!r}" for key, value in self.get_config().items())
         return f"{type(self).__name__}({args})"
 
+    def _sparse_inputs(self, enable):
+        """Switch the kernels to inputs that are mostly zeros (``enable``), or back.
+
+        Returns whether the layer now runs such kernels; a layer without them returns
+        False.  The fused loop switches them on around a run of batches with plain SGD
+        only.  While they are on, the parameters may live in another layout that only
+        the kernels see; switching off brings the public arrays up to date.
+        """
+        return False
+
     cdef void forward_f32(self, const float* x, float* z, int m, int lo,
                           int hi) noexcept nogil:
         pass
@@ -152,6 +173,24 @@ cdef inline void _dense_gradient(const floating* x, const floating* g, floating*
         _column_sums(g, gb, m, n_out, lo, hi, 1, 0)
 
 
+cdef void _panels_input_grad(const float* g, const float* wt, float* gx, int m, int n,
+                             int k) noexcept nogil:
+    """``gx = g @ W`` with W in the panels of ``Dense._weights_t``: g (m, n), gx (m, k).
+
+    Plain loops: the fused loop never asks the first layer, the one it runs on panels,
+    for the gradient of its input.
+    """
+    cdef int i, j, p
+    cdef const float* panel
+    for i in range(m):
+        for p in range(k):
+            gx[i * k + p] = 0
+        for j in range(n):
+            panel = wt + <Py_ssize_t>(j // NR_SPARSE_PANEL) * NR_SPARSE_PANEL * k + j % NR_SPARSE_PANEL
+            for p in range(k):
+                gx[i * k + p] += g[i * n + j] * panel[p * NR_SPARSE_PANEL]
+
+
 cdef class Dense(Layer):
     r"""Fully connected layer, :math:`z = x W^\top + b`.
 
@@ -206,6 +245,8 @@ cdef class Dense(Layer):
         self._gw = cnp.PyArray_DATA(self._grad_weights)
         self._gb = cnp.PyArray_DATA(self._grad_bias)
         self._input = None
+        self._weights_t = None
+        self._sparse = False
 
     def get_config(self):
         return {
@@ -282,6 +323,36 @@ cdef class Dense(Layer):
         self._backward(self._input, grad_output, grad_input)
         return grad_input
 
+    def _sparse_inputs(self, enable):
+        """Switch to the float32 kernels that skip zero inputs, or back.
+
+        On, the kernels keep :math:`W^\\top` in a private array, in panels of 16 units
+        ``(ceil(out_features / 16), in_features, 16)`` (see ``_sparse.h``), so that each
+        nonzero input reads its units' weights in runs; ``weights`` is stale until they
+        are switched off, and the kernels' unit ranges must start at multiples of 16.
+        Needs a float32 layer, AVX2 and FMA, and at most 8192 inputs; returns whether
+        they are on.
+        """
+        if enable and not self._sparse:
+            if not (_simd and self.dtype == np.float32
+                    and self.in_features <= NR_SPARSE_MAX_INPUTS):
+                return False
+            if self._weights_t is None:
+                n_panels = (self.out_features + NR_SPARSE_PANEL - 1) // NR_SPARSE_PANEL
+                self._weights_t = aligned_zeros(
+                    (n_panels, self.in_features, NR_SPARSE_PANEL), self.dtype)
+                self._wt = cnp.PyArray_DATA(self._weights_t)
+            for panel, first in zip(self._weights_t, range(0, self.out_features, NR_SPARSE_PANEL)):
+                rows = self._weights[first:first + NR_SPARSE_PANEL]
+                panel[:, :len(rows)] = rows.T
+            self._sparse = True
+        elif not enable and self._sparse:
+            for panel, first in zip(self._weights_t, range(0, self.out_features, NR_SPARSE_PANEL)):
+                rows = self._weights[first:first + NR_SPARSE_PANEL]
+                rows[...] = panel[:, :len(rows)].T
+            self._sparse = False
+        return bool(self._sparse)
+
     def _forward(self, floating[:, ::1] x, floating[:, ::1] z):
         cdef int m = x.shape[0]
         self._check_kernel_args(floating is float, x, z, None)
@@ -321,6 +392,10 @@ cdef class Dense(Layer):
     cdef void forward_f32(self, const float* x, float* z, int m, int lo,
                           int hi) noexcept nogil:
         cdef int n_in = self.in_features
+        if self._sparse:
+            nr_sparse_forward_f32(m, hi - lo, n_in, x, n_in, self._panels_from(lo),
+                                  <float*>self._b + lo, z + lo, self.out_features)
+            return
         if _simd and m <= SIMD_MAX_ROWS:
             nr_dense_forward_f32(m, hi - lo, n_in, x, n_in,
                                  <float*>self._w + <Py_ssize_t>lo * n_in, n_in,
@@ -329,12 +404,20 @@ cdef class Dense(Layer):
         _dense_forward(x, <float*>self._w, <float*>self._b, z, m,
                        self.out_features, self.in_features, lo, hi)
 
+    cdef inline float* _panels_from(self, int lo) noexcept nogil:
+        """The panel of ``_weights_t`` that starts at unit ``lo`` (a multiple of 16)."""
+        return <float*>self._wt + <Py_ssize_t>(lo // NR_SPARSE_PANEL) * NR_SPARSE_PANEL * self.in_features
+
     cdef void forward_f64(self, const double* x, double* z, int m, int lo,
                           int hi) noexcept nogil:
         _dense_forward(x, <double*>self._w, <double*>self._b, z, m,
                        self.out_features, self.in_features, lo, hi)
 
     cdef void backward_input_f32(self, const float* g, float* gx, int m) noexcept nogil:
+        if self._sparse:
+            _panels_input_grad(g, <float*>self._wt, gx, m, self.out_features,
+                               self.in_features)
+            return
         if _simd and m <= SIMD_MAX_ROWS:
             nr_dense_input_grad_f32(m, self.out_features, self.in_features, g,
                                     self.out_features, <float*>self._w, self.in_features,
@@ -348,6 +431,11 @@ cdef class Dense(Layer):
     cdef void gradient_f32(self, const float* x, const float* g, int m,
                            double step_scale, int lo, int hi) noexcept nogil:
         cdef int n_in = self.in_features, n_out = self.out_features
+        if self._sparse and step_scale == step_scale:
+            nr_sparse_update_f32(m, hi - lo, n_in, <float>step_scale, g + lo, n_out, x, n_in,
+                                 self._panels_from(lo))
+            _column_sums(g, <float*>self._b, m, n_out, lo, hi, <float>step_scale, 1)
+            return
         if _simd and m <= SIMD_MAX_ROWS and step_scale == step_scale:
             nr_dense_update_f32(m, hi - lo, n_in, <float>step_scale, g + lo, n_out, x, n_in,
                                 <float*>self._w + <Py_ssize_t>lo * n_in, n_in)

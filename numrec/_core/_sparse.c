@@ -1,0 +1,262 @@
+/* Dense-layer kernels that skip zero inputs; see _sparse.h.
+ *
+ * - forward: for each row of x, the columns holding a nonzero entry are listed first
+ *   (8 at a time, through a table of bit positions, without a branch per entry), then
+ *   each listed column adds its row of wt, scaled by the entry, to 8 vector
+ *   accumulators: 64 units per pass over the list.
+ * - update: for each block of up to 32 rows of x, a 32-bit mask per column marks the
+ *   rows where the column is nonzero; then each column p with a nonzero entry sums
+ *   x[i, p] g[i, :] over its rows into 8 accumulators (64 units at a time) and adds
+ *   alpha times the sum to row p of wt.  The block's rows of g stay in the L1 cache.
+ *
+ * Both read the weights of each nonzero column from the L2 cache once per pass: their
+ * speed is bound by that bandwidth.  On MNIST they do a fifth of the full product's
+ * arithmetic in about half its time (forward 0.65, update 0.45, one core, batches of 32);
+ * with more than about two inputs in five nonzero the full product is faster.
+ *
+ * The weights come in panels of 16 units so that the units a thread owns (a multiple of
+ * 16) lie together in memory and stay in its L2 cache; rows of 16 units 1 KB apart
+ * (W^T row-major, 256 units) would leave half of the cache's sets unused.
+ */
+#include "_sparse.h"
+
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+
+#include <immintrin.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define KERNEL __attribute__((target("avx2,fma,popcnt")))
+#define TILE KERNEL static inline __attribute__((always_inline))
+
+/* positions[bits]: the indices of the set bits of `bits`, one per byte, lowest first. */
+static uint64_t positions[256];
+
+void nr_sparse_init(void)
+{
+    for (int bits = 0; bits < 256; bits++) {
+        uint64_t packed = 0;
+        int count = 0;
+        for (int b = 0; b < 8; b++)
+            if (bits >> b & 1)
+                packed |= (uint64_t)b << (8 * count++);
+        positions[bits] = packed;
+    }
+}
+
+/* Lanes 0..count-1 set (count <= 8). */
+TILE __m256i lanes_below(int count)
+{
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(count), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+/* The 8 entries at x as integers (only the lanes in `valid` read unless FULL, others 0). */
+TILE __m256i load_group(int FULL, const float *x, __m256i valid)
+{
+    return FULL ? _mm256_loadu_si256((const __m256i *)x)
+                : _mm256_maskload_epi32((const int *)x, valid);
+}
+
+/* ---- forward -------------------------------------------------------------------- */
+
+/* Appends to idx[count:] the columns p + b (b < 8) where x[p + b] is not +0.0, for the
+ * lanes in `valid`; returns the new count.  Writes 8 entries whatever the count. */
+TILE int list_group(int FULL, const float *x, __m256i valid, int p, int *idx, int count)
+{
+    __m256i zero = _mm256_cmpeq_epi32(load_group(FULL, x + p, valid), _mm256_setzero_si256());
+    unsigned bits = ~(unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(zero)) & 0xffu;
+    __m256i found = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)positions[bits]));
+    _mm256_storeu_si256((__m256i *)(idx + count), _mm256_add_epi32(found, _mm256_set1_epi32(p)));
+    return count + __builtin_popcount(bits);
+}
+
+/* Lists the columns p < k of the row x that hold a nonzero entry; idx has room for k + 8. */
+TILE int nonzero_columns(const float *x, int k, int *idx)
+{
+    int count = 0, k8 = k & ~7;
+    __m256i all = _mm256_set1_epi32(-1);
+    for (int p = 0; p < k8; p += 8)
+        count = list_group(1, x, all, p, idx, count);
+    if (k8 < k)
+        count = list_group(0, x, lanes_below(k - k8), k8, idx, count);
+    return count;
+}
+
+/* Vector v (8 units) of input p in the panels from `wt` on (see _sparse.h). */
+TILE const float *panel_vector(const float *wt, size_t panel_stride, int v, int p)
+{
+    return wt + (size_t)(v / 2) * panel_stride + (size_t)NR_SPARSE_PANEL * p + 8 * (v % 2);
+}
+
+/* z[j] = sum_t x[idx[t]] * W^T[idx[t], j] + b[j] for j < 8 V; with MASKED, the last
+ * vector covers only the lanes in `mask`. */
+TILE void forward_units(int V, int MASKED, __m256i mask, const float *x, const int *idx,
+                        int count, const float *wt, size_t panel_stride, const float *b,
+                        float *z)
+{
+    __m256 acc[8];
+    for (int v = 0; v < V; v++)
+        acc[v] = _mm256_setzero_ps();
+    for (int t = 0; t < count; t++) {
+        __m256 xv = _mm256_broadcast_ss(x + idx[t]);
+        for (int v = 0; v < V; v++)  /* panels are padded: the last vector reads zeros */
+            acc[v] = _mm256_fmadd_ps(xv, _mm256_loadu_ps(panel_vector(wt, panel_stride, v, idx[t])),
+                                     acc[v]);
+    }
+    for (int v = 0; v < V; v++) {
+        int last = MASKED && v == V - 1;
+        __m256 bias = !b ? _mm256_setzero_ps()
+                         : last ? _mm256_maskload_ps(b + 8 * v, mask) : _mm256_loadu_ps(b + 8 * v);
+        __m256 out = _mm256_add_ps(acc[v], bias);
+        if (last)
+            _mm256_maskstore_ps(z + 8 * v, mask, out);
+        else
+            _mm256_storeu_ps(z + 8 * v, out);
+    }
+}
+
+#define FORWARD_REST(V) \
+    forward_units(V, 1, mask, xr, idx, count, panels(wt, stride, j), stride, b ? b + j : NULL, \
+                  zr + j)
+
+/* The panel holding unit j (a multiple of NR_SPARSE_PANEL). */
+#define panels(wt, stride, j) ((wt) + (size_t)((j) / NR_SPARSE_PANEL) * (stride))
+
+KERNEL void nr_sparse_forward_f32(int m, int n, int k, const float *x, int ldx,
+                                  const float *wt, const float *b, float *z, int ldz)
+{
+    int idx[NR_SPARSE_MAX_INPUTS + 8];
+    size_t stride = (size_t)NR_SPARSE_PANEL * k;
+    __m256i all = _mm256_set1_epi32(-1);
+    for (int i = 0; i < m; i++) {
+        const float *xr = x + (size_t)i * ldx;
+        float *zr = z + (size_t)i * ldz;
+        int count = nonzero_columns(xr, k, idx), j = 0;
+        for (; j + 64 <= n; j += 64)
+            forward_units(8, 0, all, xr, idx, count, panels(wt, stride, j), stride,
+                          b ? b + j : NULL, zr + j);
+        if (j < n) {
+            int rest = n - j;
+            __m256i mask = lanes_below(rest - 8 * ((rest - 1) / 8));
+            switch ((rest + 7) / 8) {
+            case 8: FORWARD_REST(8); break;
+            case 7: FORWARD_REST(7); break;
+            case 6: FORWARD_REST(6); break;
+            case 5: FORWARD_REST(5); break;
+            case 4: FORWARD_REST(4); break;
+            case 3: FORWARD_REST(3); break;
+            case 2: FORWARD_REST(2); break;
+            default: FORWARD_REST(1); break;
+            }
+        }
+    }
+}
+
+/* ---- update --------------------------------------------------------------------- */
+
+/* Lane b: bit i set if x[i, b] (i < m <= 32) is not +0.0, for the lanes in `valid`. */
+TILE __m256i group_rows(int FULL, int m, const float *x, int ldx, __m256i valid)
+{
+    __m256i rows = _mm256_setzero_si256();
+    for (int i = 0; i < m; i++) {
+        __m256i zero = _mm256_cmpeq_epi32(load_group(FULL, x + (size_t)i * ldx, valid),
+                                          _mm256_setzero_si256());
+        rows = _mm256_or_si256(rows, _mm256_andnot_si256(zero, _mm256_set1_epi32((int)(1u << i))));
+    }
+    return rows;
+}
+
+/* rows_of[p]: bit i set if x[i, p] is not +0.0, for p < k, i < m <= 32. */
+TILE void column_rows(int m, int k, const float *x, int ldx, uint32_t *rows_of)
+{
+    int k8 = k & ~7;
+    __m256i all = _mm256_set1_epi32(-1);
+    for (int p = 0; p < k8; p += 8)
+        _mm256_storeu_si256((__m256i *)(rows_of + p), group_rows(1, m, x + p, ldx, all));
+    if (k8 < k) {
+        __m256i valid = lanes_below(k - k8);
+        _mm256_maskstore_epi32((int *)(rows_of + k8), valid, group_rows(0, m, x + k8, ldx, valid));
+    }
+}
+
+/* W^T[p, j] += alpha * sum_{i in rows} x[i * ldx] * g[i, j] for j < 8 V (the last
+ * vector only in the lanes of `mask` with MASKED). */
+TILE void update_units(int V, int MASKED, __m256i mask, uint32_t rows, const float *x,
+                       int ldx, const float *g, int ldg, __m256 alpha, float *wt,
+                       size_t panel_stride, int p)
+{
+    __m256 acc[8];
+    for (int v = 0; v < V; v++)
+        acc[v] = _mm256_setzero_ps();
+    while (rows) {
+        int i = __builtin_ctz(rows);
+        rows &= rows - 1;
+        __m256 xv = _mm256_broadcast_ss(x + (size_t)i * ldx);
+        const float *gr = g + (size_t)i * ldg;
+        for (int v = 0; v < V; v++) {
+            __m256 gv = MASKED && v == V - 1 ? _mm256_maskload_ps(gr + 8 * v, mask)
+                                             : _mm256_loadu_ps(gr + 8 * v);
+            acc[v] = _mm256_fmadd_ps(xv, gv, acc[v]);
+        }
+    }
+    for (int v = 0; v < V; v++) {
+        float *w = (float *)panel_vector(wt, panel_stride, v, p);
+        __m256 out = _mm256_fmadd_ps(alpha, acc[v], _mm256_loadu_ps(w));
+        if (MASKED && v == V - 1)
+            _mm256_maskstore_ps(w, mask, out);
+        else
+            _mm256_storeu_ps(w, out);
+    }
+}
+
+#define UPDATE_REST(V) \
+    update_units(V, 1, mask, rows, xb + p, ldx, gb + j, ldg, a, panels(wt, stride, j), stride, p)
+
+KERNEL void nr_sparse_update_f32(int m, int n, int k, float alpha, const float *g, int ldg,
+                                 const float *x, int ldx, float *wt)
+{
+    uint32_t rows_of[NR_SPARSE_MAX_INPUTS];
+    size_t stride = (size_t)NR_SPARSE_PANEL * k;
+    __m256 a = _mm256_set1_ps(alpha);
+    __m256i all = _mm256_set1_epi32(-1);
+    int full = n & ~63, rest = n - full;
+    __m256i mask = lanes_below(rest - 8 * ((rest - 1) / 8));
+    for (int i0 = 0; i0 < m; i0 += 32) {
+        int mi = m - i0 < 32 ? m - i0 : 32;
+        const float *xb = x + (size_t)i0 * ldx, *gb = g + (size_t)i0 * ldg;
+        column_rows(mi, k, xb, ldx, rows_of);
+        for (int p = 0; p < k; p++) {
+            uint32_t rows = rows_of[p];
+            int j = 0;
+            if (!rows)
+                continue;
+            for (; j < full; j += 64)
+                update_units(8, 0, all, rows, xb + p, ldx, gb + j, ldg, a, panels(wt, stride, j),
+                             stride, p);
+            if (rest) {
+                switch ((rest + 7) / 8) {
+                case 8: UPDATE_REST(8); break;
+                case 7: UPDATE_REST(7); break;
+                case 6: UPDATE_REST(6); break;
+                case 5: UPDATE_REST(5); break;
+                case 4: UPDATE_REST(4); break;
+                case 3: UPDATE_REST(3); break;
+                case 2: UPDATE_REST(2); break;
+                default: UPDATE_REST(1); break;
+                }
+            }
+        }
+    }
+}
+
+#else  /* not GCC or Clang on x86: nr_simd_available() is 0 and callers use BLAS */
+
+void nr_sparse_init(void) {}
+
+void nr_sparse_forward_f32(int m, int n, int k, const float *x, int ldx, const float *wt,
+                           const float *b, float *z, int ldz) {}
+
+void nr_sparse_update_f32(int m, int n, int k, float alpha, const float *g, int ldg,
+                          const float *x, int ldx, float *wt) {}
+
+#endif

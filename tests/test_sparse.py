@@ -1,0 +1,228 @@
+"""The first layer's kernels for inputs that are mostly zeros, against float64 NumPy.
+
+The fused loop switches them on when at most 35 % of the data's entries are nonzero (as
+on MNIST): they skip each zero entry, and keep the weights transposed in panels of 16
+units.  Shapes cover partial panels (units modulo 16), partial vectors (modulo 8),
+passes of 64 units, and inputs modulo 8.
+"""
+import numpy as np
+import pytest
+
+import numrec
+from numrec._core._layers import _simd_kernels
+from numrec._core._losses import MSE
+from numrec._core._training import FusedTrainer, _sparse_input_kernels, mostly_zeros, plan_stages
+
+pytestmark = pytest.mark.skipif(not _simd_kernels(), reason="the processor lacks AVX2 and FMA")
+
+UNITS = [1, 8, 15, 16, 17, 37, 64, 65, 100]
+INPUTS = [1, 7, 8, 9, 75, 784]
+
+
+def _sparse_rows(rng, m, n_in, density):
+    """Rows of normal entries, round(density * n_in) of them at random places, the
+    others +0.0."""
+    x = rng.standard_normal((m, n_in)).astype(np.float32)
+    keep = np.argsort(rng.random((m, n_in)), axis=1) < round(density * n_in)
+    return np.where(keep, x, np.float32(0))
+
+
+def _layer(n_in, n_out, rng):
+    layer = numrec.Dense(n_in, n_out, seed=rng)
+    layer.bias = rng.standard_normal(n_out).astype(np.float32)
+    return layer
+
+
+def _tolerance(a, b):
+    """float32 rounding of dot products of |a| . |b| (k terms): a few ulps per term."""
+    return 4e-7 * (np.abs(a).astype(np.float64) @ np.abs(b).astype(np.float64)) + 1e-7
+
+
+@pytest.mark.parametrize("m", [1, 3, 33])
+@pytest.mark.parametrize("n_out", UNITS)
+@pytest.mark.parametrize("n_in", INPUTS)
+@pytest.mark.parametrize("density", [0.0, 0.2, 1.0])
+def test_forward_matches_float64(m, n_out, n_in, density):
+    rng = np.random.default_rng(m * 10000 + n_out * 100 + n_in)
+    layer = _layer(n_in, n_out, rng)
+    x = _sparse_rows(rng, m, n_in, density)
+    weights = layer.weights.copy()
+    expected = x.astype(np.float64) @ weights.T.astype(np.float64) + layer.bias
+    assert layer._sparse_inputs(True)
+    try:
+        got = layer.forward(x)
+    finally:
+        layer._sparse_inputs(False)
+    assert np.all(np.abs(got - expected) <= _tolerance(x, weights.T) + 1e-6 * np.abs(layer.bias))
+    assert np.array_equal(layer.weights, weights)  # through the panels and back
+
+
+def test_input_gradient_on_panels_matches_float64():
+    rng = np.random.default_rng(7)
+    layer = _layer(75, 37, rng)
+    x = _sparse_rows(rng, 5, 75, 0.2)
+    grad_output = rng.standard_normal((5, 37)).astype(np.float32)
+    expected = grad_output.astype(np.float64) @ layer.weights.astype(np.float64)
+    layer._sparse_inputs(True)
+    try:
+        layer.forward(x)
+        got = layer.backward(grad_output)
+    finally:
+        layer._sparse_inputs(False)
+    assert np.all(np.abs(got - expected) <= _tolerance(grad_output, layer.weights))
+
+
+def _sgd_step(layer, x, targets, lr, threads):
+    """One fused SGD step on the whole of x under MSE; returns the new parameters."""
+    history = numrec.Sequential([layer]).fit(x, targets, batch_size=len(x),
+                                             optimizer=numrec.SGD(lr), fused=True,
+                                             threads=threads, seed=0)
+    assert history.fused
+    return layer.weights.copy(), layer.bias.copy()
+
+
+@pytest.mark.parametrize("m", [1, 5, 32, 33, 64, 129])
+@pytest.mark.parametrize("n_out", [16, 37, 100])
+@pytest.mark.parametrize("n_in", [9, 75, 784])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_fused_update_matches_float64(m, n_out, n_in, threads):
+    lr = 0.25
+    rng = np.random.default_rng(m * 10000 + n_out * 100 + n_in)
+    layer = _layer(n_in, n_out, rng)
+    x = _sparse_rows(rng, m, n_in, 0.2)
+    targets = rng.standard_normal((m, n_out)).astype(np.float32)
+    assert mostly_zeros(x)
+    w0, b0, x64 = (layer.weights.astype(np.float64), layer.bias.astype(np.float64),
+                   x.astype(np.float64))
+    g = 2 * (x64 @ w0.T + b0 - targets) / m
+    weights, bias = _sgd_step(layer, x, targets, lr, threads)
+    # g is rounded in float32 from z, whose error scales with |x| |w| + |b|; a row or a
+    # column of x missed or counted twice would be off by about lr |g|.T |x|.
+    g_error = 1e-5 * np.abs(g) + 2e-6 / m * (np.abs(x64) @ np.abs(w0).T + np.abs(b0)
+                                            + np.abs(targets))
+    slack = lr * g_error.T @ np.abs(x64) + 1e-6 * np.abs(w0) + 1e-7
+    assert np.all(np.abs(weights - (w0 - lr * g.T @ x64)) <= slack)
+    np.testing.assert_allclose(bias, b0 - lr * g.sum(axis=0), rtol=1e-5, atol=1e-5)
+    assert not np.array_equal(weights, w0)
+
+
+def test_negative_zeros_are_computed_and_change_no_bit():
+    """Only +0.0 is skipped; a -0.0 entry adds -0.0 * w, which leaves every sum as it was."""
+    rng = np.random.default_rng(8)
+    x = _sparse_rows(rng, 40, 784, 0.15)
+    targets = rng.standard_normal((40, 48)).astype(np.float32)
+    skipped = _sgd_step(_layer(784, 48, np.random.default_rng(1)), x, targets, 0.5, 2)
+    computed = _sgd_step(_layer(784, 48, np.random.default_rng(1)),
+                         np.where(x == 0, np.float32(-0.0), x), targets, 0.5, 2)
+    for a, b in zip(skipped, computed):
+        assert np.array_equal(a, b)
+
+
+def test_nan_and_infinite_inputs_are_not_skipped():
+    """Through the kernel entry point (the public methods refuse such inputs)."""
+    layer = numrec.Dense(64, 20, seed=0)
+    x = np.zeros((3, 64), dtype=np.float32)
+    x[0, 5], x[1, 9], x[2, 63] = np.nan, np.inf, 1.0
+    z = np.empty((3, 20), dtype=np.float32)
+    layer._sparse_inputs(True)
+    try:
+        layer._forward(x, z)
+    finally:
+        layer._sparse_inputs(False)
+    assert np.all(np.isnan(z[0]))
+    assert np.all(np.isinf(z[1]) | np.isnan(z[1]))  # inf * w, NaN where w is 0
+    np.testing.assert_allclose(z[2], layer.weights[:, 63] + layer.bias, rtol=1e-6)
+
+
+@pytest.mark.parametrize("batch_size", [1, 17, 32, 100, 128, 150])
+def test_same_bits_for_any_thread_count(batch_size):
+    rng = np.random.default_rng(3)
+    x = rng.integers(0, 256, size=(300, 784), dtype=np.uint8)
+    x[rng.random(x.shape) < 0.8] = 0
+    y = rng.integers(0, 10, size=300)
+    results = []
+    for threads in (1, 2, 3):
+        model = numrec.mnist_mlp(seed=5)
+        model.fit(x, y, epochs=2, batch_size=batch_size, optimizer=numrec.SGD(0.5), seed=1,
+                  threads=threads)
+        results.append(model.parameters())
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            assert np.array_equal(a, b)
+
+
+def test_agrees_with_the_full_product_and_the_python_loop():
+    """Two epochs on MNIST-like data: zero-skipping kernels, full-product kernels, and the
+    per-batch Python loop (BLAS) end within float32 rounding of each other."""
+    rng = np.random.default_rng(4)
+    x = rng.integers(0, 256, size=(640, 784), dtype=np.uint8)
+    x[rng.random(x.shape) < 0.8] = 0
+    y = rng.integers(0, 10, size=640)
+    trained = []
+    for sparse, fused in ((True, True), (False, True), (False, False)):
+        previous = _sparse_input_kernels(sparse)
+        try:
+            model = numrec.mnist_mlp(seed=2)
+            history = model.fit(x, y, epochs=2, batch_size=32, optimizer=numrec.SGD(0.5),
+                                seed=1, fused=fused)
+        finally:
+            _sparse_input_kernels(previous)
+        assert history.fused == fused
+        trained.append(model.parameters())
+    for other in trained[1:]:
+        for a, b in zip(trained[0], other):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=2e-5)
+    assert not np.array_equal(trained[0][0], trained[1][0])  # the kernels did differ
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_evaluation_on_panels_counts_the_same(threads):
+    rng = np.random.default_rng(6)
+    x = rng.integers(0, 256, size=(2500, 784), dtype=np.uint8)
+    x[rng.random(x.shape) < 0.8] = 0
+    y = rng.integers(0, 10, size=2500)
+    model = numrec.mnist_mlp(seed=3)
+    model.fit(x[:500], y[:500], epochs=1, batch_size=32, optimizer=numrec.SGD(0.5), seed=0)
+    expected = np.count_nonzero(model.predict_classes(x) == y)
+    trainer = FusedTrainer(plan_stages(model.components), MSE(), numrec.SGD(0.5), 32,
+                           np.float32, threads)
+    counts = []
+    for sparse in (True, False):
+        previous = _sparse_input_kernels(sparse)
+        try:
+            counts.append(trainer.count_correct(x, y))
+        finally:
+            _sparse_input_kernels(previous)
+    # An argmax may flip where two outputs tie to float32 rounding; none does here.
+    assert counts == [expected, expected]
+    assert expected > 250
+
+
+def test_density_threshold():
+    x = np.zeros((2000, 100), dtype=np.uint8)
+    x[:, :35] = 1
+    assert mostly_zeros(x)
+    x[:, 35] = 1
+    assert not mostly_zeros(x)
+    x[:1024, 35] = 0                      # only the first 1024 rows are looked at
+    assert mostly_zeros(x)
+    assert not mostly_zeros(x[:0])
+
+
+def test_switch_reports_and_restores_the_setting():
+    original = _sparse_input_kernels()
+    try:
+        assert _sparse_input_kernels(False) == original
+        assert _sparse_input_kernels() is False
+        assert _sparse_input_kernels(True) is False
+        assert _sparse_input_kernels() is True
+    finally:
+        _sparse_input_kernels(original)
+
+
+def test_only_float32_layers_switch():
+    assert not numrec.Dense(10, 4, seed=0, dtype=np.float64)._sparse_inputs(True)
+    assert not numrec.Dense(8193, 4, seed=0)._sparse_inputs(True)
+    layer = numrec.Dense(10, 4, seed=0)
+    assert layer._sparse_inputs(True) and layer._sparse_inputs(True)
+    assert not layer._sparse_inputs(False)
