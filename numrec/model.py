@@ -12,7 +12,7 @@ from numrec._core._activations import Activation, LeakyReLU, Sigmoid
 from numrec._core._layers import Dense, Layer
 from numrec._core._losses import MSE, Loss
 from numrec._core._optimizers import SGD, Optimizer
-from numrec._core._training import FusedTrainer, is_compiled, plan_stages
+from numrec._core._training import FusedTrainer, is_compiled, mostly_zeros, plan_stages
 from numrec._core._validation import (
     as_rng, check_array, check_finite_number, check_positive_int,
 )
@@ -24,6 +24,8 @@ DEFAULT_LR = 0.5
 #: in numrec's own AVX2 kernels, others in single-threaded BLAS); above it, BLAS threads
 #: each matrix product itself, which measured faster for these larger products.  Keep
 #: equal to SIMD_MAX_ROWS in numrec/_core/_layers.pyx, the own kernels' row limit.
+#: Inputs that are mostly zeros (as MNIST's pixels) are shared at any batch size: the
+#: first layer's kernels for them have no row limit.
 SPLIT_MAX_BATCH = 128
 #: Progress callbacks are called after about this many samples (and at each epoch's end).
 _PROGRESS_SAMPLES = 4096
@@ -280,12 +282,14 @@ class Sequential:
             loop; ``True`` raises ``ValueError`` if the compiled loop cannot run.
         threads : int, optional
             Threads of the compiled loop (default: the cores this process may use).  Up
-            to batch size ``SPLIT_MAX_BATCH`` (128) each large layer's output units are
-            shared between the threads, so that each thread keeps its share of the
-            weights in its own core's cache; for larger batches BLAS uses the threads
-            within each matrix product.  Results are bit-identical from run to run for
-            a given seed and thread count (and, in float32 up to batch 128 on processors
-            with AVX2 and FMA, whatever the thread count).
+            to batch size ``SPLIT_MAX_BATCH`` (128), and at any batch size for inputs
+            that are mostly zeros (at most 35 % nonzero, as MNIST's pixels), each large
+            layer's output units are shared between the threads, so that each thread
+            keeps its share of the weights in its own core's cache; otherwise BLAS uses
+            the threads within each matrix product.  Results are bit-identical from run
+            to run for a given seed and thread count (and, in float32 on processors with
+            AVX2 and FMA, up to batch 128 or with such inputs, whatever the thread
+            count).
 
         Returns
         -------
@@ -337,7 +341,7 @@ class Sequential:
             stages = None
         blas_threads = None  # BLAS as configured, in the Python loop
         if stages is not None:
-            split = threads if batch_size <= SPLIT_MAX_BATCH else 1
+            split = threads if batch_size <= SPLIT_MAX_BATCH or mostly_zeros(x) else 1
             blas_threads = 1 if split > 1 else threads
             trainer = FusedTrainer(stages, loss, optimizer, batch_size, self.dtype, split)
             run_epoch = _FusedEpoch(trainer)
