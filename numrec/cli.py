@@ -22,7 +22,7 @@ import numpy as np
 #: ``numrec train`` defaults.  The learning rate and batch size give the fastest reliable
 #: time to 96 % test accuracy measured for this network (see the documentation).
 DEFAULT_BATCH_SIZE = 32
-DEFAULT_LR = 0.65
+DEFAULT_LR = 0.75
 DEFAULT_HIDDEN = (256,)
 DEFAULT_SEED = 0
 #: Train until the test accuracy exceeds this many percent ...
