@@ -342,16 +342,21 @@ cdef class Dense(Layer):
                 self._weights_t = aligned_zeros(
                     (n_panels, self.in_features, NR_SPARSE_PANEL), self.dtype)
                 self._wt = cnp.PyArray_DATA(self._weights_t)
-            for panel, first in zip(self._weights_t, range(0, self.out_features, NR_SPARSE_PANEL)):
-                rows = self._weights[first:first + NR_SPARSE_PANEL]
-                panel[:, :len(rows)] = rows.T
+            for panel, rows in self._panels_and_rows():
+                panel[...] = rows.T
             self._sparse = True
         elif not enable and self._sparse:
-            for panel, first in zip(self._weights_t, range(0, self.out_features, NR_SPARSE_PANEL)):
-                rows = self._weights[first:first + NR_SPARSE_PANEL]
-                rows[...] = panel[:, :len(rows)].T
+            for panel, rows in self._panels_and_rows():
+                rows[...] = panel.T
             self._sparse = False
         return bool(self._sparse)
+
+    def _panels_and_rows(self):
+        """Each panel of ``_weights_t`` (its used columns) with the rows of ``weights``
+        it holds transposed."""
+        for index, panel in enumerate(self._weights_t):
+            rows = self._weights[index * NR_SPARSE_PANEL:(index + 1) * NR_SPARSE_PANEL]
+            yield panel[:, :len(rows)], rows
 
     def _forward(self, floating[:, ::1] x, floating[:, ::1] z):
         cdef int m = x.shape[0]
