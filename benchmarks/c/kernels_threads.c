@@ -6,12 +6,17 @@
  *         benchmarks/c/kernels_threads.c numrec/_core/_simd.c
  *     ./kernels_threads 32 2      # batch size, threads
  *     ./kernels_threads 32 2 train-images-idx3-ubyte   # gunzipped MNIST file
+ *     ./kernels_threads 32 2 train-images-idx3-ubyte sparse
  *
- * With an MNIST image file, each step takes the next of 64 batches of its images (in
- * file order, scaled to [0, 1]) instead of dense made-up numbers, so the kernels skip the
- * blank groups of columns as they do in training.  GFLOP/s count the full product.
+ * (build with numrec/_core/_sparse.c as well).  With an MNIST image file, each step takes
+ * the next of 64 batches of its images (in file order, scaled to [0, 1]) instead of dense
+ * made-up numbers, so the kernels skip the blank groups of columns as they do in
+ * training; with `sparse`, the kernels that skip every zero input (weights in panels)
+ * run instead.  Shares of units start at multiples of 16, as in training.  GFLOP/s count
+ * the full product.
  */
 #include "_simd.h"
+#include "_sparse.h"
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,13 +29,15 @@ int main(int argc, char **argv)
     int m = argc > 1 ? atoi(argv[1]) : 32, threads = argc > 2 ? atoi(argv[2]) : 2;
     int n = 256, k = 784, reps = 240000 / (m > 0 ? m : 1);
     if (m < 1 || threads < 1 || !nr_simd_available()) {
-        fprintf(stderr, "usage: kernels_threads BATCH THREADS (needs AVX2 and FMA)\n");
+        fprintf(stderr, "usage: kernels_threads BATCH THREADS [IMAGES [sparse]] (needs AVX2 and FMA)\n");
         return 2;
     }
     float *x = aligned_alloc(64, sizeof(float) * m * k), *w = aligned_alloc(64, sizeof(float) * n * k);
     float *z = aligned_alloc(64, sizeof(float) * m * n), *g = aligned_alloc(64, sizeof(float) * m * n);
     float *b = aligned_alloc(64, sizeof(float) * n);
     float *images = NULL;
+    int sparse = argc > 4 && strcmp(argv[4], "sparse") == 0;
+    nr_sparse_init();
     if (argc > 3) {
         FILE *f = fopen(argv[3], "rb");
         size_t count = (size_t)BATCHES * m * k;
@@ -52,7 +59,8 @@ int main(int argc, char **argv)
 #pragma omp parallel num_threads(threads)
     {
         int t = omp_get_thread_num(), team = omp_get_num_threads();
-        int lo = n * t / team, hi = n * (t + 1) / team;
+        int lo = n * t / team / 16 * 16, hi = t + 1 == team ? n : n * (t + 1) / team / 16 * 16;
+        float *panels = w + (size_t)lo * k;   /* in panels, unit lo's panel starts here too */
         for (int r = 0; r < reps; r++) {
             if (images) {
                 if (t == 0)
@@ -60,10 +68,16 @@ int main(int argc, char **argv)
 #pragma omp barrier
             }
             double t0 = omp_get_wtime();
-            nr_dense_forward_f32(m, hi - lo, k, x, k, w + (size_t)lo * k, k, b + lo, z + lo, n);
+            if (sparse)
+                nr_sparse_forward_f32(m, hi - lo, k, x, k, panels, b + lo, z + lo, n);
+            else
+                nr_dense_forward_f32(m, hi - lo, k, x, k, w + (size_t)lo * k, k, b + lo, z + lo, n);
 #pragma omp barrier
             double t1 = omp_get_wtime();
-            nr_dense_update_f32(m, hi - lo, k, -1e-9f, g + lo, n, x, k, w + (size_t)lo * k, k);
+            if (sparse)
+                nr_sparse_update_f32(m, hi - lo, k, -1e-9f, g + lo, n, x, k, panels);
+            else
+                nr_dense_update_f32(m, hi - lo, k, -1e-9f, g + lo, n, x, k, w + (size_t)lo * k, k);
 #pragma omp barrier
             if (t == 0) {
                 forward += t1 - t0;
@@ -72,8 +86,8 @@ int main(int argc, char **argv)
         }
     }
     double flop = 2.0 * m * n * k * reps;
-    printf("batch %d, %d threads: forward %.1f GFLOP/s, update %.1f GFLOP/s, both %.1f\n",
-           m, threads, flop / forward / 1e9, flop / update / 1e9, 2 * flop / (forward + update) / 1e9);
+    printf("%s, batch %d, %d threads: forward %.1f GFLOP/s, update %.1f GFLOP/s, both %.1f\n",
+           sparse ? "zero-skipping kernels" : "full-product kernels", m, threads, flop / forward / 1e9, flop / update / 1e9, 2 * flop / (forward + update) / 1e9);
     free(images); free(x); free(w); free(z); free(g); free(b);
     return 0;
 }
