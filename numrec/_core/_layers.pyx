@@ -30,6 +30,8 @@ cdef extern from "_sparse.h" nogil:
                                const float* wt, const float* b, float* z, int ldz)
     void nr_sparse_update_f32(int m, int n, int k, float alpha, const float* g, int ldg,
                               const float* x, int ldx, float* wt)
+    void nr_sparse_to_panels(int n, int k, const float* w, float* wt)
+    void nr_sparse_from_panels(int n, int k, const float* wt, float* w)
 
 nr_sparse_init()
 
@@ -342,21 +344,16 @@ cdef class Dense(Layer):
                 self._weights_t = aligned_zeros(
                     (n_panels, self.in_features, NR_SPARSE_PANEL), self.dtype)
                 self._wt = cnp.PyArray_DATA(self._weights_t)
-            for panel, rows in self._panels_and_rows():
-                panel[...] = rows.T
+            with nogil:
+                nr_sparse_to_panels(self.out_features, self.in_features, <float*>self._w,
+                                    <float*>self._wt)
             self._sparse = True
         elif not enable and self._sparse:
-            for panel, rows in self._panels_and_rows():
-                rows[...] = panel.T
+            with nogil:
+                nr_sparse_from_panels(self.out_features, self.in_features, <float*>self._wt,
+                                      <float*>self._w)
             self._sparse = False
         return bool(self._sparse)
-
-    def _panels_and_rows(self):
-        """Each panel of ``_weights_t`` (its used columns) with the rows of ``weights``
-        it holds transposed."""
-        for index, panel in enumerate(self._weights_t):
-            rows = self._weights[index * NR_SPARSE_PANEL:(index + 1) * NR_SPARSE_PANEL]
-            yield panel[:, :len(rows)], rows
 
     def _forward(self, floating[:, ::1] x, floating[:, ::1] z):
         cdef int m = x.shape[0]

@@ -20,6 +20,8 @@
  */
 #include "_sparse.h"
 
+#include <stddef.h>
+
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
 
 #include <immintrin.h>
@@ -249,7 +251,36 @@ KERNEL void nr_sparse_update_f32(int m, int n, int k, float alpha, const float *
     }
 }
 
-#else  /* not GCC or Clang on x86: nr_simd_available() is 0 and callers use BLAS */
+#endif
+
+/* ---- layout ---------------------------------------------------------------------- */
+
+void nr_sparse_to_panels(int n, int k, const float *w, float *wt)
+{
+    for (int q = 0; q * NR_SPARSE_PANEL < n; q++) {
+        int units = n - q * NR_SPARSE_PANEL < NR_SPARSE_PANEL ? n - q * NR_SPARSE_PANEL : NR_SPARSE_PANEL;
+        const float *rows = w + (size_t)q * NR_SPARSE_PANEL * k;
+        float *panel = wt + (size_t)q * NR_SPARSE_PANEL * k;
+        for (int p = 0; p < k; p++)
+            for (int r = 0; r < units; r++)
+                panel[(size_t)NR_SPARSE_PANEL * p + r] = rows[(size_t)r * k + p];
+    }
+}
+
+void nr_sparse_from_panels(int n, int k, const float *wt, float *w)
+{
+    for (int q = 0; q * NR_SPARSE_PANEL < n; q++) {
+        int units = n - q * NR_SPARSE_PANEL < NR_SPARSE_PANEL ? n - q * NR_SPARSE_PANEL : NR_SPARSE_PANEL;
+        float *rows = w + (size_t)q * NR_SPARSE_PANEL * k;
+        const float *panel = wt + (size_t)q * NR_SPARSE_PANEL * k;
+        for (int p = 0; p < k; p++)
+            for (int r = 0; r < units; r++)
+                rows[(size_t)r * k + p] = panel[(size_t)NR_SPARSE_PANEL * p + r];
+    }
+}
+
+#if !(defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__)))
+/* not GCC or Clang on x86: nr_simd_available() is 0 and callers use BLAS */
 
 void nr_sparse_init(void) {}
 

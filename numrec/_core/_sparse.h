@@ -30,6 +30,11 @@
 /* Fills a table the kernels use; call once before them. */
 void nr_sparse_init(void);
 
+/* Copies W (n, k), row-major, into the panels wt (padding untouched), and back.  Plain C:
+ * these two need no AVX2. */
+void nr_sparse_to_panels(int n, int k, const float *w, float *wt);
+void nr_sparse_from_panels(int n, int k, const float *wt, float *w);
+
 /* z[i, j] = sum_p x[i, p] * W[j, p] + b[j]   for i < m, j < n, p < k, x[i, p] != +0.0.
  * x (m, k), z (m, n), W in panels wt; b has n entries, or is NULL for no bias. */
 void nr_sparse_forward_f32(int m, int n, int k, const float *x, int ldx,
