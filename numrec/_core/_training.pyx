@@ -50,18 +50,10 @@ cdef extern from *:
     {
     #pragma omp barrier
     }
-    static Py_ssize_t nr_claim(Py_ssize_t *counter, Py_ssize_t n)
-    {
-        Py_ssize_t old;
-    #pragma omp atomic capture
-        { old = *counter; *counter += n; }
-        return old;
-    }
     """
     int _thread_id "nr_thread_id" () noexcept nogil
     int _team_size "nr_team_size" () noexcept nogil
     void _barrier "nr_barrier" () noexcept nogil
-    Py_ssize_t _claim "nr_claim" (Py_ssize_t* counter, Py_ssize_t n) noexcept nogil
 
 ctypedef fused pixel_t:
     cnp.uint8_t
@@ -73,7 +65,6 @@ cdef enum:
     SPLIT_MIN = 32768      # a layer with at least this many weights is shared by the threads
     SPLIT_ALIGN = 16       # the threads' shares of output units start at multiples of this
                            # (whole panels for Dense's kernels for zero inputs)
-    GATHER_ROWS = 4        # rows a thread claims at a time when gathering a batch
     SPARSE_SAMPLE_ROWS = 1024  # rows of the data looked at to choose the first layer's kernels
 
 # The first layer skips zero inputs when at most this fraction of the entries are nonzero:
@@ -103,6 +94,8 @@ def mostly_zeros(x):
     return sample.size > 0 and np.count_nonzero(sample) <= SPARSE_MAX_DENSITY * sample.size
 
 
+
+
 cdef struct Stage:
     PyObject* layer        # a compiled Layer (borrowed: the trainer keeps it alive)
     PyObject* activation   # a compiled Activation, or NULL
@@ -112,26 +105,6 @@ cdef struct Stage:
     void* a                # (rows, n_out) activation output (the same buffer as z without one)
     void* g                # (rows, n_out) dL/da, turned in place into dL/dz
     bint split             # whether the threads share this stage's output units
-
-
-cdef enum PixelKind:
-    PIXELS_UINT8
-    PIXELS_FLOAT
-    PIXELS_DOUBLE
-
-
-# Rows ``rows[:m]`` of ``x`` to gather into ``out``, claimed GATHER_ROWS at a time
-# through ``next_row``, a counter shared by the team: a thread that would otherwise wait
-# gathers, so the gathering of the next batch fills the waits of whichever thread is ahead.
-cdef struct GatherJob:
-    const void* x
-    PixelKind pixels
-    Py_ssize_t width
-    const cnp.int64_t* rows
-    Py_ssize_t m
-    void* out
-    bint out_double
-    Py_ssize_t* next_row
 
 
 cdef struct Param:
@@ -346,12 +319,8 @@ cdef class FusedTrainer:
         cdef const floating* target_ptr = NULL
         cdef floating[:, ::1] ybuf = self._y
         cdef floating* buffers[2]
-        cdef const cnp.int64_t* rows = &order[0]
         cdef Py_ssize_t begin, m, m_next, width = x.shape[1]
-        cdef Py_ssize_t claim_counters[2]
-        cdef Py_ssize_t* next_rows = claim_counters
-        cdef GatherJob job
-        cdef int t, team, current
+        cdef int t, team, current, gatherer, gatherers
         cdef double total = 0
         cdef double* shared_total = &total
         cdef double step_scale = (<Optimizer>self._optimizer).plain_step_scale()
@@ -366,41 +335,37 @@ cdef class FusedTrainer:
             return 0.0
         buffers[0] = &xbuf[0, 0]
         buffers[1] = &xbuf_next[0, 0]
-        claim_counters[0] = claim_counters[1] = 0
         # One team of threads for the whole chunk.  Every thread walks the same batches
         # and computes its share of each large layer; thread 0 alone works on the small
         # layers and the loss, and meanwhile the others gather the next batch into the
-        # second input buffer, helped by thread 0 once it is done.  Barriers order the
-        # steps.  Step after step the two buffers, and the two claim counters, swap roles.
+        # second input buffer.  Barriers order the steps.
         with nogil, parallel(num_threads=n_threads):
             t = _thread_id()
             team = _team_size()
             current = 0
             m = min(self.batch_size, stop - start)
-            _gather_share(&x[0, 0], width, rows + start, m, t, team, buffers[0])
+            _gather_share(&x[0, 0], width, &order[start], m, t, team, buffers[0])
             if t == 0:
-                _gather_targets(label_ptr, target_ptr, rows + start, m, ybuf.shape[1],
+                _gather_targets(label_ptr, target_ptr, &order[start], m, ybuf.shape[1],
                                 &ybuf[0, 0])
             _barrier()
             begin = start
             while begin < stop:
                 m_next = min(self.batch_size, stop - begin - m)
-                job = _gather_job(&x[0, 0], width, rows + begin + m, m_next,
-                                  buffers[1 - current], next_rows + 1 - current)
                 self._forward_and_loss(buffers[current], &ybuf[0, 0], <int>m, t, team,
                                        shared_total)
-                if t == 0:  # the counter of the next step's gather; unused in this one
-                    next_rows[current] = 0
-                if team == 1 or t > 0:
-                    _help_gather(&job)
+                if m_next > 0 and (team == 1 or t > 0):
+                    gatherer = 0 if team == 1 else t - 1
+                    gatherers = 1 if team == 1 else team - 1
+                    _gather_share(&x[0, 0], width, &order[begin + m], m_next, gatherer,
+                                  gatherers, buffers[1 - current])
                     # The batch after next, from memory into the caches meanwhile.
-                    _prefetch_share(&x[0, 0], width, rows + begin + m + m_next,
+                    _prefetch_share(&x[0, 0], width, &order[begin + m + m_next],
                                     min(self.batch_size, stop - begin - m - m_next),
-                                    t - 1 if team > 1 else 0, max(team - 1, 1))
-                self._backward(buffers[current], <int>m, step_scale, t, team, &job)
-                _help_gather(&job)
+                                    gatherer, gatherers)
+                self._backward(buffers[current], <int>m, step_scale, t, team)
                 if t == 0 and m_next > 0:  # the loss has used this batch's targets
-                    _gather_targets(label_ptr, target_ptr, rows + begin + m, m_next,
+                    _gather_targets(label_ptr, target_ptr, &order[begin + m], m_next,
                                     ybuf.shape[1], &ybuf[0, 0])
                 _barrier()
                 begin = begin + m
@@ -434,17 +399,14 @@ cdef class FusedTrainer:
                     <double*>last.a, y, <double*>last.g, m, last.n_out)
 
     cdef void _backward(self, floating* x, int m, double step_scale, int t,
-                        int team, GatherJob* job) noexcept nogil:
-        """Backward pass and update, run by every thread; the caller's barrier ends it.
-
-        A thread about to wait at a barrier first helps with ``job``.
-        """
+                        int team) noexcept nogil:
+        """Backward pass and update, run by every thread; the caller's barrier ends it."""
         cdef int s
         for s in range(self._n_stages - 1, -1, -1):
-            self._backward_stage(s, x, m, step_scale, t, team, job)
+            self._backward_stage(s, x, m, step_scale, t, team)
 
     cdef void _backward_stage(self, int s, floating* x, int m, double step_scale,
-                              int t, int team, GatherJob* job) noexcept nogil:
+                              int t, int team) noexcept nogil:
         """Turn stage s's dL/da into dL/dz, pass dL/dx down, then update its parameters.
 
         dL/dx needs all of dL/dz and this step's weights, so with a layer below, thread 0
@@ -463,7 +425,6 @@ cdef class FusedTrainer:
                 (<Layer>stage.layer).backward_input_f64(
                     <double*>stage.g, <double*>self._stages[s - 1].g, m)
         if stage.split:
-            _help_gather(job)
             _barrier()
         if not isnan(step_scale):
             _gradient_part(stage, inputs, m, step_scale, s == 0,
@@ -615,45 +576,6 @@ cdef void _gather(const pixel_t* x, Py_ssize_t width, const cnp.int64_t* rows,
         src = x + rows[i] * width
         for j in range(width):
             out[i * width + j] = _convert(src[j], out[0])
-
-
-cdef GatherJob _gather_job(const pixel_t* x, Py_ssize_t width, const cnp.int64_t* rows,
-                           Py_ssize_t m, floating* out, Py_ssize_t* next_row) noexcept nogil:
-    cdef GatherJob job
-    job.x = x
-    job.pixels = (PIXELS_UINT8 if pixel_t is cnp.uint8_t
-                  else PIXELS_FLOAT if pixel_t is float else PIXELS_DOUBLE)
-    job.width = width
-    job.rows = rows
-    job.m = m
-    job.out = out
-    job.out_double = floating is double
-    job.next_row = next_row
-    return job
-
-
-cdef void _help_gather(GatherJob* job) noexcept nogil:
-    """Claim and gather rows of ``job`` until none is left."""
-    cdef Py_ssize_t first, count
-    while True:
-        first = _claim(job.next_row, GATHER_ROWS)
-        if first >= job.m:
-            return
-        count = min(<Py_ssize_t>GATHER_ROWS, job.m - first)
-        if job.out_double:
-            _gather_rows(job, first, count, <double*>job.out + first * job.width)
-        else:
-            _gather_rows(job, first, count, <float*>job.out + first * job.width)
-
-
-cdef inline void _gather_rows(GatherJob* job, Py_ssize_t first, Py_ssize_t count,
-                              floating* out) noexcept nogil:
-    if job.pixels == PIXELS_UINT8:
-        _gather(<const cnp.uint8_t*>job.x, job.width, job.rows + first, count, out)
-    elif job.pixels == PIXELS_FLOAT:
-        _gather(<const float*>job.x, job.width, job.rows + first, count, out)
-    else:
-        _gather(<const double*>job.x, job.width, job.rows + first, count, out)
 
 
 cdef inline void _gather_share(const pixel_t* x, Py_ssize_t width,
