@@ -162,11 +162,15 @@ def test_skipping_blank_columns_changes_no_bit(m, n_in):
 
 
 @pytest.mark.skipif(not _simd_kernels(), reason="the processor lacks AVX2 and FMA")
-@pytest.mark.parametrize("batch_size", [1, 17, 32, 64, 100, 128])
-def test_own_kernels_give_the_same_bits_for_any_thread_count(batch_size):
+@pytest.mark.parametrize("blank, batch_size", [
+    *[(0.0, b) for b in (1, 17, 32, 64, 100, 128)],      # full-product kernels
+    *[(0.8, b) for b in (1, 17, 32, 100, 128, 150)],     # zero-skipping first layer
+])
+def test_own_kernels_give_the_same_bits_for_any_thread_count(blank, batch_size):
     """Each output's sum runs in one fixed order, however the threads share the units."""
     rng = np.random.default_rng(3)
     x = rng.integers(0, 256, size=(300, 784), dtype=np.uint8)
+    x[rng.random(x.shape) < blank] = 0
     y = rng.integers(0, 10, size=300)
     results = []
     for threads in (1, 2, 3):
