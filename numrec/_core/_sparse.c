@@ -1,9 +1,13 @@
 /* Dense-layer kernels that skip zero inputs; see _sparse.h.
  *
- * - forward: for each row of x, the columns holding a nonzero entry are listed first
- *   (8 at a time, through a table of bit positions, without a branch per entry), then
- *   each listed column adds its row of wt, scaled by the entry, to 8 vector
- *   accumulators: 64 units per pass over the list.
+ * - forward: for each pair of rows of x, the columns where either row holds a nonzero
+ *   entry are listed first (8 at a time, through a table of bit positions, without a
+ *   branch per entry), then each listed column adds its weights, scaled by the two
+ *   entries, to 4 vector accumulators per row: 32 units per pass over the list.  The two
+ *   rows share each load of weights (on MNIST the nonzero pixels of two rows cover 29 %
+ *   of the columns, against 2 x 19 % for the rows apart); a column where only one row is
+ *   nonzero adds an exact zero to the other's sums, which leaves them as they were (they
+ *   start at +0.0 and never become -0.0).  A last odd row takes 64 units per pass.
  * - update: for each block of up to 32 rows of x, a 32-bit mask per column marks the
  *   rows where the column is nonzero; then each column p with a nonzero entry sums
  *   x[i, p] g[i, :] over its rows into 8 accumulators (64 units at a time) and adds
@@ -61,26 +65,34 @@ TILE __m256i load_group(int FULL, const float *x, __m256i valid)
 
 /* ---- forward -------------------------------------------------------------------- */
 
-/* Appends to idx[count:] the columns p + b (b < 8) where x[p + b] is not +0.0, for the
- * lanes in `valid`; returns the new count.  Writes 8 entries whatever the count. */
-TILE int list_group(int FULL, const float *x, __m256i valid, int p, int *idx, int count)
+TILE unsigned nonzero_bits(int FULL, const float *x, __m256i valid)
 {
-    __m256i zero = _mm256_cmpeq_epi32(load_group(FULL, x + p, valid), _mm256_setzero_si256());
-    unsigned bits = ~(unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(zero)) & 0xffu;
+    __m256i zero = _mm256_cmpeq_epi32(load_group(FULL, x, valid), _mm256_setzero_si256());
+    return ~(unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(zero)) & 0xffu;
+}
+
+/* Appends to idx[count:] the columns p + b (b < 8) where x[p + b] or, with y, y[p + b] is
+ * not +0.0, for the lanes in `valid`; returns the new count.  Writes 8 entries whatever
+ * the count. */
+TILE int list_group(int FULL, const float *x, const float *y, __m256i valid, int p, int *idx,
+                    int count)
+{
+    unsigned bits = nonzero_bits(FULL, x + p, valid) | (y ? nonzero_bits(FULL, y + p, valid) : 0);
     __m256i found = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)positions[bits]));
     _mm256_storeu_si256((__m256i *)(idx + count), _mm256_add_epi32(found, _mm256_set1_epi32(p)));
     return count + __builtin_popcount(bits);
 }
 
-/* Lists the columns p < k of the row x that hold a nonzero entry; idx has room for k + 8. */
-TILE int nonzero_columns(const float *x, int k, int *idx)
+/* Lists the columns p < k where the row x, or the row y unless NULL, holds a nonzero
+ * entry; idx has room for k + 8. */
+TILE int nonzero_columns(const float *x, const float *y, int k, int *idx)
 {
     int count = 0, k8 = k & ~7;
     __m256i all = _mm256_set1_epi32(-1);
     for (int p = 0; p < k8; p += 8)
-        count = list_group(1, x, all, p, idx, count);
+        count = list_group(1, x, y, all, p, idx, count);
     if (k8 < k)
-        count = list_group(0, x, lanes_below(k - k8), k8, idx, count);
+        count = list_group(0, x, y, lanes_below(k - k8), k8, idx, count);
     return count;
 }
 
@@ -117,6 +129,41 @@ TILE void forward_units(int V, int MASKED, __m256i mask, const float *x, const i
     }
 }
 
+/* forward_units for two rows x and y at once, over the columns where either is nonzero
+ * (a zero entry adds an exact zero), 4 vectors at most. */
+TILE void forward_pair(int V, int MASKED, __m256i mask, const float *x, const float *y,
+                       const int *idx, int count, const float *wt, size_t panel_stride,
+                       const float *b, float *zx, float *zy)
+{
+    __m256 ax[4], ay[4];
+    for (int v = 0; v < V; v++)
+        ax[v] = ay[v] = _mm256_setzero_ps();
+    for (int t = 0; t < count; t++) {
+        __m256 xv = _mm256_broadcast_ss(x + idx[t]), yv = _mm256_broadcast_ss(y + idx[t]);
+        for (int v = 0; v < V; v++) {
+            __m256 wv = _mm256_loadu_ps(panel_vector(wt, panel_stride, v, idx[t]));
+            ax[v] = _mm256_fmadd_ps(xv, wv, ax[v]);
+            ay[v] = _mm256_fmadd_ps(yv, wv, ay[v]);
+        }
+    }
+    for (int v = 0; v < V; v++) {
+        int last = MASKED && v == V - 1;
+        __m256 bias = !b ? _mm256_setzero_ps()
+                         : last ? _mm256_maskload_ps(b + 8 * v, mask) : _mm256_loadu_ps(b + 8 * v);
+        if (last) {
+            _mm256_maskstore_ps(zx + 8 * v, mask, _mm256_add_ps(ax[v], bias));
+            _mm256_maskstore_ps(zy + 8 * v, mask, _mm256_add_ps(ay[v], bias));
+        } else {
+            _mm256_storeu_ps(zx + 8 * v, _mm256_add_ps(ax[v], bias));
+            _mm256_storeu_ps(zy + 8 * v, _mm256_add_ps(ay[v], bias));
+        }
+    }
+}
+
+#define PAIR_REST(V) \
+    forward_pair(V, 1, mask, xr, yr, idx, count, panels(wt, stride, j), stride, \
+                 b ? b + j : NULL, zr + j, zr + ldz + j)
+
 #define FORWARD_REST(V) \
     forward_units(V, 1, mask, xr, idx, count, panels(wt, stride, j), stride, b ? b + j : NULL, \
                   zr + j)
@@ -130,10 +177,29 @@ KERNEL void nr_sparse_forward_f32(int m, int n, int k, const float *x, int ldx,
     int idx[NR_SPARSE_MAX_INPUTS + 8];
     size_t stride = (size_t)NR_SPARSE_PANEL * k;
     __m256i all = _mm256_set1_epi32(-1);
-    for (int i = 0; i < m; i++) {
+    int i = 0;
+    for (; i + 2 <= m; i += 2) {
+        const float *xr = x + (size_t)i * ldx, *yr = xr + ldx;
+        float *zr = z + (size_t)i * ldz;
+        int count = nonzero_columns(xr, yr, k, idx), j = 0;
+        for (; j + 32 <= n; j += 32)
+            forward_pair(4, 0, all, xr, yr, idx, count, panels(wt, stride, j), stride,
+                         b ? b + j : NULL, zr + j, zr + ldz + j);
+        if (j < n) {
+            int rest = n - j;
+            __m256i mask = lanes_below(rest - 8 * ((rest - 1) / 8));
+            switch ((rest + 7) / 8) {
+            case 4: PAIR_REST(4); break;
+            case 3: PAIR_REST(3); break;
+            case 2: PAIR_REST(2); break;
+            default: PAIR_REST(1); break;
+            }
+        }
+    }
+    for (; i < m; i++) {
         const float *xr = x + (size_t)i * ldx;
         float *zr = z + (size_t)i * ldz;
-        int count = nonzero_columns(xr, k, idx), j = 0;
+        int count = nonzero_columns(xr, NULL, k, idx), j = 0;
         for (; j + 64 <= n; j += 64)
             forward_units(8, 0, all, xr, idx, count, panels(wt, stride, j), stride,
                           b ? b + j : NULL, zr + j);
