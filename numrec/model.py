@@ -277,6 +277,8 @@ class Sequential:
             Called after each epoch as ``on_epoch(epoch, history)`` (epoch counts from 1).
         on_progress : callable, optional
             Called as ``on_progress(samples_done, samples_total)`` during each epoch.
+            In the compiled loop the model's parameter arrays may lag behind until the
+            epoch's training ends; read them in ``on_epoch``, not here.
         fused : bool, optional
             ``None`` picks the compiled loop when it can run; ``False`` forces the Python
             loop; ``True`` raises ``ValueError`` if the compiled loop cannot run.
@@ -376,11 +378,12 @@ class _FusedEpoch:
         batch = self.trainer.batch_size
         chunk = max(1, _PROGRESS_SAMPLES // batch) * batch
         total = 0.0
-        for start in range(0, len(order), chunk):
-            stop = min(start + chunk, len(order))
-            total += self.trainer.train(x, targets, order, start, stop)
-            if on_progress is not None:
-                on_progress(stop, len(order))
+        with self.trainer.holding(x):  # one choice of kernels for the epoch's chunks
+            for start in range(0, len(order), chunk):
+                stop = min(start + chunk, len(order))
+                total += self.trainer.train(x, targets, order, start, stop)
+                if on_progress is not None:
+                    on_progress(stop, len(order))
         return total
 
     def accuracy(self, x, labels):

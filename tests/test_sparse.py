@@ -210,3 +210,61 @@ def test_only_float32_layers_switch():
     layer = numrec.Dense(10, 4, seed=0)
     assert layer._sparse_inputs(True) and layer._sparse_inputs(True)
     assert not layer._sparse_inputs(False)
+
+
+def _chunked_training(hold, threads=2):
+    """Trains a copy of one model on 3 chunks of batches; returns its weights after the
+    chunks (read within the hold, if any) and after the hold ends."""
+    rng = np.random.default_rng(8)
+    x = rng.integers(0, 256, size=(300, 784), dtype=np.uint8)
+    x[rng.random(x.shape) < 0.8] = 0
+    y = rng.integers(0, 10, size=300).astype(np.int64)
+    model = numrec.mnist_mlp(seed=5)
+    trainer = FusedTrainer(plan_stages(model.components), MSE(), numrec.SGD(0.5), 32,
+                           np.float32, threads)
+    order = rng.permutation(300).astype(np.int64)
+    first = model.components[0]
+    if not hold:
+        for start in (0, 96, 192):
+            trainer.train(x, y, order, start, min(start + 96, 300))
+        return first.weights.copy(), first.weights.copy()
+    with trainer.holding(x):
+        for start in (0, 96, 192):
+            trainer.train(x, y, order, start, min(start + 96, 300))
+        during = first.weights.copy()
+    return during, first.weights.copy()
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_holding_changes_no_bit_and_writes_the_weights_back(threads):
+    _, plain = _chunked_training(hold=False, threads=threads)
+    during, after = _chunked_training(hold=True, threads=threads)
+    np.testing.assert_array_equal(after, plain)
+    assert not np.array_equal(during, after)  # the panels alone were trained meanwhile
+
+
+def test_holding_is_released_on_errors_and_guards_misuse():
+    rng = np.random.default_rng(9)
+    x = rng.integers(0, 256, size=(64, 784), dtype=np.uint8)
+    x[rng.random(x.shape) < 0.8] = 0
+    y = rng.integers(0, 10, size=64).astype(np.int64)
+    model = numrec.mnist_mlp(seed=5)
+    first = model.components[0]
+    initial = first.weights.copy()
+    trainer = FusedTrainer(plan_stages(model.components), MSE(), numrec.SGD(0.5), 32,
+                           np.float32, 2)
+    with pytest.raises(ValueError, match="order"):
+        with trainer.holding(x):
+            trainer.train(x, y, np.arange(64), 0, 32)   # trains, then a bad order
+            trainer.train(x, y, np.full(64, 99), 32, 64)
+    trained = first.weights.copy()
+    assert not np.array_equal(trained, initial)       # written back on the way out
+    with trainer.holding(x):
+        with pytest.raises(RuntimeError, match="already holds"):
+            trainer.holding(x).__enter__()
+        with pytest.raises(RuntimeError, match="holding"):
+            trainer.count_correct(x, y)
+    assert trainer.count_correct(x, y) >= 0           # usable again after the hold
+    with pytest.raises(ValueError, match="shape"):
+        trainer.holding(x[:, :10]).__enter__()
+    np.testing.assert_array_equal(first.weights, trained)

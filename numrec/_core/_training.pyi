@@ -1,5 +1,6 @@
 """Type stubs for the compiled module ``numrec._core._training``."""
 from collections.abc import Iterable
+from contextlib import AbstractContextManager
 from typing import Any
 
 import numpy as np
@@ -48,4 +49,5 @@ class FusedTrainer:
         start: int,
         stop: int,
     ) -> float: ...
+    def holding(self, x: npt.NDArray[Any]) -> AbstractContextManager[FusedTrainer]: ...
     def count_correct(self, x: npt.NDArray[Any], labels: npt.NDArray[np.int64]) -> int: ...

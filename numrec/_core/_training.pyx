@@ -178,6 +178,8 @@ cdef class FusedTrainer:
     cdef readonly object dtype
     cdef object _keepalive
     cdef object _x, _x_next, _y
+    cdef object _held           # the x of holding(), or None
+    cdef bint _held_sparse      # whether holding() switched the first layer's kernels
 
     def __cinit__(self):
         self._stages = NULL
@@ -257,6 +259,8 @@ cdef class FusedTrainer:
         of ``batch_size``.  The caller has checked every shape, dtype and index.
         """
         self._check_train_args(x, targets, order, start, stop)
+        if self._held is not None and x is self._held:
+            return self._train(x, self._x, self._x_next, targets, order, start, stop)
         sparse = self._sparse_first_layer(x, plain_sgd=True)
         try:
             return self._train(x, self._x, self._x_next, targets, order, start, stop)
@@ -264,11 +268,39 @@ cdef class FusedTrainer:
             if sparse:
                 (<Layer>self._stages[0].layer)._sparse_inputs(False)
 
+    def holding(self, x):
+        """A context manager that keeps the first layer's kernels chosen for ``x``.
+
+        Each :meth:`train` call on its own chooses the first layer's kernels for its data
+        (:func:`mostly_zeros`) and switches them back when it returns, copying the
+        weights into the kernels' layout and out again.  Within ``with
+        trainer.holding(x):`` the calls that train on this same ``x`` skip both: the
+        choice is made once on entry, and the public weights are brought up to date on
+        exit (meanwhile they may be stale).
+        """
+        return _Holding(self, x)
+
+    def _hold(self, x):
+        if self._held is not None:
+            raise RuntimeError("the trainer already holds its kernels for other data")
+        self._check_inputs(x)
+        self._held_sparse = self._sparse_first_layer(x, plain_sgd=True)
+        self._held = x
+
+    def _release(self):
+        if self._held_sparse:
+            (<Layer>self._stages[0].layer)._sparse_inputs(False)
+        self._held = None
+        self._held_sparse = False
+
     def count_correct(self, x, labels):
         """Return how many rows of ``x`` the model classifies as ``labels`` (argmax)."""
         self._check_inputs(x)
         if labels.ndim != 1 or len(labels) != len(x):
             raise ValueError("labels must be one per row of x")
+        if self._held is not None:
+            raise RuntimeError("count_correct() cannot run while the trainer holds its "
+                               "kernels (inside holding())")
         sparse = self._sparse_first_layer(x, plain_sgd=False)
         try:
             return self._count_correct(x, self._x, labels)
@@ -474,6 +506,22 @@ cdef class FusedTrainer:
                         correct += 1
                 begin += m
         return correct
+
+
+class _Holding:
+    """The context manager of :meth:`FusedTrainer.holding`."""
+
+    def __init__(self, trainer, x):
+        self._trainer = trainer
+        self._x = x
+
+    def __enter__(self):
+        self._trainer._hold(self._x)
+        return self._trainer
+
+    def __exit__(self, *exc_info):
+        self._trainer._release()
+        return False
 
 
 cdef inline int _first_unit(Stage* stage, int t, int team) noexcept nogil:
