@@ -268,3 +268,33 @@ def test_holding_is_released_on_errors_and_guards_misuse():
     with pytest.raises(ValueError, match="shape"):
         trainer.holding(x[:, :10]).__enter__()
     np.testing.assert_array_equal(first.weights, trained)
+
+
+@pytest.mark.parametrize("n_in", [9, 75, 784])
+@pytest.mark.parametrize("batch_size", [1, 5, 32])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_pixels_read_as_they_are_give_the_bits_of_converted_inputs(n_in, batch_size, threads):
+    """uint8 pixels go to the first layer as they are (a batch copied, not converted; the
+    test set read in place); the results equal, bit for bit, those of float32 inputs
+    holding pixel / 255."""
+    rng = np.random.default_rng(n_in + batch_size)
+    pixels = rng.integers(1, 256, size=(203, n_in), dtype=np.uint8)
+    pixels[rng.random(pixels.shape) < 0.8] = 0
+    converted = pixels.astype(np.float32) / np.float32(255)
+    labels = rng.integers(0, 10, size=203).astype(np.int64)
+    order = rng.permutation(203).astype(np.int64)
+    results = []
+    for x in (pixels, converted):
+        model = numrec.Sequential([numrec.Dense(n_in, 48, seed=1), numrec.LeakyReLU(0.2),
+                                   numrec.Dense(48, 10, seed=2), numrec.Sigmoid()])
+        trainer = FusedTrainer(plan_stages(model.components), MSE(), numrec.SGD(0.5),
+                               batch_size, np.float32, threads)
+        with trainer.holding(x):
+            assert trainer._takes_pixels(x) == (x.dtype == np.uint8)
+            for _ in range(2):
+                trainer.train(x, labels, order, 0, 203)
+        results.append((model.parameters(), trainer.count_correct(x, labels)))
+    (trained_pixels, correct_pixels), (trained_floats, correct_floats) = results
+    for a, b in zip(trained_pixels, trained_floats):
+        np.testing.assert_array_equal(a, b)
+    assert correct_pixels == correct_floats

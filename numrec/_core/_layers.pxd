@@ -1,3 +1,6 @@
+from libc.stdint cimport uint8_t
+
+
 cdef class Layer:
     # Kernels for compiled layers, called by the fused training loop without the GIL.
     # x: (m, n_inputs) input rows, z: (m, n_outputs) output rows, g: dL/dz, gx: dL/dx.
@@ -13,6 +16,14 @@ cdef class Layer:
                            double step_scale, int lo, int hi) noexcept nogil
     cdef void gradient_f64(self, const double* x, const double* g, int m,
                            double step_scale, int lo, int hi) noexcept nogil
+    # A first layer may also take its inputs as uint8 pixels, each standing for
+    # pixel / 255 in float32, with the same results as the float32 inputs (takes_pixels
+    # says whether it can now; the gradient then needs a finite step_scale).
+    cdef bint takes_pixels(self) noexcept nogil
+    cdef void forward_pixels_f32(self, const uint8_t* x, float* z, int m, int lo,
+                                 int hi) noexcept nogil
+    cdef void gradient_pixels_f32(self, const uint8_t* x, const float* g, int m,
+                                  double step_scale, int lo, int hi) noexcept nogil
 
 
 cdef class Dense(Layer):

@@ -1,6 +1,7 @@
 """Layers with parameters: the abstract ``Layer`` and the compiled ``Dense``."""
 from cython cimport floating
 from libc.math cimport NAN
+from libc.stdint cimport uint8_t
 cimport numpy as cnp
 
 import numpy as np
@@ -30,6 +31,10 @@ cdef extern from "_sparse.h" nogil:
                                const float* wt, const float* b, float* z, int ldz)
     void nr_sparse_update_f32(int m, int n, int k, float alpha, const float* g, int ldg,
                               const float* x, int ldx, float* wt)
+    void nr_sparse_forward_pixels_f32(int m, int n, int k, const uint8_t* x, int ldx,
+                                      const float* wt, const float* b, float* z, int ldz)
+    void nr_sparse_update_pixels_f32(int m, int n, int k, float alpha, const float* g,
+                                     int ldg, const uint8_t* x, int ldx, float* wt)
     void nr_sparse_to_panels(int n, int k, const float* w, float* wt)
     void nr_sparse_from_panels(int n, int k, const float* wt, float* w)
 
@@ -132,6 +137,17 @@ cdef class Layer:
 
     cdef void gradient_f64(self, const double* x, const double* g, int m,
                            double step_scale, int lo, int hi) noexcept nogil:
+        pass
+
+    cdef bint takes_pixels(self) noexcept nogil:
+        return False
+
+    cdef void forward_pixels_f32(self, const uint8_t* x, float* z, int m, int lo,
+                                 int hi) noexcept nogil:
+        pass
+
+    cdef void gradient_pixels_f32(self, const uint8_t* x, const float* g, int m,
+                                  double step_scale, int lo, int hi) noexcept nogil:
         pass
 
 
@@ -452,3 +468,19 @@ cdef class Dense(Layer):
         _dense_gradient(x, g, <double*>self._w, <double*>self._b, <double*>self._gw,
                         <double*>self._gb, m, self.out_features, self.in_features,
                         step_scale, lo, hi)
+
+    cdef bint takes_pixels(self) noexcept nogil:
+        return self._sparse  # the kernels for zero inputs read pixels as well
+
+    cdef void forward_pixels_f32(self, const uint8_t* x, float* z, int m, int lo,
+                                 int hi) noexcept nogil:
+        nr_sparse_forward_pixels_f32(m, hi - lo, self.in_features, x, self.in_features,
+                                     self._panels_from(lo), <float*>self._b + lo, z + lo,
+                                     self.out_features)
+
+    cdef void gradient_pixels_f32(self, const uint8_t* x, const float* g, int m,
+                                  double step_scale, int lo, int hi) noexcept nogil:
+        cdef int n_in = self.in_features, n_out = self.out_features
+        nr_sparse_update_pixels_f32(m, hi - lo, n_in, <float>step_scale, g + lo, n_out, x,
+                                    n_in, self._panels_from(lo))
+        _column_sums(g, <float*>self._b, m, n_out, lo, hi, <float>step_scale, 1)

@@ -18,6 +18,10 @@
  * arithmetic in about half its time (forward 0.65, update 0.45, one core, batches of 32);
  * with more than about two inputs in five nonzero the full product is faster.
  *
+ * Each kernel reads its input rows either as float32 or as uint8 pixels standing for
+ * pixel / 255 (the same helpers, inlined with PIXELS constant): a quarter of the bytes
+ * for the batch of inputs, with the same bits in the results.
+ *
  * The weights come in panels of 16 units so that the units a thread owns (a multiple of
  * 16) lie together in memory and stay in its L2 cache; rows of 16 units 1 KB apart
  * (W^T row-major, 256 units) would leave half of the cache's sets unused.
@@ -38,6 +42,9 @@
 /* positions[bits]: the indices of the set bits of `bits`, one per byte, lowest first. */
 static uint64_t positions[256];
 
+/* pixel_values[v] = v / 255 in float32 (correctly rounded, as a float32 division gives). */
+static float pixel_values[256];
+
 void nr_sparse_init(void)
 {
     for (int bits = 0; bits < 256; bits++) {
@@ -48,6 +55,8 @@ void nr_sparse_init(void)
                 packed |= (uint64_t)b << (8 * count++);
         positions[bits] = packed;
     }
+    for (int v = 0; v < 256; v++)
+        pixel_values[v] = (float)v / 255.0f;
 }
 
 /* Lanes 0..count-1 set (count <= 8). */
@@ -56,28 +65,58 @@ TILE __m256i lanes_below(int count)
     return _mm256_cmpgt_epi32(_mm256_set1_epi32(count), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
 
-/* The 8 entries at x as integers (only the lanes in `valid` read unless FULL, others 0). */
-TILE __m256i load_group(int FULL, const float *x, __m256i valid)
+/* The kernels read their inputs x either as float32 rows or, with PIXELS, as rows of
+ * uint8 pixels standing for pixel / 255 (pixel_values); a pixel is zero exactly when its
+ * value is +0.0, so both skip the same entries and give the same bits. */
+
+/* Entry `offset` of x, as a float pointer for a broadcast. */
+TILE const float *input_at(int PIXELS, const void *x, size_t offset)
 {
-    return FULL ? _mm256_loadu_si256((const __m256i *)x)
-                : _mm256_maskload_epi32((const int *)x, valid);
+    return PIXELS ? pixel_values + ((const uint8_t *)x)[offset] : (const float *)x + offset;
+}
+
+/* Row i of x, ldx entries per row. */
+TILE const void *input_row(int PIXELS, const void *x, size_t i, int ldx)
+{
+    return PIXELS ? (const void *)((const uint8_t *)x + i * ldx)
+                  : (const void *)((const float *)x + i * ldx);
+}
+
+/* Entries p..p+7 of the row x as integers, zero exactly where the entry is +0.0 (only
+ * the lanes in `valid` read unless FULL, others 0). */
+TILE __m256i load_group(int PIXELS, int FULL, const void *x, int p, __m256i valid)
+{
+    if (PIXELS) {
+        const uint8_t *u = (const uint8_t *)x + p;
+        if (FULL)
+            return _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)u));
+        uint8_t tail[8] = {0};
+        int count = __builtin_popcount((unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(valid)));
+        for (int b = 0; b < count; b++)
+            tail[b] = u[b];
+        return _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)tail));
+    }
+    const float *f = (const float *)x + p;
+    return FULL ? _mm256_loadu_si256((const __m256i *)f)
+                : _mm256_maskload_epi32((const int *)f, valid);
 }
 
 /* ---- forward -------------------------------------------------------------------- */
 
-TILE unsigned nonzero_bits(int FULL, const float *x, __m256i valid)
+TILE unsigned nonzero_bits(int PIXELS, int FULL, const void *x, int p, __m256i valid)
 {
-    __m256i zero = _mm256_cmpeq_epi32(load_group(FULL, x, valid), _mm256_setzero_si256());
+    __m256i zero = _mm256_cmpeq_epi32(load_group(PIXELS, FULL, x, p, valid), _mm256_setzero_si256());
     return ~(unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(zero)) & 0xffu;
 }
 
 /* Appends to idx[count:] the columns p + b (b < 8) where x[p + b] or, with y, y[p + b] is
  * not +0.0, for the lanes in `valid`; returns the new count.  Writes 8 entries whatever
  * the count. */
-TILE int list_group(int FULL, const float *x, const float *y, __m256i valid, int p, int *idx,
-                    int count)
+TILE int list_group(int PIXELS, int FULL, const void *x, const void *y, __m256i valid, int p,
+                    int *idx, int count)
 {
-    unsigned bits = nonzero_bits(FULL, x + p, valid) | (y ? nonzero_bits(FULL, y + p, valid) : 0);
+    unsigned bits = nonzero_bits(PIXELS, FULL, x, p, valid)
+                    | (y ? nonzero_bits(PIXELS, FULL, y, p, valid) : 0);
     __m256i found = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)positions[bits]));
     _mm256_storeu_si256((__m256i *)(idx + count), _mm256_add_epi32(found, _mm256_set1_epi32(p)));
     return count + __builtin_popcount(bits);
@@ -85,14 +124,14 @@ TILE int list_group(int FULL, const float *x, const float *y, __m256i valid, int
 
 /* Lists the columns p < k where the row x, or the row y unless NULL, holds a nonzero
  * entry; idx has room for k + 8. */
-TILE int nonzero_columns(const float *x, const float *y, int k, int *idx)
+TILE int nonzero_columns(int PIXELS, const void *x, const void *y, int k, int *idx)
 {
     int count = 0, k8 = k & ~7;
     __m256i all = _mm256_set1_epi32(-1);
     for (int p = 0; p < k8; p += 8)
-        count = list_group(1, x, y, all, p, idx, count);
+        count = list_group(PIXELS, 1, x, y, all, p, idx, count);
     if (k8 < k)
-        count = list_group(0, x, y, lanes_below(k - k8), k8, idx, count);
+        count = list_group(PIXELS, 0, x, y, lanes_below(k - k8), k8, idx, count);
     return count;
 }
 
@@ -104,15 +143,15 @@ TILE const float *panel_vector(const float *wt, size_t panel_stride, int v, int 
 
 /* z[j] = sum_t x[idx[t]] * W^T[idx[t], j] + b[j] for j < 8 V; with MASKED, the last
  * vector covers only the lanes in `mask`. */
-TILE void forward_units(int V, int MASKED, __m256i mask, const float *x, const int *idx,
-                        int count, const float *wt, size_t panel_stride, const float *b,
-                        float *z)
+TILE void forward_units(int PIXELS, int V, int MASKED, __m256i mask, const void *x,
+                        const int *idx, int count, const float *wt, size_t panel_stride,
+                        const float *b, float *z)
 {
     __m256 acc[8];
     for (int v = 0; v < V; v++)
         acc[v] = _mm256_setzero_ps();
     for (int t = 0; t < count; t++) {
-        __m256 xv = _mm256_broadcast_ss(x + idx[t]);
+        __m256 xv = _mm256_broadcast_ss(input_at(PIXELS, x, idx[t]));
         for (int v = 0; v < V; v++)  /* panels are padded: the last vector reads zeros */
             acc[v] = _mm256_fmadd_ps(xv, _mm256_loadu_ps(panel_vector(wt, panel_stride, v, idx[t])),
                                      acc[v]);
@@ -131,15 +170,16 @@ TILE void forward_units(int V, int MASKED, __m256i mask, const float *x, const i
 
 /* forward_units for two rows x and y at once, over the columns where either is nonzero
  * (a zero entry adds an exact zero), 4 vectors at most. */
-TILE void forward_pair(int V, int MASKED, __m256i mask, const float *x, const float *y,
-                       const int *idx, int count, const float *wt, size_t panel_stride,
-                       const float *b, float *zx, float *zy)
+TILE void forward_pair(int PIXELS, int V, int MASKED, __m256i mask, const void *x,
+                       const void *y, const int *idx, int count, const float *wt,
+                       size_t panel_stride, const float *b, float *zx, float *zy)
 {
     __m256 ax[4], ay[4];
     for (int v = 0; v < V; v++)
         ax[v] = ay[v] = _mm256_setzero_ps();
     for (int t = 0; t < count; t++) {
-        __m256 xv = _mm256_broadcast_ss(x + idx[t]), yv = _mm256_broadcast_ss(y + idx[t]);
+        __m256 xv = _mm256_broadcast_ss(input_at(PIXELS, x, idx[t]));
+        __m256 yv = _mm256_broadcast_ss(input_at(PIXELS, y, idx[t]));
         for (int v = 0; v < V; v++) {
             __m256 wv = _mm256_loadu_ps(panel_vector(wt, panel_stride, v, idx[t]));
             ax[v] = _mm256_fmadd_ps(xv, wv, ax[v]);
@@ -161,29 +201,29 @@ TILE void forward_pair(int V, int MASKED, __m256i mask, const float *x, const fl
 }
 
 #define PAIR_REST(V) \
-    forward_pair(V, 1, mask, xr, yr, idx, count, panels(wt, stride, j), stride, \
+    forward_pair(PIXELS, V, 1, mask, xr, yr, idx, count, panels(wt, stride, j), stride, \
                  b ? b + j : NULL, zr + j, zr + ldz + j)
 
 #define FORWARD_REST(V) \
-    forward_units(V, 1, mask, xr, idx, count, panels(wt, stride, j), stride, b ? b + j : NULL, \
-                  zr + j)
+    forward_units(PIXELS, V, 1, mask, xr, idx, count, panels(wt, stride, j), stride, \
+                  b ? b + j : NULL, zr + j)
 
 /* The panel holding unit j (a multiple of NR_SPARSE_PANEL). */
 #define panels(wt, stride, j) ((wt) + (size_t)((j) / NR_SPARSE_PANEL) * (stride))
 
-KERNEL void nr_sparse_forward_f32(int m, int n, int k, const float *x, int ldx,
-                                  const float *wt, const float *b, float *z, int ldz)
+TILE void forward_rows(int PIXELS, int m, int n, int k, const void *x, int ldx,
+                       const float *wt, const float *b, float *z, int ldz)
 {
     int idx[NR_SPARSE_MAX_INPUTS + 8];
     size_t stride = (size_t)NR_SPARSE_PANEL * k;
     __m256i all = _mm256_set1_epi32(-1);
     int i = 0;
     for (; i + 2 <= m; i += 2) {
-        const float *xr = x + (size_t)i * ldx, *yr = xr + ldx;
+        const void *xr = input_row(PIXELS, x, i, ldx), *yr = input_row(PIXELS, x, i + 1, ldx);
         float *zr = z + (size_t)i * ldz;
-        int count = nonzero_columns(xr, yr, k, idx), j = 0;
+        int count = nonzero_columns(PIXELS, xr, yr, k, idx), j = 0;
         for (; j + 32 <= n; j += 32)
-            forward_pair(4, 0, all, xr, yr, idx, count, panels(wt, stride, j), stride,
+            forward_pair(PIXELS, 4, 0, all, xr, yr, idx, count, panels(wt, stride, j), stride,
                          b ? b + j : NULL, zr + j, zr + ldz + j);
         if (j < n) {
             int rest = n - j;
@@ -197,11 +237,11 @@ KERNEL void nr_sparse_forward_f32(int m, int n, int k, const float *x, int ldx,
         }
     }
     for (; i < m; i++) {
-        const float *xr = x + (size_t)i * ldx;
+        const void *xr = input_row(PIXELS, x, i, ldx);
         float *zr = z + (size_t)i * ldz;
-        int count = nonzero_columns(xr, NULL, k, idx), j = 0;
+        int count = nonzero_columns(PIXELS, xr, NULL, k, idx), j = 0;
         for (; j + 64 <= n; j += 64)
-            forward_units(8, 0, all, xr, idx, count, panels(wt, stride, j), stride,
+            forward_units(PIXELS, 8, 0, all, xr, idx, count, panels(wt, stride, j), stride,
                           b ? b + j : NULL, zr + j);
         if (j < n) {
             int rest = n - j;
@@ -220,14 +260,28 @@ KERNEL void nr_sparse_forward_f32(int m, int n, int k, const float *x, int ldx,
     }
 }
 
+KERNEL void nr_sparse_forward_f32(int m, int n, int k, const float *x, int ldx,
+                                  const float *wt, const float *b, float *z, int ldz)
+{
+    forward_rows(0, m, n, k, x, ldx, wt, b, z, ldz);
+}
+
+KERNEL void nr_sparse_forward_pixels_f32(int m, int n, int k, const uint8_t *x, int ldx,
+                                         const float *wt, const float *b, float *z, int ldz)
+{
+    forward_rows(1, m, n, k, x, ldx, wt, b, z, ldz);
+}
+
 /* ---- update --------------------------------------------------------------------- */
 
 /* Lane b: bit i set if x[i, b] (i < m <= 32) is not +0.0, for the lanes in `valid`. */
-TILE __m256i group_rows(int FULL, int m, const float *x, int ldx, __m256i valid)
+TILE __m256i group_rows(int PIXELS, int FULL, int m, const void *x, int ldx, int p,
+                        __m256i valid)
 {
     __m256i rows = _mm256_setzero_si256();
     for (int i = 0; i < m; i++) {
-        __m256i zero = _mm256_cmpeq_epi32(load_group(FULL, x + (size_t)i * ldx, valid),
+        __m256i zero = _mm256_cmpeq_epi32(load_group(PIXELS, FULL, input_row(PIXELS, x, i, ldx),
+                                                     p, valid),
                                           _mm256_setzero_si256());
         rows = _mm256_or_si256(rows, _mm256_andnot_si256(zero, _mm256_set1_epi32((int)(1u << i))));
     }
@@ -235,23 +289,24 @@ TILE __m256i group_rows(int FULL, int m, const float *x, int ldx, __m256i valid)
 }
 
 /* rows_of[p]: bit i set if x[i, p] is not +0.0, for p < k, i < m <= 32. */
-TILE void column_rows(int m, int k, const float *x, int ldx, uint32_t *rows_of)
+TILE void column_rows(int PIXELS, int m, int k, const void *x, int ldx, uint32_t *rows_of)
 {
     int k8 = k & ~7;
     __m256i all = _mm256_set1_epi32(-1);
     for (int p = 0; p < k8; p += 8)
-        _mm256_storeu_si256((__m256i *)(rows_of + p), group_rows(1, m, x + p, ldx, all));
+        _mm256_storeu_si256((__m256i *)(rows_of + p), group_rows(PIXELS, 1, m, x, ldx, p, all));
     if (k8 < k) {
         __m256i valid = lanes_below(k - k8);
-        _mm256_maskstore_epi32((int *)(rows_of + k8), valid, group_rows(0, m, x + k8, ldx, valid));
+        _mm256_maskstore_epi32((int *)(rows_of + k8), valid,
+                               group_rows(PIXELS, 0, m, x, ldx, k8, valid));
     }
 }
 
-/* W^T[p, j] += alpha * sum_{i in rows} x[i * ldx] * g[i, j] for j < 8 V (the last
- * vector only in the lanes of `mask` with MASKED). */
-TILE void update_units(int V, int MASKED, __m256i mask, uint32_t rows, const float *x,
-                       int ldx, const float *g, int ldg, __m256 alpha, float *wt,
-                       size_t panel_stride, int p)
+/* W^T[p, j] += alpha * sum_{i in rows} x[i, p] * g[i, j] for j < 8 V (the last vector
+ * only in the lanes of `mask` with MASKED). */
+TILE void update_units(int PIXELS, int V, int MASKED, __m256i mask, uint32_t rows,
+                       const void *x, int ldx, const float *g, int ldg, __m256 alpha,
+                       float *wt, size_t panel_stride, int p)
 {
     __m256 acc[8];
     for (int v = 0; v < V; v++)
@@ -259,7 +314,7 @@ TILE void update_units(int V, int MASKED, __m256i mask, uint32_t rows, const flo
     while (rows) {
         int i = __builtin_ctz(rows);
         rows &= rows - 1;
-        __m256 xv = _mm256_broadcast_ss(x + (size_t)i * ldx);
+        __m256 xv = _mm256_broadcast_ss(input_at(PIXELS, x, (size_t)i * ldx + p));
         const float *gr = g + (size_t)i * ldg;
         for (int v = 0; v < V; v++) {
             __m256 gv = MASKED && v == V - 1 ? _mm256_maskload_ps(gr + 8 * v, mask)
@@ -278,10 +333,11 @@ TILE void update_units(int V, int MASKED, __m256i mask, uint32_t rows, const flo
 }
 
 #define UPDATE_REST(V) \
-    update_units(V, 1, mask, rows, xb + p, ldx, gb + j, ldg, a, panels(wt, stride, j), stride, p)
+    update_units(PIXELS, V, 1, mask, rows, xb, ldx, gb + j, ldg, a, panels(wt, stride, j), \
+                 stride, p)
 
-KERNEL void nr_sparse_update_f32(int m, int n, int k, float alpha, const float *g, int ldg,
-                                 const float *x, int ldx, float *wt)
+TILE void update_rows(int PIXELS, int m, int n, int k, float alpha, const float *g, int ldg,
+                      const void *x, int ldx, float *wt)
 {
     uint32_t rows_of[NR_SPARSE_MAX_INPUTS];
     size_t stride = (size_t)NR_SPARSE_PANEL * k;
@@ -291,16 +347,17 @@ KERNEL void nr_sparse_update_f32(int m, int n, int k, float alpha, const float *
     __m256i mask = lanes_below(rest - 8 * ((rest - 1) / 8));
     for (int i0 = 0; i0 < m; i0 += 32) {
         int mi = m - i0 < 32 ? m - i0 : 32;
-        const float *xb = x + (size_t)i0 * ldx, *gb = g + (size_t)i0 * ldg;
-        column_rows(mi, k, xb, ldx, rows_of);
+        const void *xb = input_row(PIXELS, x, i0, ldx);
+        const float *gb = g + (size_t)i0 * ldg;
+        column_rows(PIXELS, mi, k, xb, ldx, rows_of);
         for (int p = 0; p < k; p++) {
             uint32_t rows = rows_of[p];
             int j = 0;
             if (!rows)
                 continue;
             for (; j < full; j += 64)
-                update_units(8, 0, all, rows, xb + p, ldx, gb + j, ldg, a, panels(wt, stride, j),
-                             stride, p);
+                update_units(PIXELS, 8, 0, all, rows, xb, ldx, gb + j, ldg, a,
+                             panels(wt, stride, j), stride, p);
             if (rest) {
                 switch ((rest + 7) / 8) {
                 case 8: UPDATE_REST(8); break;
@@ -315,6 +372,18 @@ KERNEL void nr_sparse_update_f32(int m, int n, int k, float alpha, const float *
             }
         }
     }
+}
+
+KERNEL void nr_sparse_update_f32(int m, int n, int k, float alpha, const float *g, int ldg,
+                                 const float *x, int ldx, float *wt)
+{
+    update_rows(0, m, n, k, alpha, g, ldg, x, ldx, wt);
+}
+
+KERNEL void nr_sparse_update_pixels_f32(int m, int n, int k, float alpha, const float *g,
+                                        int ldg, const uint8_t *x, int ldx, float *wt)
+{
+    update_rows(1, m, n, k, alpha, g, ldg, x, ldx, wt);
 }
 
 #endif
@@ -355,5 +424,11 @@ void nr_sparse_forward_f32(int m, int n, int k, const float *x, int ldx, const f
 
 void nr_sparse_update_f32(int m, int n, int k, float alpha, const float *g, int ldg,
                           const float *x, int ldx, float *wt) {}
+
+void nr_sparse_forward_pixels_f32(int m, int n, int k, const uint8_t *x, int ldx,
+                                  const float *wt, const float *b, float *z, int ldz) {}
+
+void nr_sparse_update_pixels_f32(int m, int n, int k, float alpha, const float *g, int ldg,
+                                 const uint8_t *x, int ldx, float *wt) {}
 
 #endif

@@ -21,6 +21,8 @@
 #ifndef NUMREC_SPARSE_H
 #define NUMREC_SPARSE_H
 
+#include <stdint.h>
+
 /* The widest input the kernels take (their lists of nonzero columns live on the stack). */
 #define NR_SPARSE_MAX_INPUTS 8192
 
@@ -44,5 +46,12 @@ void nr_sparse_forward_f32(int m, int n, int k, const float *x, int ldx,
  * g (m, n), x (m, k), W in panels wt. */
 void nr_sparse_update_f32(int m, int n, int k, float alpha, const float *g, int ldg,
                           const float *x, int ldx, float *wt);
+
+/* The same two for inputs given as uint8 pixels: entry x[i, p] stands for x[i, p] / 255
+ * (float32, correctly rounded), as converting the pixels first would give, bit for bit. */
+void nr_sparse_forward_pixels_f32(int m, int n, int k, const uint8_t *x, int ldx,
+                                  const float *wt, const float *b, float *z, int ldz);
+void nr_sparse_update_pixels_f32(int m, int n, int k, float alpha, const float *g, int ldg,
+                                 const uint8_t *x, int ldx, float *wt);
 
 #endif

@@ -2,7 +2,8 @@
 
 When every component of a model is a compiled built-in, :class:`FusedTrainer` runs an
 epoch's batches without a Python call per batch and without the GIL: it gathers each batch
-(converting uint8 pixels on the way) into buffers allocated once, calls the components'
+into buffers allocated once (converting uint8 pixels on the way, or copying them as they
+are for a first layer that reads pixels), calls the components'
 ``cdef`` kernels through their virtual tables, and applies the optimizer in place.  It
 knows the components only through the kernel interfaces of ``Layer``, ``Activation``,
 ``Loss`` and ``Optimizer``, so a new compiled component needs no change here.
@@ -12,7 +13,7 @@ from cython cimport floating
 from cython.parallel cimport parallel, prange
 from libc.math cimport isnan
 from libc.stdlib cimport malloc, free
-from libc.string cimport memset
+from libc.string cimport memcpy, memset
 cimport numpy as cnp
 
 import numpy as np
@@ -178,6 +179,7 @@ cdef class FusedTrainer:
     cdef readonly object dtype
     cdef object _keepalive
     cdef object _x, _x_next, _y
+    cdef object _pixels, _pixels_next   # uint8 batches for a first layer that takes pixels
     cdef object _held           # the x of holding(), or None
     cdef bint _held_sparse      # whether holding() switched the first layer's kernels
 
@@ -240,6 +242,8 @@ cdef class FusedTrainer:
         self._x_next = aligned_zeros((batch_size, self._stages[0].n_in), self.dtype)
         self._y = aligned_zeros((self._rows, self._stages[self._n_stages - 1].n_out),
                                 self.dtype)
+        self._pixels = aligned_zeros((batch_size, self._stages[0].n_in), np.uint8)
+        self._pixels_next = aligned_zeros((batch_size, self._stages[0].n_in), np.uint8)
         self._keepalive = (stages, loss, optimizer, buffers, params)
 
     @property
@@ -260,10 +264,12 @@ cdef class FusedTrainer:
         """
         self._check_train_args(x, targets, order, start, stop)
         if self._held is not None and x is self._held:
-            return self._train(x, self._x, self._x_next, targets, order, start, stop)
+            return self._train(x, self._x, self._x_next, targets, order, start, stop,
+                               self._takes_pixels(x))
         sparse = self._sparse_first_layer(x, plain_sgd=True)
         try:
-            return self._train(x, self._x, self._x_next, targets, order, start, stop)
+            return self._train(x, self._x, self._x_next, targets, order, start, stop,
+                               self._takes_pixels(x))
         finally:
             if sparse:
                 (<Layer>self._stages[0].layer)._sparse_inputs(False)
@@ -303,7 +309,7 @@ cdef class FusedTrainer:
                                "kernels (inside holding())")
         sparse = self._sparse_first_layer(x, plain_sgd=False)
         try:
-            return self._count_correct(x, self._x, labels)
+            return self._count_correct(x, self._x, labels, self._takes_pixels(x))
         finally:
             if sparse:
                 (<Layer>self._stages[0].layer)._sparse_inputs(False)
@@ -318,6 +324,15 @@ cdef class FusedTrainer:
         if not _sparse_allowed or (plain_sgd and isnan(step_scale)) or not mostly_zeros(x):
             return False
         return (<Layer>self._stages[0].layer)._sparse_inputs(True)
+
+    def _takes_pixels(self, x):
+        """Whether the first layer can read the uint8 pixels of ``x`` as they are.
+
+        Then the loop copies batches of pixels instead of converting them to floats
+        (a quarter of the bytes), and evaluation reads the rows of ``x`` in place.
+        """
+        return (x.dtype == np.uint8 and self.dtype == np.float32
+                and (<Layer>self._stages[0].layer).takes_pixels())
 
     def _check_inputs(self, x):
         if x.ndim != 2 or x.shape[1] != self.n_inputs:
@@ -344,13 +359,16 @@ cdef class FusedTrainer:
 
     def _train(self, const pixel_t[:, ::1] x, floating[:, ::1] xbuf,
                floating[:, ::1] xbuf_next, targets, const cnp.int64_t[::1] order,
-               Py_ssize_t start, Py_ssize_t stop):
+               Py_ssize_t start, Py_ssize_t stop, bint take_pixels):
         cdef const cnp.int64_t[::1] labels = None
         cdef const floating[:, ::1] dense_targets = None
         cdef const cnp.int64_t* label_ptr = NULL
         cdef const floating* target_ptr = NULL
         cdef floating[:, ::1] ybuf = self._y
         cdef floating* buffers[2]
+        cdef cnp.uint8_t* pixel_buffers[2]
+        cdef cnp.uint8_t[:, ::1] pixels = self._pixels
+        cdef cnp.uint8_t[:, ::1] pixels_next = self._pixels_next
         cdef Py_ssize_t begin, m, m_next, width = x.shape[1]
         cdef int t, team, current, gatherer, gatherers
         cdef double total = 0
@@ -367,6 +385,10 @@ cdef class FusedTrainer:
             return 0.0
         buffers[0] = &xbuf[0, 0]
         buffers[1] = &xbuf_next[0, 0]
+        pixel_buffers[0] = pixel_buffers[1] = NULL
+        if take_pixels and pixel_t is cnp.uint8_t and floating is float:
+            pixel_buffers[0] = &pixels[0, 0]
+            pixel_buffers[1] = &pixels_next[0, 0]
         # One team of threads for the whole chunk.  Every thread walks the same batches
         # and computes its share of each large layer; thread 0 alone works on the small
         # layers and the loss, and meanwhile the others gather the next batch into the
@@ -376,7 +398,8 @@ cdef class FusedTrainer:
             team = _team_size()
             current = 0
             m = min(self.batch_size, stop - start)
-            _gather_share(&x[0, 0], width, &order[start], m, t, team, buffers[0])
+            _gather_share(&x[0, 0], width, &order[start], m, t, team, buffers[0],
+                          pixel_buffers[0])
             if t == 0:
                 _gather_targets(label_ptr, target_ptr, &order[start], m, ybuf.shape[1],
                                 &ybuf[0, 0])
@@ -384,18 +407,19 @@ cdef class FusedTrainer:
             begin = start
             while begin < stop:
                 m_next = min(self.batch_size, stop - begin - m)
-                self._forward_and_loss(buffers[current], &ybuf[0, 0], <int>m, t, team,
-                                       shared_total)
+                self._forward_and_loss(buffers[current], pixel_buffers[current], &ybuf[0, 0],
+                                       <int>m, t, team, shared_total)
                 if m_next > 0 and (team == 1 or t > 0):
                     gatherer = 0 if team == 1 else t - 1
                     gatherers = 1 if team == 1 else team - 1
                     _gather_share(&x[0, 0], width, &order[begin + m], m_next, gatherer,
-                                  gatherers, buffers[1 - current])
+                                  gatherers, buffers[1 - current], pixel_buffers[1 - current])
                     # The batch after next, from memory into the caches meanwhile.
                     _prefetch_share(&x[0, 0], width, &order[begin + m + m_next],
                                     min(self.batch_size, stop - begin - m - m_next),
                                     gatherer, gatherers)
-                self._backward(buffers[current], <int>m, step_scale, t, team)
+                self._backward(buffers[current], pixel_buffers[current], <int>m, step_scale,
+                               t, team)
                 if t == 0 and m_next > 0:  # the loss has used this batch's targets
                     _gather_targets(label_ptr, target_ptr, &order[begin + m], m_next,
                                     ybuf.shape[1], &ybuf[0, 0])
@@ -405,18 +429,21 @@ cdef class FusedTrainer:
                 current = 1 - current
         return total
 
-    cdef void _forward_and_loss(self, floating* x, const floating* y, int m, int t,
-                                int team, double* total) noexcept nogil:
+    cdef void _forward_and_loss(self, floating* x, const cnp.uint8_t* pixels,
+                                const floating* y, int m, int t, int team,
+                                double* total) noexcept nogil:
         """Forward pass and loss gradient, run by every thread (thread t of ``team``).
 
-        A barrier follows each stage that is shared or feeds a shared one; the loss is
-        thread 0's, and the other threads do not wait for it.
+        The first layer reads ``pixels`` unless NULL, else ``x``.  A barrier follows each
+        stage that is shared or feeds a shared one; the loss is thread 0's, and the other
+        threads do not wait for it.
         """
         cdef Stage* last = &self._stages[self._n_stages - 1]
         cdef floating* inputs = x
         cdef int s
         for s in range(self._n_stages):
-            _forward_part(&self._stages[s], inputs, m, _first_unit(&self._stages[s], t, team),
+            _forward_part(&self._stages[s], inputs, pixels if s == 0 else NULL, m,
+                          _first_unit(&self._stages[s], t, team),
                           _first_unit(&self._stages[s], t + 1, team))
             inputs = <floating*>self._stages[s].a
             if self._stages[s].split or (s + 1 < self._n_stages
@@ -430,15 +457,15 @@ cdef class FusedTrainer:
                 total[0] += (<Loss>self._loss).value_and_gradient_f64(
                     <double*>last.a, y, <double*>last.g, m, last.n_out)
 
-    cdef void _backward(self, floating* x, int m, double step_scale, int t,
-                        int team) noexcept nogil:
+    cdef void _backward(self, floating* x, const cnp.uint8_t* pixels, int m,
+                        double step_scale, int t, int team) noexcept nogil:
         """Backward pass and update, run by every thread; the caller's barrier ends it."""
         cdef int s
         for s in range(self._n_stages - 1, -1, -1):
-            self._backward_stage(s, x, m, step_scale, t, team)
+            self._backward_stage(s, x, pixels if s == 0 else NULL, m, step_scale, t, team)
 
-    cdef void _backward_stage(self, int s, floating* x, int m, double step_scale,
-                              int t, int team) noexcept nogil:
+    cdef void _backward_stage(self, int s, floating* x, const cnp.uint8_t* pixels, int m,
+                              double step_scale, int t, int team) noexcept nogil:
         """Turn stage s's dL/da into dL/dz, pass dL/dx down, then update its parameters.
 
         dL/dx needs all of dL/dz and this step's weights, so with a layer below, thread 0
@@ -459,10 +486,10 @@ cdef class FusedTrainer:
         if stage.split:
             _barrier()
         if not isnan(step_scale):
-            _gradient_part(stage, inputs, m, step_scale, s == 0,
+            _gradient_part(stage, inputs, pixels, m, step_scale, s == 0,
                            _first_unit(stage, t, team), _first_unit(stage, t + 1, team))
         elif t == 0:  # an optimizer that cannot be folded into the product
-            _gradient_part(stage, inputs, m, step_scale, s == 0, 0, stage.n_out)
+            _gradient_part(stage, inputs, NULL, m, step_scale, s == 0, 0, stage.n_out)
             for p in range(self._param_start[s], self._param_start[s + 1]):
                 if floating is float:
                     (<Optimizer>self._optimizer).update_f32(
@@ -473,24 +500,29 @@ cdef class FusedTrainer:
                         <double*>self._params[p].value, <double*>self._params[p].grad,
                         self._params[p].size, self._params[p].slot)
 
-    cdef void _forward(self, floating* x, int m) noexcept nogil:
-        """The forward pass alone (evaluation): each large stage shared by the threads."""
+    cdef void _forward(self, floating* x, const cnp.uint8_t* pixels, int m) noexcept nogil:
+        """The forward pass alone (evaluation): each large stage shared by the threads.
+
+        The first layer reads ``pixels`` unless NULL, else ``x``."""
         cdef Stage* stage
         cdef floating* inputs = x
+        cdef const cnp.uint8_t* stage_pixels
         cdef int s, t
         for s in range(self._n_stages):
             stage = &self._stages[s]
+            stage_pixels = pixels if s == 0 else NULL
             if stage.split == 0 or self.n_threads == 1:
-                _forward_part(stage, inputs, m, 0, stage.n_out)
+                _forward_part(stage, inputs, stage_pixels, m, 0, stage.n_out)
             else:
                 for t in prange(self.n_threads, num_threads=self.n_threads,
                                 schedule="static", chunksize=1):
-                    _forward_part(stage, inputs, m, _first_unit(stage, t, self.n_threads),
+                    _forward_part(stage, inputs, stage_pixels, m,
+                                  _first_unit(stage, t, self.n_threads),
                                   _first_unit(stage, t + 1, self.n_threads))
             inputs = <floating*>stage.a
 
     def _count_correct(self, const pixel_t[:, ::1] x, floating[:, ::1] xbuf,
-                       const cnp.int64_t[::1] labels):
+                       const cnp.int64_t[::1] labels, bint take_pixels):
         cdef Stage* last = &self._stages[self._n_stages - 1]
         cdef Py_ssize_t n = x.shape[0], begin = 0, m, i
         cdef Py_ssize_t correct = 0
@@ -499,8 +531,11 @@ cdef class FusedTrainer:
         with nogil:
             while begin < n:
                 m = min(<Py_ssize_t>self._rows, n - begin)
-                _copy_rows(&x[begin, 0], m * x.shape[1], &xbuf[0, 0])
-                self._forward(&xbuf[0, 0], <int>m)
+                if pixel_t is cnp.uint8_t and floating is float and take_pixels:
+                    self._forward(&xbuf[0, 0], &x[begin, 0], <int>m)
+                else:
+                    _copy_rows(&x[begin, 0], m * x.shape[1], &xbuf[0, 0])
+                    self._forward(&xbuf[0, 0], NULL, <int>m)
                 for i in range(m):
                     if _argmax(<floating*>last.a + i * last.n_out, last.n_out) == labels[begin + i]:
                         correct += 1
@@ -537,15 +572,18 @@ cdef inline int _first_unit(Stage* stage, int t, int team) noexcept nogil:
     return (stage.n_out * t // team) // SPLIT_ALIGN * SPLIT_ALIGN
 
 
-cdef void _forward_part(Stage* stage, floating* inputs, int m, int lo,
-                        int hi) noexcept nogil:
-    """Outputs lo:hi of a stage: the layer's, then the activation's."""
+cdef void _forward_part(Stage* stage, floating* inputs, const cnp.uint8_t* pixels, int m,
+                        int lo, int hi) noexcept nogil:
+    """Outputs lo:hi of a stage: the layer's (from ``pixels`` unless NULL, float32
+    only), then the activation's."""
     cdef int i
     cdef floating* z = <floating*>stage.z
     cdef floating* a = <floating*>stage.a
     if lo >= hi:
         return
-    if floating is float:
+    if floating is float and pixels != NULL:
+        (<Layer>stage.layer).forward_pixels_f32(pixels, z, m, lo, hi)
+    elif floating is float:
         (<Layer>stage.layer).forward_f32(inputs, z, m, lo, hi)
     else:
         (<Layer>stage.layer).forward_f64(inputs, z, m, lo, hi)
@@ -592,14 +630,19 @@ cdef inline void _activation_backward(Stage* stage, Py_ssize_t offset, floating*
             <double*>stage.z + offset, <double*>stage.a + offset, g, n)
 
 
-cdef void _gradient_part(Stage* stage, floating* inputs, int m, double step_scale,
-                         bint with_activation, int lo, int hi) noexcept nogil:
-    """Outputs lo:hi: (optionally) the activation's derivative, then the layer's gradient."""
+cdef void _gradient_part(Stage* stage, floating* inputs, const cnp.uint8_t* pixels, int m,
+                         double step_scale, bint with_activation, int lo,
+                         int hi) noexcept nogil:
+    """Outputs lo:hi: (optionally) the activation's derivative, then the layer's gradient
+    (from ``pixels`` unless NULL, float32 with a finite ``step_scale`` only)."""
     if lo >= hi:
         return
     if with_activation:
         _activation_backward_part(stage, <floating*>stage.g, m, lo, hi)
-    if floating is float:
+    if floating is float and pixels != NULL:
+        (<Layer>stage.layer).gradient_pixels_f32(pixels, <float*>stage.g, m, step_scale,
+                                                 lo, hi)
+    elif floating is float:
         (<Layer>stage.layer).gradient_f32(inputs, <float*>stage.g, m, step_scale, lo, hi)
     else:
         (<Layer>stage.layer).gradient_f64(inputs, <double*>stage.g, m, step_scale, lo, hi)
@@ -628,9 +671,14 @@ cdef void _gather(const pixel_t* x, Py_ssize_t width, const cnp.int64_t* rows,
 
 cdef inline void _gather_share(const pixel_t* x, Py_ssize_t width,
                                const cnp.int64_t* rows, Py_ssize_t m, int t, int team,
-                               floating* out) noexcept nogil:
-    """Thread t's share (of ``team``) of gathering rows ``rows[:m]`` into ``out``."""
-    cdef Py_ssize_t first = m * t // team, last = m * (t + 1) // team
+                               floating* out, cnp.uint8_t* pixels_out) noexcept nogil:
+    """Thread t's share (of ``team``) of gathering rows ``rows[:m]`` into ``out``, or
+    into ``pixels_out`` as they are unless it is NULL (uint8 ``x`` only)."""
+    cdef Py_ssize_t i, first = m * t // team, last = m * (t + 1) // team
+    if pixel_t is cnp.uint8_t and pixels_out != NULL:
+        for i in range(first, last):
+            memcpy(pixels_out + i * width, x + rows[i] * width, width)
+        return
     _gather(x, width, rows + first, last - first, out + first * width)
 
 
