@@ -49,6 +49,20 @@ RSS_BATCH = 512
 INIT_SEED = 0
 ORDER_SEED = 1000            # repeat r of the per-epoch runs uses ORDER_SEED + r
 TARGET_ORDER_SEED = 2000     # epoch e of the time-to-96 % runs uses TARGET_ORDER_SEED + e
+SETTLE_SECONDS = 0.3         # idle time before each timed run (see settle())
+
+
+def settle(seconds):
+    """Wait before a timed run, so that the previous framework's threads go to sleep.
+
+    After a multi-threaded call, OpenBLAS's worker threads keep spinning for about
+    2^28 cycles (0.1 s here) and OpenMP's for a while too; a run that starts meanwhile
+    shares the cores with them.  Measured: numrec's batch-32 epoch plus test pass took
+    0.380 s right after NumPy products on two threads and 0.314 s after a 0.5 s pause
+    (medians of 10, alternating).
+    """
+    if seconds > 0:
+        time.sleep(seconds)
 
 
 def flops_per_epoch(n_train=60000, n_test=10000):
@@ -307,7 +321,8 @@ def make_runners(names, data, notes):
     return runners
 
 
-def run_epochs(runners, data, batch_sizes, repeats, lr, notes, log):
+def run_epochs(runners, data, batch_sizes, repeats, lr, notes, log,
+               settle_seconds=SETTLE_SECONDS):
     """Median seconds per epoch + test pass, alternating frameworks within each repeat."""
     init = initial_weights(INIT_SEED)
     n = len(data.y_train)
@@ -333,6 +348,7 @@ def run_epochs(runners, data, batch_sizes, repeats, lr, notes, log):
             for name in turn:
                 runner = runners[name]
                 runner.start(init, lr)
+                settle(settle_seconds)
                 seconds, accuracy = runner.epoch(order, seed, batch_size)
                 res["seconds"].setdefault(name, []).append(seconds)
                 res["accuracy"].setdefault(name, []).append(accuracy)
@@ -345,7 +361,8 @@ def run_epochs(runners, data, batch_sizes, repeats, lr, notes, log):
     return results
 
 
-def run_to_target(runners, data, configs, numrec_config, max_epochs, repeats, log):
+def run_to_target(runners, data, configs, numrec_config, max_epochs, repeats, log,
+                  settle_seconds=SETTLE_SECONDS):
     """Time to reach > 96 % test accuracy, epoch by epoch, from the shared initial weights.
 
     Each peer is tried once at every (batch size, learning rate) in ``configs`` and its
@@ -365,6 +382,7 @@ def run_to_target(runners, data, configs, numrec_config, max_epochs, repeats, lo
             runner.warm_up(batch_size, lr, init, batch_order(ORDER_SEED - 1, n),
                            ORDER_SEED - 1)
         runner.start(init, lr)
+        settle(settle_seconds)
         total, accuracies, seconds = 0.0, [], []
         for epoch in range(max_epochs):
             try:
@@ -720,6 +738,9 @@ def parse_args(argv=None):
     parser.add_argument("--target-repeats", type=int, default=None,
                         help="runs of each framework's fastest configuration whose median "
                              "is its time to 96 %% (default: --repeats)")
+    parser.add_argument("--settle", type=float, default=SETTLE_SECONDS,
+                        help="seconds of idle time before each timed run, so that the "
+                             "previous framework's spinning threads go to sleep")
     parser.add_argument("--max-epochs", type=int, default=20,
                         help="give up on 96 %% after this many epochs")
     parser.add_argument("--sgemm-size", type=int, default=2048)
@@ -735,6 +756,8 @@ def parse_args(argv=None):
         args.repeats, args.batch_sizes = 1, [128]
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
+    if args.settle < 0:
+        parser.error("--settle must not be negative")
     if args.target_repeats is not None and args.target_repeats < 1:
         parser.error("--target-repeats must be at least 1")
     return args
@@ -767,7 +790,8 @@ def main(argv=None):
 
     epochs = {}
     if "epochs" not in args.skip:
-        epochs = run_epochs(runners, data, args.batch_sizes, args.repeats, args.lr, notes, log)
+        epochs = run_epochs(runners, data, args.batch_sizes, args.repeats, args.lr, notes, log,
+                            args.settle)
         if "numrec" in runners:
             numrec_runner = runners["numrec"]
             if numrec_runner.fused is False:
@@ -779,7 +803,7 @@ def main(argv=None):
         lrs = args.target_lrs or [args.lr]
         configs = [(b, lr) for b in args.batch_sizes for lr in lrs]
         target = run_to_target(runners, data, configs, numrec_config, args.max_epochs,
-                               args.target_repeats or args.repeats, log)
+                               args.target_repeats or args.repeats, log, args.settle)
 
     rss, train_rss = {}, None
     if "rss" not in args.skip:
