@@ -107,3 +107,48 @@ def test_uint8_pixels_train_as_their_float32_quotients(n_in):
         assert np.array_equal(a, b)
     assert history_u8.loss == history_f32.loss
     assert history_u8.val_accuracy == history_f32.val_accuracy
+
+
+def _deep_model(dtype):
+    # Two shared stages (300 x 256 and 256 x 200 weights) above a small one: the threads
+    # pass dL/dx down to shared units and update the middle stage after every thread
+    # has read its weights.
+    rng = np.random.default_rng(43)
+    return numrec.Sequential([
+        numrec.Dense(300, 256, seed=rng, dtype=dtype), numrec.LeakyReLU(0.2),
+        numrec.Dense(256, 200, seed=rng, dtype=dtype), numrec.LeakyReLU(0.2),
+        numrec.Dense(200, 10, seed=rng, dtype=dtype), numrec.Sigmoid(),
+    ])
+
+
+@pytest.mark.parametrize("blank", [0.0, 0.8])
+@pytest.mark.parametrize("batch_size", [1, 32, 77, 128])
+def test_deeper_models_give_the_same_bits_for_any_thread_count(blank, batch_size):
+    """Up to batch 128, where every product runs in numrec's own kernels (beyond, the
+    middle stage's BLAS products may round differently for each share of the units)."""
+    x, y = _data()
+    x[np.random.default_rng(1).random(x.shape) < blank] = 0
+    results = []
+    for threads in (1, 2, 3):
+        model = _deep_model(np.float32)
+        history = model.fit(x, y, epochs=2, batch_size=batch_size, optimizer=numrec.SGD(0.1),
+                            seed=7, threads=threads, fused=True)
+        results.append((model.parameters(), history.loss))
+    for parameters, loss in results[1:]:
+        for a, b in zip(results[0][0], parameters):
+            assert np.array_equal(a, b)
+        assert loss == results[0][1]
+
+
+@pytest.mark.parametrize("batch_size", [32, 150])
+def test_deeper_models_agree_with_the_python_loop_in_float64(batch_size):
+    x, y = _data()
+    reference = _deep_model(np.float64)
+    reference.fit(x, y, epochs=2, batch_size=batch_size, optimizer=numrec.SGD(0.1), seed=7,
+                  fused=False)
+    for threads in (2, 3):
+        model = _deep_model(np.float64)
+        model.fit(x, y, epochs=2, batch_size=batch_size, optimizer=numrec.SGD(0.1), seed=7,
+                  threads=threads, fused=True)
+        for got, expected in zip(model.parameters(), reference.parameters()):
+            np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-12)
