@@ -264,6 +264,8 @@ def test_holding_is_released_on_errors_and_guards_misuse():
             trainer.holding(x).__enter__()
         with pytest.raises(RuntimeError, match="holding"):
             trainer.count_correct(x, y)
+        with pytest.raises(RuntimeError, match="held data"):
+            trainer.train(x.copy(), y, np.arange(64), 0, 32)
     assert trainer.count_correct(x, y) >= 0           # usable again after the hold
     with pytest.raises(ValueError, match="shape"):
         trainer.holding(x[:, :10]).__enter__()

@@ -16,6 +16,8 @@ from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy, memset
 cimport numpy as cnp
 
+from contextlib import contextmanager
+
 import numpy as np
 
 from numrec._core._memory import aligned_zeros
@@ -181,7 +183,6 @@ cdef class FusedTrainer:
     cdef object _x, _x_next, _y
     cdef object _pixels, _pixels_next   # uint8 batches for a first layer that takes pixels
     cdef object _held           # the x of holding(), or None
-    cdef bint _held_sparse      # whether holding() switched the first layer's kernels
 
     def __cinit__(self):
         self._stages = NULL
@@ -263,10 +264,9 @@ cdef class FusedTrainer:
         of ``batch_size``.  The caller has checked every shape, dtype and index.
         """
         self._check_train_args(x, targets, order, start, stop)
-        if self._held is not None and x is self._held:
-            return self._train(x, self._x, self._x_next, targets, order, start, stop,
-                               self._takes_pixels(x))
-        sparse = self._sparse_first_layer(x, plain_sgd=True)
+        if self._held is not None and x is not self._held:
+            raise RuntimeError("train() inside holding() must train on the held data")
+        sparse = self._held is None and self._sparse_first_layer(x, plain_sgd=True)
         try:
             return self._train(x, self._x, self._x_next, targets, order, start, stop,
                                self._takes_pixels(x))
@@ -274,6 +274,7 @@ cdef class FusedTrainer:
             if sparse:
                 (<Layer>self._stages[0].layer)._sparse_inputs(False)
 
+    @contextmanager
     def holding(self, x):
         """A context manager that keeps the first layer's kernels chosen for ``x``.
 
@@ -284,20 +285,17 @@ cdef class FusedTrainer:
         choice is made once on entry, and the public weights are brought up to date on
         exit (meanwhile they may be stale).
         """
-        return _Holding(self, x)
-
-    def _hold(self, x):
         if self._held is not None:
-            raise RuntimeError("the trainer already holds its kernels for other data")
+            raise RuntimeError("the trainer already holds its kernels")
         self._check_inputs(x)
-        self._held_sparse = self._sparse_first_layer(x, plain_sgd=True)
+        held_sparse = self._sparse_first_layer(x, plain_sgd=True)
         self._held = x
-
-    def _release(self):
-        if self._held_sparse:
-            (<Layer>self._stages[0].layer)._sparse_inputs(False)
-        self._held = None
-        self._held_sparse = False
+        try:
+            yield self
+        finally:
+            self._held = None
+            if held_sparse:
+                (<Layer>self._stages[0].layer)._sparse_inputs(False)
 
     def count_correct(self, x, labels):
         """Return how many rows of ``x`` the model classifies as ``labels`` (argmax)."""
@@ -541,22 +539,6 @@ cdef class FusedTrainer:
                         correct += 1
                 begin += m
         return correct
-
-
-class _Holding:
-    """The context manager of :meth:`FusedTrainer.holding`."""
-
-    def __init__(self, trainer, x):
-        self._trainer = trainer
-        self._x = x
-
-    def __enter__(self):
-        self._trainer._hold(self._x)
-        return self._trainer
-
-    def __exit__(self, *exc_info):
-        self._trainer._release()
-        return False
 
 
 cdef inline int _first_unit(Stage* stage, int t, int team) noexcept nogil:
