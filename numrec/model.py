@@ -23,9 +23,10 @@ DEFAULT_LR = 0.5
 #: (each thread's share of the weights stays in its core's cache; float32 products run
 #: in numrec's own AVX2 kernels, others in single-threaded BLAS); above it, BLAS threads
 #: each matrix product itself, which measured faster for these larger products.  Keep
-#: equal to SIMD_MAX_ROWS in numrec/_core/_layers.pyx, the own kernels' row limit.
+#: equal to SIMD_MAX_ROWS in numrec/_core/_layers.pxd, the own kernels' row limit.
 #: Inputs that are mostly zeros (as MNIST's pixels) are shared at any batch size: the
-#: first layer's kernels for them have no row limit.
+#: first layer's kernels for them have no row limit, and the other large float32
+#: layers then take 128 rows at a time (so results do not depend on the thread count).
 SPLIT_MAX_BATCH = 128
 #: Progress callbacks are called after about this many samples (and at each epoch's end).
 _PROGRESS_SAMPLES = 4096
@@ -343,9 +344,11 @@ class Sequential:
             stages = None
         blas_threads = None  # BLAS as configured, in the Python loop
         if stages is not None:
-            split = threads if batch_size <= SPLIT_MAX_BATCH or mostly_zeros(x) else 1
+            shared = batch_size <= SPLIT_MAX_BATCH or mostly_zeros(x)
+            split = threads if shared else 1
             blas_threads = 1 if split > 1 else threads
-            trainer = FusedTrainer(stages, loss, optimizer, batch_size, self.dtype, split)
+            trainer = FusedTrainer(stages, loss, optimizer, batch_size, self.dtype, split,
+                                   exact_shares=shared)
             run_epoch = _FusedEpoch(trainer)
         else:
             run_epoch = _PythonEpoch(self, loss, optimizer, batch_size)

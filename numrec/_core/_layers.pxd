@@ -1,5 +1,11 @@
 from libc.stdint cimport uint8_t
 
+cdef enum:
+    # Up to this many rows the own kernels, one thread per share of the units, beat BLAS;
+    # for larger products BLAS with its own threads measured faster (benchmarks/).  Keep
+    # equal to numrec.model.SPLIT_MAX_BATCH, the largest batch the loop splits.
+    SIMD_MAX_ROWS = 128
+
 
 cdef class Layer:
     # Kernels for compiled layers, called by the fused training loop without the GIL.

@@ -40,12 +40,6 @@ cdef extern from "_sparse.h" nogil:
 
 nr_sparse_init()
 
-cdef enum:
-    # Up to this many rows the own kernels, one thread per share of the units, beat BLAS;
-    # for larger products BLAS with its own threads measured faster (benchmarks/).  Keep
-    # equal to numrec.model.SPLIT_MAX_BATCH, the largest batch the loop splits.
-    SIMD_MAX_ROWS = 128
-
 cdef bint _simd = nr_simd_available()
 
 

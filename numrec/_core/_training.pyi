@@ -40,6 +40,7 @@ class FusedTrainer:
         batch_size: int,
         dtype: npt.DTypeLike,
         n_threads: int = 1,
+        exact_shares: bool = False,
     ) -> None: ...
     def train(
         self,

@@ -22,7 +22,7 @@ import numpy as np
 
 from numrec._core._memory import aligned_zeros
 
-from numrec._core._layers cimport Layer
+from numrec._core._layers cimport Layer, SIMD_MAX_ROWS
 from numrec._core._activations cimport Activation
 from numrec._core._losses cimport Loss
 from numrec._core._optimizers cimport Optimizer
@@ -108,6 +108,8 @@ cdef struct Stage:
     void* a                # (rows, n_out) activation output (the same buffer as z without one)
     void* g                # (rows, n_out) dL/da, turned in place into dL/dz
     bint split             # whether the threads share this stage's output units
+    int row_block          # if > 0, the stage's forward pass and plain-SGD update take
+                           # at most this many rows at a time
 
 
 cdef struct Param:
@@ -166,6 +168,11 @@ cdef class FusedTrainer:
     n_threads : int
         Threads that share the output units of each large layer (forward pass and
         update); the caller keeps BLAS single-threaded meanwhile.
+    exact_shares : bool
+        Run each large float32 layer on at most 128 rows at a time, where its kernels'
+        results do not depend on how the units are shared, so that they are the same
+        bits for any ``n_threads`` at any batch size.  For callers that share the units
+        at this batch size (even with one thread); slower than BLAS on dense data.
     """
     cdef Stage* _stages
     cdef int _n_stages
@@ -195,7 +202,7 @@ cdef class FusedTrainer:
         free(self._param_start)
 
     def __init__(self, stages, Loss loss, Optimizer optimizer, int batch_size, dtype,
-                 int n_threads=1):
+                 int n_threads=1, bint exact_shares=False):
         cdef int s, p, n_params
         self.batch_size = batch_size
         self.n_threads = max(1, n_threads)
@@ -226,6 +233,8 @@ cdef class FusedTrainer:
             self._stages[s].g = cnp.PyArray_DATA(g)
             big = layer.in_features * layer.out_features >= SPLIT_MIN
             self._stages[s].split = big and self.n_threads > 1
+            self._stages[s].row_block = (SIMD_MAX_ROWS if big and exact_shares
+                                         and self.dtype == np.float32 else 0)
             self._any_split = self._any_split or self._stages[s].split
             self._param_start[s] = len(params)
             params += list(zip(layer.parameters(), layer.gradients()))
@@ -557,10 +566,27 @@ cdef inline int _first_unit(Stage* stage, int t, int team) noexcept nogil:
 cdef void _forward_part(Stage* stage, floating* inputs, const cnp.uint8_t* pixels, int m,
                         int lo, int hi) noexcept nogil:
     """Outputs lo:hi of a stage: the layer's (from ``pixels`` unless NULL, float32
-    only), then the activation's."""
+    only), then the activation's; stage.row_block rows at a time if set."""
+    cdef int first, rows
+    if stage.row_block == 0 or m <= stage.row_block:
+        _forward_rows(stage, inputs, pixels, 0, m, lo, hi)
+        return
+    first = 0
+    while first < m:
+        rows = min(stage.row_block, m - first)
+        _forward_rows(stage, inputs + <Py_ssize_t>first * stage.n_in,
+                      pixels + <Py_ssize_t>first * stage.n_in if pixels != NULL else NULL,
+                      first, rows, lo, hi)
+        first += rows
+
+
+cdef void _forward_rows(Stage* stage, floating* inputs, const cnp.uint8_t* pixels,
+                        int first, int m, int lo, int hi) noexcept nogil:
+    """_forward_part on the m rows from row ``first`` of the stage's outputs (``inputs``
+    and ``pixels`` point at that row)."""
     cdef int i
-    cdef floating* z = <floating*>stage.z
-    cdef floating* a = <floating*>stage.a
+    cdef floating* z = <floating*>stage.z + <Py_ssize_t>first * stage.n_out
+    cdef floating* a = <floating*>stage.a + <Py_ssize_t>first * stage.n_out
     if lo >= hi:
         return
     if floating is float and pixels != NULL:
@@ -616,18 +642,35 @@ cdef void _gradient_part(Stage* stage, floating* inputs, const cnp.uint8_t* pixe
                          double step_scale, bint with_activation, int lo,
                          int hi) noexcept nogil:
     """Outputs lo:hi: (optionally) the activation's derivative, then the layer's gradient
-    (from ``pixels`` unless NULL, float32 with a finite ``step_scale`` only)."""
+    (from ``pixels`` unless NULL, float32 with a finite ``step_scale`` only); with a
+    finite ``step_scale``, stage.row_block rows at a time if set."""
+    cdef int first, rows
+    cdef floating* g = <floating*>stage.g
     if lo >= hi:
         return
     if with_activation:
-        _activation_backward_part(stage, <floating*>stage.g, m, lo, hi)
+        _activation_backward_part(stage, g, m, lo, hi)
+    if stage.row_block == 0 or m <= stage.row_block or isnan(step_scale):
+        _layer_gradient(stage, inputs, pixels, g, m, step_scale, lo, hi)
+        return
+    first = 0
+    while first < m:  # each block's update in turn
+        rows = min(stage.row_block, m - first)
+        _layer_gradient(stage, inputs + <Py_ssize_t>first * stage.n_in,
+                        pixels + <Py_ssize_t>first * stage.n_in if pixels != NULL else NULL,
+                        g + <Py_ssize_t>first * stage.n_out, rows, step_scale, lo, hi)
+        first += rows
+
+
+cdef inline void _layer_gradient(Stage* stage, floating* inputs, const cnp.uint8_t* pixels,
+                                 floating* g, int m, double step_scale, int lo,
+                                 int hi) noexcept nogil:
     if floating is float and pixels != NULL:
-        (<Layer>stage.layer).gradient_pixels_f32(pixels, <float*>stage.g, m, step_scale,
-                                                 lo, hi)
+        (<Layer>stage.layer).gradient_pixels_f32(pixels, g, m, step_scale, lo, hi)
     elif floating is float:
-        (<Layer>stage.layer).gradient_f32(inputs, <float*>stage.g, m, step_scale, lo, hi)
+        (<Layer>stage.layer).gradient_f32(inputs, g, m, step_scale, lo, hi)
     else:
-        (<Layer>stage.layer).gradient_f64(inputs, <double*>stage.g, m, step_scale, lo, hi)
+        (<Layer>stage.layer).gradient_f64(inputs, g, m, step_scale, lo, hi)
 
 
 cdef inline floating _convert(pixel_t value, floating kind) noexcept nogil:
