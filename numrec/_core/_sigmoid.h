@@ -1,0 +1,22 @@
+/* The logistic sigmoid in float32, four entries at a time on processors with AVX2 and FMA.
+ *
+ * nr_sigmoid_f32 gives what the scalar form gives,
+ *     a = z >= 0 ? (float)(1 / (1 + exp(-z)))
+ *                : (float)(e / (1 + e)),  e = (float)exp(z),
+ * in double arithmetic,
+ * but with its own exp in double (within about 2 ulp, against the C library's correctly
+ * rounded one): the results round to the same float32 except where an exact result lies
+ * within a few double ulp of a rounding boundary between two floats (about one entry in
+ * 10^8).  Callers check nr_sigmoid_available() first.
+ */
+#ifndef NUMREC_SIGMOID_H
+#define NUMREC_SIGMOID_H
+
+#include <stddef.h>
+
+int nr_sigmoid_available(void);
+
+/* a[i] = sigmoid(z[i]) for i < n (a may be z). */
+void nr_sigmoid_f32(const float *z, float *a, ptrdiff_t n);
+
+#endif
