@@ -155,3 +155,46 @@ def test_deeper_models_agree_with_the_python_loop_in_float64(batch_size):
                   threads=threads, fused=True)
         for got, expected in zip(model.parameters(), reference.parameters()):
             np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("deep", [False, True])
+@pytest.mark.parametrize("batch_size", [1, 20, 32])
+def test_deferred_update_gives_the_same_bits_up_to_batch_32(deep, batch_size):
+    """The small top layer's update, computed by another thread while thread 0 passes
+    dL/dx down, is the same arithmetic as the update folded into one kernel (one block of
+    32 rows)."""
+    from numrec._core._training import _deferred_updates
+    x, y = _data()
+    runs = []
+    for defer in (False, True):
+        previous = _deferred_updates(defer)
+        try:
+            model = _deep_model(np.float32) if deep else _model(np.float32)
+            history = model.fit(x, y, epochs=2, batch_size=batch_size,
+                                optimizer=numrec.SGD(0.3), seed=7, threads=2, fused=True)
+        finally:
+            _deferred_updates(previous)
+        runs.append((model.parameters(), history.loss))
+    for a, b in zip(runs[0][0], runs[1][0]):
+        assert np.array_equal(a, b)
+    assert runs[0][1] == runs[1][1]
+
+
+@pytest.mark.parametrize("batch_size", [64, 77])
+def test_deferred_update_above_batch_32_agrees_to_rounding(batch_size):
+    """Beyond 32 rows the deferred update adds the sums of the row blocks before the
+    weights (one rounding per weight), not after each block."""
+    from numrec._core._training import _deferred_updates
+    x, y = _data()
+    runs = []
+    for defer in (False, True):
+        previous = _deferred_updates(defer)
+        try:
+            model = _model(np.float32)
+            model.fit(x[:batch_size], y[:batch_size], epochs=1, batch_size=batch_size,
+                      optimizer=numrec.SGD(0.3), seed=7, threads=2, fused=True)
+        finally:
+            _deferred_updates(previous)
+        runs.append(model.parameters())
+    for a, b in zip(*runs):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

@@ -30,6 +30,15 @@ cdef class Layer:
                                  int hi) noexcept nogil
     cdef void gradient_pixels_f32(self, const uint8_t* x, const float* g, int m,
                                   double step_scale, int lo, int hi) noexcept nogil
+    # The plain-SGD update of all outputs in two steps, so that one thread can prepare
+    # it while another still reads the weights for dL/dx: deferred_update_f32 with
+    # ``apply`` false computes what the update adds to the weights (and may update
+    # parameters that dL/dx does not read, such as the bias); with ``apply`` true
+    # (x and g unused) it adds that.  defers_update says whether the layer can, for m
+    # rows; the two steps give the same bits whichever threads run them.
+    cdef bint defers_update(self, int m) noexcept nogil
+    cdef void deferred_update_f32(self, const float* x, const float* g, int m,
+                                  double step_scale, bint apply) noexcept nogil
 
 
 cdef class Dense(Layer):
@@ -38,6 +47,7 @@ cdef class Dense(Layer):
     cdef readonly object dtype
     cdef object _weights, _bias, _grad_weights, _grad_bias, _input, _weights_t
     cdef bint _sparse           # kernels skip zero inputs, on _weights_t (_sparse_inputs)
+    cdef bint _single           # float32
     cdef void* _wt
     cdef void* _w
     cdef void* _b

@@ -1,6 +1,7 @@
 """Layers with parameters: the abstract ``Layer`` and the compiled ``Dense``."""
 from cython cimport floating
 from libc.math cimport NAN
+from libc.string cimport memset
 from libc.stdint cimport uint8_t
 cimport numpy as cnp
 
@@ -22,6 +23,7 @@ cdef extern from "_simd.h" nogil:
                              const float* x, int ldx, float* w, int ldw)
     void nr_dense_input_grad_f32(int m, int n, int k, const float* g, int ldg,
                                  const float* w, int ldw, float* gx, int ldgx)
+    void nr_axpy_fma_f32(Py_ssize_t n, float alpha, const float* x, float* y)
 
 cdef extern from "_sparse.h" nogil:
     enum: NR_SPARSE_MAX_INPUTS
@@ -144,6 +146,13 @@ cdef class Layer:
                                   double step_scale, int lo, int hi) noexcept nogil:
         pass
 
+    cdef bint defers_update(self, int m) noexcept nogil:
+        return False
+
+    cdef void deferred_update_f32(self, const float* x, const float* g, int m,
+                                  double step_scale, bint apply) noexcept nogil:
+        pass
+
 
 # --- Dense kernels -------------------------------------------------------------------------
 
@@ -259,6 +268,7 @@ cdef class Dense(Layer):
         self._input = None
         self._weights_t = None
         self._sparse = False
+        self._single = self.dtype == np.float32
 
     def get_config(self):
         return {
@@ -462,6 +472,22 @@ cdef class Dense(Layer):
         _dense_gradient(x, g, <double*>self._w, <double*>self._b, <double*>self._gw,
                         <double*>self._gb, m, self.out_features, self.in_features,
                         step_scale, lo, hi)
+
+    cdef bint defers_update(self, int m) noexcept nogil:
+        return self._single and _simd and not self._sparse and m <= SIMD_MAX_ROWS
+
+    cdef void deferred_update_f32(self, const float* x, const float* g, int m,
+                                  double step_scale, bint apply) noexcept nogil:
+        """W += step_scale * (g.T @ x) in one rounding per weight, the sum kept in
+        grad_weights between the steps; b += step_scale * column sums of g at once."""
+        cdef int n_in = self.in_features, n_out = self.out_features
+        if apply:
+            nr_axpy_fma_f32(<Py_ssize_t>n_out * n_in, <float>step_scale, <float*>self._gw,
+                            <float*>self._w)
+            return
+        memset(self._gw, 0, <size_t>n_out * n_in * sizeof(float))
+        nr_dense_update_f32(m, n_out, n_in, 1, g, n_out, x, n_in, <float*>self._gw, n_in)
+        _column_sums(g, <float*>self._b, m, n_out, 0, n_out, <float>step_scale, 1)
 
     cdef bint takes_pixels(self) noexcept nogil:
         return self._sparse  # the kernels for zero inputs read pixels as well

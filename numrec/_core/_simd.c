@@ -308,6 +308,16 @@ KERNEL void nr_dense_input_grad_f32(int m, int n, int k, const float *g, int ldg
     rank_update(0, n, m, k, 1.0f, g, 1, ldg, w, ldw, gx, ldgx);
 }
 
+KERNEL void nr_axpy_fma_f32(ptrdiff_t n, float alpha, const float *x, float *y)
+{
+    __m256 a = _mm256_set1_ps(alpha);
+    ptrdiff_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(a, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+    for (; i < n; i++)
+        y[i] = __builtin_fmaf(alpha, x[i], y[i]);
+}
+
 #else  /* not GCC or Clang on x86: callers use BLAS */
 
 int nr_simd_available(void) { return 0; }
@@ -320,5 +330,7 @@ void nr_dense_update_f32(int m, int n, int k, float alpha, const float *g, int l
 
 void nr_dense_input_grad_f32(int m, int n, int k, const float *g, int ldg,
                              const float *w, int ldw, float *gx, int ldgx) {}
+
+void nr_axpy_fma_f32(ptrdiff_t n, float alpha, const float *x, float *y) {}
 
 #endif

@@ -7,6 +7,8 @@
 #ifndef NUMREC_SIMD_H
 #define NUMREC_SIMD_H
 
+#include <stddef.h>
+
 /* 1 if this processor runs the kernels below, else 0. */
 int nr_simd_available(void);
 
@@ -26,5 +28,8 @@ void nr_dense_update_f32(int m, int n, int k, float alpha,
  * g (m, n), w (n, k), gx (m, k). */
 void nr_dense_input_grad_f32(int m, int n, int k, const float *g, int ldg,
                              const float *w, int ldw, float *gx, int ldgx);
+
+/* y[i] = fma(alpha, x[i], y[i]) for i < n: one rounding, as the update's last step. */
+void nr_axpy_fma_f32(ptrdiff_t n, float alpha, const float *x, float *y);
 
 #endif

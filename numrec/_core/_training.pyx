@@ -75,6 +75,22 @@ cdef enum:
 # 0.4 forward and update together took as long as the full product's; MNIST: 0.19).
 cdef double SPARSE_MAX_DENSITY = 0.35
 cdef bint _sparse_allowed = True
+cdef bint _defer_allowed = True
+
+
+def _deferred_updates(enable=None):
+    """Whether a small float32 stage above a large one may defer its update to another
+    thread (for trainers made afterwards).
+
+    With ``enable``, allow it or not, and return the previous setting.  For benchmarks
+    and tests: the results are the same bits either way up to batch 32 (beyond, the
+    sums of each 32 rows are added before the weights are, instead of after).
+    """
+    global _defer_allowed
+    previous = bool(_defer_allowed)
+    if enable is not None:
+        _defer_allowed = bool(enable)
+    return previous
 
 
 def _sparse_input_kernels(enable=None):
@@ -110,6 +126,7 @@ cdef struct Stage:
     bint split             # whether the threads share this stage's output units
     int row_block          # if > 0, the stage's forward pass and plain-SGD update take
                            # at most this many rows at a time
+    bint defer             # float32, not large, above a large stage: may defer its update
 
 
 cdef struct Param:
@@ -204,6 +221,7 @@ cdef class FusedTrainer:
     def __init__(self, stages, Loss loss, Optimizer optimizer, int batch_size, dtype,
                  int n_threads=1, bint exact_shares=False):
         cdef int s, p, n_params
+        below_big = False
         self.batch_size = batch_size
         self.n_threads = max(1, n_threads)
         self.dtype = np.dtype(dtype)
@@ -235,6 +253,9 @@ cdef class FusedTrainer:
             self._stages[s].split = big and self.n_threads > 1
             self._stages[s].row_block = (SIMD_MAX_ROWS if big and exact_shares
                                          and self.dtype == np.float32 else 0)
+            self._stages[s].defer = (_defer_allowed and s > 0 and not big and below_big
+                                     and self.dtype == np.float32)
+            below_big = big
             self._any_split = self._any_split or self._stages[s].split
             self._param_start[s] = len(params)
             params += list(zip(layer.parameters(), layer.gradients()))
@@ -478,10 +499,15 @@ cdef class FusedTrainer:
         dL/dx needs all of dL/dz and this step's weights, so with a layer below, thread 0
         applies the activation's derivative in full and computes dL/dx first; a shared
         stage's update waits for that at a barrier, then each thread updates its share.
+        A small stage above a large one defers its update: the last thread computes it
+        while thread 0 computes dL/dx, and adds it after the large stage's barrier.
         """
         cdef Stage* stage = &self._stages[s]
         cdef floating* inputs = x if s == 0 else <floating*>self._stages[s - 1].a
         cdef int p
+        if self._defers(s, m, step_scale):
+            self._backward_deferred(s, m, step_scale, t, team)
+            return
         if t == 0 and s > 0:
             _activation_backward_part(stage, <floating*>stage.g, m, 0, stage.n_out)
             if floating is float:
@@ -492,6 +518,10 @@ cdef class FusedTrainer:
                     <double*>stage.g, <double*>self._stages[s - 1].g, m)
         if stage.split:
             _barrier()
+        if t == team - 1 and self._defers(s + 1, m, step_scale):  # (thread 0 has read
+            # the weights of stage s + 1 for dL/dx before the barrier)
+            (<Layer>self._stages[s + 1].layer).deferred_update_f32(NULL, NULL, m,
+                                                                   step_scale, True)
         if not isnan(step_scale):
             _gradient_part(stage, inputs, pixels, m, step_scale, s == 0,
                            _first_unit(stage, t, team), _first_unit(stage, t + 1, team))
@@ -506,6 +536,29 @@ cdef class FusedTrainer:
                     (<Optimizer>self._optimizer).update_f64(
                         <double*>self._params[p].value, <double*>self._params[p].grad,
                         self._params[p].size, self._params[p].slot)
+
+    cdef inline bint _defers(self, int s, int m, double step_scale) noexcept nogil:
+        """Whether stage s defers its plain-SGD update (see _backward_stage)."""
+        return (0 < s < self._n_stages and self._stages[s].defer
+                and not isnan(step_scale)
+                and (<Layer>self._stages[s].layer).defers_update(m))
+
+    cdef void _backward_deferred(self, int s, int m, double step_scale, int t,
+                                 int team) noexcept nogil:
+        """Stage s (float32, not shared, above a large stage): thread 0 turns dL/da into
+        dL/dz and computes dL/dx; meanwhile the last thread prepares the update, which
+        it applies after the stage below's barrier (_backward_stage)."""
+        cdef Stage* stage = &self._stages[s]
+        if t == 0:
+            _activation_backward_part(stage, <float*>stage.g, m, 0, stage.n_out)
+        if team > 1:
+            _barrier()
+        if t == 0:
+            (<Layer>stage.layer).backward_input_f32(<float*>stage.g,
+                                                    <float*>self._stages[s - 1].g, m)
+        if t == team - 1:
+            (<Layer>stage.layer).deferred_update_f32(
+                <float*>self._stages[s - 1].a, <float*>stage.g, m, step_scale, False)
 
     cdef void _forward(self, floating* x, const cnp.uint8_t* pixels, int m) noexcept nogil:
         """The forward pass alone (evaluation): each large stage shared by the threads.
