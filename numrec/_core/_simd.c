@@ -60,6 +60,12 @@ TILE float hsum(__m256 v)
     return _mm_cvtss_f32(s);
 }
 
+/* Lanes 0..count-1 set (0 < count < 8). */
+TILE __m256i lanes_below_count(int count)
+{
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(count), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
 /* ---- groups of 8 columns ---------------------------------------------------------- */
 
 /* At most this many groups are listed (k <= 8192); wider inputs are not scanned. */
@@ -300,12 +306,77 @@ KERNEL void nr_dense_update_f32(int m, int n, int k, float alpha,
     rank_update(1, m, n, k, alpha, g, ldg, 1, x, ldx, w, ldw);
 }
 
+/* gx[i, p] for rows i < MI and the columns of V vectors from p (the last one only in the
+ * lanes of `mask` with MASKED): sums over j of g[i, j] w[j, p], ROW_BLOCK values of j at
+ * a time, each block's sum added to the earlier ones' (as rank_update would add it to
+ * gx), written without reading gx first when there is one block. */
+TILE void input_grad_tile(int MI, int V, int MASKED, __m256i mask, int n, const float *g,
+                          int ldg, const float *w, int ldw, float *gx, int ldgx)
+{
+    for (int j0 = 0; j0 < n; j0 += ROW_BLOCK) {
+        int nj = n - j0 < ROW_BLOCK ? n - j0 : ROW_BLOCK;
+        __m256 acc[3][4];
+        for (int r = 0; r < MI; r++)
+            for (int v = 0; v < V; v++)
+                acc[r][v] = _mm256_setzero_ps();
+        for (int j = j0; j < j0 + nj; j++) {
+            __m256 wv[4];
+            for (int v = 0; v < V; v++)
+                wv[v] = MASKED && v == V - 1 ? _mm256_maskload_ps(w + (size_t)j * ldw + 8 * v, mask)
+                                             : _mm256_loadu_ps(w + (size_t)j * ldw + 8 * v);
+            for (int r = 0; r < MI; r++) {
+                __m256 gv = _mm256_broadcast_ss(g + (size_t)r * ldg + j);
+                for (int v = 0; v < V; v++)
+                    acc[r][v] = _mm256_fmadd_ps(gv, wv[v], acc[r][v]);
+            }
+        }
+        for (int r = 0; r < MI; r++)
+            for (int v = 0; v < V; v++) {
+                float *out = gx + (size_t)r * ldgx + 8 * v;
+                int last = MASKED && v == V - 1;
+                __m256 sum = acc[r][v];
+                if (j0 > 0)
+                    sum = _mm256_add_ps(sum, last ? _mm256_maskload_ps(out, mask) : _mm256_loadu_ps(out));
+                if (last)
+                    _mm256_maskstore_ps(out, mask, sum);
+                else
+                    _mm256_storeu_ps(out, sum);
+            }
+    }
+}
+
+#define INPUT_GRAD_TILE(MI) \
+    input_grad_tile(MI, V, MASKED, mask, n, g + (size_t)i * ldg, ldg, w + p, ldw, \
+                    gx + (size_t)i * ldgx + p, ldgx)
+
+/* input_grad_tile over all rows, for the V vectors of columns from p. */
+TILE void input_grad_columns(int V, int MASKED, __m256i mask, int m, int n, int p,
+                             const float *g, int ldg, const float *w, int ldw, float *gx,
+                             int ldgx)
+{
+    int i = 0;
+    for (; i + 3 <= m; i += 3)
+        INPUT_GRAD_TILE(3);
+    if (m - i == 2)
+        INPUT_GRAD_TILE(2);
+    else if (m - i == 1)
+        INPUT_GRAD_TILE(1);
+}
+
+/* The same sums, in the same order, as rank_update(0, ...) into a zeroed gx (an addition
+ * of a block's sum to +0 leaves it as it is: the sums are never -0), without zeroing gx
+ * and reading it back. */
 KERNEL void nr_dense_input_grad_f32(int m, int n, int k, const float *g, int ldg,
                                     const float *w, int ldw, float *gx, int ldgx)
 {
-    for (int i = 0; i < m; i++)
-        memset(gx + (size_t)i * ldgx, 0, (size_t)k * sizeof(float));
-    rank_update(0, n, m, k, 1.0f, g, 1, ldg, w, ldw, gx, ldgx);
+    __m256i none = _mm256_setzero_si256();
+    int p = 0, k8 = k & ~7;
+    for (; p + 32 <= k8; p += 32)
+        input_grad_columns(4, 0, none, m, n, p, g, ldg, w, ldw, gx, ldgx);
+    for (; p < k8; p += 8)
+        input_grad_columns(1, 0, none, m, n, p, g, ldg, w, ldw, gx, ldgx);
+    if (k8 < k)
+        input_grad_columns(1, 1, lanes_below_count(k - k8), m, n, k8, g, ldg, w, ldw, gx, ldgx);
 }
 
 KERNEL void nr_axpy_fma_f32(ptrdiff_t n, float alpha, const float *x, float *y)
