@@ -292,8 +292,7 @@ TILE void rank_update(int scan, int m, int n, int k, float alpha, const float *g
                 update_columns(1, 0, NULL, 0, none, mi, n, a, gb, gi, gr, xb + p, ldx, c + p, ldc);
         }
         if (k8 < k) {
-            __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(k - k8),
-                                              _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+            __m256i mask = lanes_below_count(k - k8);
             update_columns(1, 0, NULL, 1, mask, mi, n, a, gb, gi, gr, xb + k8, ldx, c + k8, ldc);
         }
     }
