@@ -8,7 +8,7 @@ from numrec._core._validation import check_array, check_finite_number, FLOAT_DTY
 
 cdef extern from "_sigmoid.h" nogil:
     int nr_sigmoid_available()
-    void nr_sigmoid_f32(const float* z, float* a, Py_ssize_t n)
+    Py_ssize_t nr_sigmoid_f32(const float* z, float* a, Py_ssize_t n)
 
 cdef bint _vector_sigmoid = nr_sigmoid_available()
 
@@ -241,10 +241,8 @@ cdef class Sigmoid(ElementwiseActivation):
     """
 
     cdef void forward_f32(self, const float* z, float* a, Py_ssize_t n) noexcept nogil:
-        if _vector_sigmoid:
-            nr_sigmoid_f32(z, a, n)
-        else:
-            _sigmoid_forward(z, a, n)
+        cdef Py_ssize_t done = nr_sigmoid_f32(z, a, n) if _vector_sigmoid else 0
+        _sigmoid_forward(z + done, a + done, n - done)
 
     cdef void forward_f64(self, const double* z, double* a, Py_ssize_t n) noexcept nogil:
         _sigmoid_forward(z, a, n)

@@ -8,8 +8,6 @@
  */
 #include "_sigmoid.h"
 
-#include <math.h>
-
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
 
 #include <immintrin.h>
@@ -61,27 +59,18 @@ TILE __m128 sigmoid4(__m128 z)
     return _mm_blendv_ps(a, z, _mm_cmpunord_ps(z, z));
 }
 
-static float sigmoid1(float z)
-{
-    if (z >= 0)
-        return (float)(1 / (1 + exp(-(double)z)));
-    double e = (float)exp((double)z);
-    return (float)(e / (1 + e));
-}
-
-KERNEL void nr_sigmoid_f32(const float *z, float *a, ptrdiff_t n)
+KERNEL ptrdiff_t nr_sigmoid_f32(const float *z, float *a, ptrdiff_t n)
 {
     ptrdiff_t i = 0;
     for (; i + 4 <= n; i += 4)
         _mm_storeu_ps(a + i, sigmoid4(_mm_loadu_ps(z + i)));
-    for (; i < n; i++)
-        a[i] = sigmoid1(z[i]);
+    return i;
 }
 
 #else
 
 int nr_sigmoid_available(void) { return 0; }
 
-void nr_sigmoid_f32(const float *z, float *a, ptrdiff_t n) {}
+ptrdiff_t nr_sigmoid_f32(const float *z, float *a, ptrdiff_t n) { return 0; }
 
 #endif

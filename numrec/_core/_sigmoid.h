@@ -16,7 +16,8 @@
 
 int nr_sigmoid_available(void);
 
-/* a[i] = sigmoid(z[i]) for i < n (a may be z). */
-void nr_sigmoid_f32(const float *z, float *a, ptrdiff_t n);
+/* a[i] = sigmoid(z[i]) for the first n - n % 4 entries (a may be z); returns how many:
+ * the caller runs the scalar form on the rest. */
+ptrdiff_t nr_sigmoid_f32(const float *z, float *a, ptrdiff_t n);
 
 #endif
