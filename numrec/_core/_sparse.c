@@ -3,20 +3,22 @@
  * - forward: for each pair of rows of x, the columns where either row holds a nonzero
  *   entry are listed first (8 at a time, through a table of bit positions, without a
  *   branch per entry), then each listed column adds its weights, scaled by the two
- *   entries, to 4 vector accumulators per row: 32 units per pass over the list.  The two
+ *   entries, to 6 vector accumulators per row: 48 units per pass over the list.  The two
  *   rows share each load of weights (on MNIST the nonzero pixels of two rows cover 29 %
  *   of the columns, against 2 x 19 % for the rows apart); a column where only one row is
  *   nonzero adds an exact zero to the other's sums, which leaves them as they were (they
  *   start at +0.0 and never become -0.0).  A last odd row takes 64 units per pass.
  * - update: for each block of up to 32 rows of x, a 32-bit mask per column marks the
  *   rows where the column is nonzero; then each column p with a nonzero entry sums
- *   x[i, p] g[i, :] over its rows into 8 accumulators (64 units at a time) and adds
- *   alpha times the sum to row p of wt.  The block's rows of g stay in the L1 cache.
+ *   x[i, p] g[i, :] over its rows into 8 accumulators (64 units at a time; the units
+ *   past the last multiple of 64 in a pass of their own) and adds alpha times the sum to
+ *   row p of wt.  The block's rows of g stay in the L1 cache.
  *
- * Both read the weights of each nonzero column from the L2 cache once per pass: their
- * speed is bound by that bandwidth.  On MNIST they do a fifth of the full product's
- * arithmetic in about half its time (forward 0.65, update 0.45, one core, batches of 32);
- * with more than about two inputs in five nonzero the full product is faster.
+ * Both read the weights of each nonzero column from the L2 cache once per pass (the
+ * forward pass takes the same time per unit whether or not a core's weights fit in
+ * that cache, 32 to 384 units).  On MNIST they do a fifth of the full product's
+ * arithmetic in about half its time (forward 0.65, update 0.45, one core, batches of
+ * 32); with more than about two inputs in five nonzero the full product is faster.
  *
  * Each kernel reads its input rows either as float32 or as uint8 pixels standing for
  * pixel / 255 (the same helpers, inlined with PIXELS constant): a quarter of the bytes
@@ -169,12 +171,12 @@ TILE void forward_units(int PIXELS, int V, int MASKED, __m256i mask, const void 
 }
 
 /* forward_units for two rows x and y at once, over the columns where either is nonzero
- * (a zero entry adds an exact zero), 4 vectors at most. */
+ * (a zero entry adds an exact zero), 6 vectors at most. */
 TILE void forward_pair(int PIXELS, int V, int MASKED, __m256i mask, const void *x,
                        const void *y, const int *idx, int count, const float *wt,
                        size_t panel_stride, const float *b, float *zx, float *zy)
 {
-    __m256 ax[4], ay[4];
+    __m256 ax[6], ay[6];
     for (int v = 0; v < V; v++)
         ax[v] = ay[v] = _mm256_setzero_ps();
     for (int t = 0; t < count; t++) {
@@ -222,13 +224,15 @@ TILE void forward_rows(int PIXELS, int m, int n, int k, const void *x, int ldx,
         const void *xr = input_row(PIXELS, x, i, ldx), *yr = input_row(PIXELS, x, i + 1, ldx);
         float *zr = z + (size_t)i * ldz;
         int count = nonzero_columns(PIXELS, xr, yr, k, idx), j = 0;
-        for (; j + 32 <= n; j += 32)
-            forward_pair(PIXELS, 4, 0, all, xr, yr, idx, count, panels(wt, stride, j), stride,
+        for (; j + 48 <= n; j += 48)
+            forward_pair(PIXELS, 6, 0, all, xr, yr, idx, count, panels(wt, stride, j), stride,
                          b ? b + j : NULL, zr + j, zr + ldz + j);
         if (j < n) {
             int rest = n - j;
             __m256i mask = lanes_below(rest - 8 * ((rest - 1) / 8));
             switch ((rest + 7) / 8) {
+            case 6: PAIR_REST(6); break;
+            case 5: PAIR_REST(5); break;
             case 4: PAIR_REST(4); break;
             case 3: PAIR_REST(3); break;
             case 2: PAIR_REST(2); break;
@@ -332,9 +336,50 @@ TILE void update_units(int PIXELS, int V, int MASKED, __m256i mask, uint32_t row
     }
 }
 
+/* update_units on units 0 .. 64 blocks - 1 for each column with a nonzero entry; BLOCKS
+ * is either the same count as a constant (a loop the compiler lays out straight: 6 %
+ * faster for a thread's 128 units of the reference network) or 0. */
+TILE void update_blocks(int PIXELS, int BLOCKS, int blocks, int k, const uint32_t *rows_of,
+                        const void *x, int ldx, const float *g, int ldg, __m256 alpha,
+                        float *wt, size_t stride)
+{
+    __m256i all = _mm256_set1_epi32(-1);
+    int count = BLOCKS ? BLOCKS : blocks;
+    for (int p = 0; p < k; p++) {
+        uint32_t rows = rows_of[p];
+        if (rows)
+            for (int q = 0; q < count; q++)
+                update_units(PIXELS, 8, 0, all, rows, x, ldx, g + 64 * q, ldg, alpha,
+                             panels(wt, stride, 64 * q), stride, p);
+    }
+}
+
 #define UPDATE_REST(V) \
-    update_units(PIXELS, V, 1, mask, rows, xb, ldx, gb + j, ldg, a, panels(wt, stride, j), \
+    update_units(PIXELS, V, 1, mask, rows, x, ldx, g + j, ldg, alpha, panels(wt, stride, j), \
                  stride, p)
+
+/* update_units on units j .. n - 1 (fewer than 64) for each column with a nonzero entry. */
+TILE void update_rest(int PIXELS, int j, int n, int k, const uint32_t *rows_of, const void *x,
+                      int ldx, const float *g, int ldg, __m256 alpha, float *wt, size_t stride)
+{
+    int rest = n - j;
+    __m256i mask = lanes_below(rest - 8 * ((rest - 1) / 8));
+    for (int p = 0; p < k; p++) {
+        uint32_t rows = rows_of[p];
+        if (!rows)
+            continue;
+        switch ((rest + 7) / 8) {
+        case 8: UPDATE_REST(8); break;
+        case 7: UPDATE_REST(7); break;
+        case 6: UPDATE_REST(6); break;
+        case 5: UPDATE_REST(5); break;
+        case 4: UPDATE_REST(4); break;
+        case 3: UPDATE_REST(3); break;
+        case 2: UPDATE_REST(2); break;
+        default: UPDATE_REST(1); break;
+        }
+    }
+}
 
 TILE void update_rows(int PIXELS, int m, int n, int k, float alpha, const float *g, int ldg,
                       const void *x, int ldx, float *wt)
@@ -342,35 +387,22 @@ TILE void update_rows(int PIXELS, int m, int n, int k, float alpha, const float 
     uint32_t rows_of[NR_SPARSE_MAX_INPUTS];
     size_t stride = (size_t)NR_SPARSE_PANEL * k;
     __m256 a = _mm256_set1_ps(alpha);
-    __m256i all = _mm256_set1_epi32(-1);
-    int full = n & ~63, rest = n - full;
-    __m256i mask = lanes_below(rest - 8 * ((rest - 1) / 8));
+    int blocks = n / 64;
     for (int i0 = 0; i0 < m; i0 += 32) {
         int mi = m - i0 < 32 ? m - i0 : 32;
         const void *xb = input_row(PIXELS, x, i0, ldx);
         const float *gb = g + (size_t)i0 * ldg;
         column_rows(PIXELS, mi, k, xb, ldx, rows_of);
-        for (int p = 0; p < k; p++) {
-            uint32_t rows = rows_of[p];
-            int j = 0;
-            if (!rows)
-                continue;
-            for (; j < full; j += 64)
-                update_units(PIXELS, 8, 0, all, rows, xb, ldx, gb + j, ldg, a,
-                             panels(wt, stride, j), stride, p);
-            if (rest) {
-                switch ((rest + 7) / 8) {
-                case 8: UPDATE_REST(8); break;
-                case 7: UPDATE_REST(7); break;
-                case 6: UPDATE_REST(6); break;
-                case 5: UPDATE_REST(5); break;
-                case 4: UPDATE_REST(4); break;
-                case 3: UPDATE_REST(3); break;
-                case 2: UPDATE_REST(2); break;
-                default: UPDATE_REST(1); break;
-                }
-            }
+        switch (blocks) {
+        case 0: break;
+        case 1: update_blocks(PIXELS, 1, 1, k, rows_of, xb, ldx, gb, ldg, a, wt, stride); break;
+        case 2: update_blocks(PIXELS, 2, 2, k, rows_of, xb, ldx, gb, ldg, a, wt, stride); break;
+        default:
+            update_blocks(PIXELS, 0, blocks, k, rows_of, xb, ldx, gb, ldg, a, wt, stride);
+            break;
         }
+        if (64 * blocks < n)
+            update_rest(PIXELS, 64 * blocks, n, k, rows_of, xb, ldx, gb, ldg, a, wt, stride);
     }
 }
 
