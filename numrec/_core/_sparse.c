@@ -336,9 +336,9 @@ TILE void update_units(int PIXELS, int V, int MASKED, __m256i mask, uint32_t row
     }
 }
 
-/* update_units on units 0 .. 64 blocks - 1 for each column with a nonzero entry; BLOCKS
- * is either the same count as a constant (a loop the compiler lays out straight: 6 %
- * faster for a thread's 128 units of the reference network) or 0. */
+/* update_units on the first 64 * blocks units, for each column with a nonzero entry.
+ * BLOCKS is 0 or the same count as a constant: the compiler then lays the loop out
+ * straight (6 % faster for a thread's 128 units of the reference network). */
 TILE void update_blocks(int PIXELS, int BLOCKS, int blocks, int k, const uint32_t *rows_of,
                         const void *x, int ldx, const float *g, int ldg, __m256 alpha,
                         float *wt, size_t stride)
