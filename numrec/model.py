@@ -12,24 +12,13 @@ from numrec._core._activations import Activation, LeakyReLU, Sigmoid
 from numrec._core._layers import Dense, Layer
 from numrec._core._losses import MSE, Loss
 from numrec._core._optimizers import SGD, Optimizer
-from numrec._core._training import FusedTrainer, is_compiled, mostly_zeros, plan_stages
+from numrec._core._training import (
+    FusedTrainer, kernel_problem, plan_problem, plan_stages, thread_plan,
+)
 from numrec._core._validation import (
     as_rng, check_array, check_finite_number, check_positive_int,
 )
-
-#: Learning rate of ``SGD`` when ``fit`` is given no optimizer.
-DEFAULT_LR = 0.5
-#: Up to this batch size the compiled loop shares each large layer between its threads
-#: (each thread's share of the weights stays in its core's cache; float32 products run
-#: in numrec's own AVX2 kernels, others in single-threaded BLAS); above it, BLAS threads
-#: each matrix product itself, which measured faster for these larger products.  Keep
-#: equal to SIMD_MAX_ROWS in numrec/_core/_layers.pxd, the own kernels' row limit.
-#: Inputs that are mostly zeros (as MNIST's pixels) are shared at any batch size: the
-#: first layer's kernels for them have no row limit, and the other large float32
-#: layers then take 128 rows at a time (so results do not depend on the thread count).
-SPLIT_MAX_BATCH = 128
-#: Progress callbacks are called after about this many samples (and at each epoch's end).
-_PROGRESS_SAMPLES = 4096
+from numrec._loops import FusedEpoch, PythonEpoch, SegmentedEpoch, one_hot
 
 
 class DivergedError(FloatingPointError):
@@ -51,7 +40,11 @@ class History:
     reached_target : bool
         True if training stopped because validation accuracy exceeded ``target_accuracy``.
     fused : bool
-        True if the epochs ran in the compiled training loop.
+        True if the whole epochs ran in the compiled training loop.
+    loop : str
+        Which loop ran the epochs: ``"compiled"`` (every component, the loss and the
+        optimizer compiled), ``"segmented"`` (the compiled parts compiled, the
+        Python-written ones called per batch) or ``"python"`` (``fused=False``).
     """
 
     loss: list = field(default_factory=list)
@@ -59,6 +52,7 @@ class History:
     seconds: list = field(default_factory=list)
     reached_target: bool = False
     fused: bool = False
+    loop: str = "compiled"
 
     @property
     def epochs(self):
@@ -98,7 +92,7 @@ class Sequential:
         self.components = components
         self.dtype = self._common_dtype()
         self._check_widths()
-        self._cache = None
+        self._forward_done = False
 
     def _common_dtype(self):
         dtypes = {param.dtype for param in self.parameters()}
@@ -157,15 +151,9 @@ class Sequential:
         ndarray, shape (n_samples, n_outputs)
         """
         out = self._as_input(x)
-        cache = []
         for component in self.components:
-            if isinstance(component, Activation):
-                z, out = out, component.forward(out)
-                cache.append((z, out))
-            else:
-                out = component.forward(out)
-                cache.append(None)
-        self._cache = cache
+            out = component.forward_pass(out)
+        self._forward_done = True
         return out
 
     def backward(self, grad_output):
@@ -174,15 +162,11 @@ class Sequential:
         Fills every layer's gradients (``grad_weights``, ``grad_bias`` for a Dense) and
         returns ``dL/dx``, shaped like the input.
         """
-        if self._cache is None:
+        if not self._forward_done:
             raise RuntimeError("Sequential.backward called before forward")
         grad = grad_output
-        for component, cached in zip(reversed(self.components), reversed(self._cache)):
-            if cached is None:
-                grad = component.backward(grad)
-            else:
-                z, a = cached
-                grad = component.backward(z, a, grad)
+        for component in reversed(self.components):
+            grad = component.backward_pass(grad)
         return grad
 
     def predict(self, x, *, batch_size=1024):
@@ -221,7 +205,7 @@ class Sequential:
         output = self.predict(x, batch_size=batch_size)
         targets, labels = _prepare_targets(y, len(output), output.shape[1], self.dtype, "y")
         if targets is None:
-            targets = _one_hot(labels, output.shape[1], self.dtype)
+            targets = one_hot(labels, output.shape[1], self.dtype)
         return {
             "loss": float(loss.value(output, targets)),
             "accuracy": float(np.mean(output.argmax(axis=1) == labels)),
@@ -281,11 +265,15 @@ class Sequential:
             In the compiled loop the model's parameter arrays may lag behind until the
             epoch's training ends; read them in ``on_epoch``, not here.
         fused : bool, optional
-            ``None`` picks the compiled loop when it can run; ``False`` forces the Python
-            loop; ``True`` raises ``ValueError`` if the compiled loop cannot run.
+            ``None`` picks the compiled loop when every component, the loss and the
+            optimizer are compiled, and otherwise the segmented loop, which keeps the
+            compiled parts compiled and calls the Python-written ones per batch (the same
+            numbers); ``False`` forces the per-batch Python loop through every
+            component; ``True`` raises ``ValueError``, naming the component, if the
+            compiled loop cannot run the whole model.
         threads : int, optional
             Threads of the compiled loop (default: the cores this process may use).  Up
-            to batch size ``SPLIT_MAX_BATCH`` (128), and at any batch size for inputs
+            to batch size 128 for Dense layers (``Layer.unit_shares()``), and at any batch size for inputs
             that are mostly zeros (at most 35 % nonzero, as MNIST's pixels), each large
             layer's output units are shared between the threads, so that each thread
             keeps its share of the weights in its own core's cache; otherwise BLAS uses
@@ -307,13 +295,15 @@ class Sequential:
         -----
         With plain :class:`SGD`, the compiled loop folds each update into the matrix
         product that computes the gradient, so it leaves ``grad_weights`` and
-        ``grad_bias`` unchanged; call :meth:`backward` to inspect gradients.
+        ``grad_bias`` unchanged; call :meth:`backward` to inspect gradients.  A stateful
+        optimizer (momentum) updates each thread's share of the parameters after the
+        layer has written that share of the gradients.
         """
         epochs = check_positive_int(epochs, "epochs")
         batch_size = check_positive_int(batch_size, "batch_size")
         loss = _check_component(loss if loss is not None else MSE(), "loss", Loss)
         optimizer = _check_component(
-            optimizer if optimizer is not None else SGD(DEFAULT_LR), "optimizer", Optimizer
+            optimizer if optimizer is not None else SGD(), "optimizer", Optimizer
         )
         x = _check_inputs(x, "x", self.n_inputs)
         if x.dtype != np.uint8:
@@ -332,31 +322,48 @@ class Sequential:
         threads = (check_positive_int(threads, "threads") if threads is not None
                    else _default_threads())
 
-        stages = plan_stages(self.components)
-        if not (is_compiled(loss) and is_compiled(optimizer)):
-            stages = None
-        if fused and stages is None:
-            raise ValueError(
-                "fused=True needs a model, loss and optimizer made only of compiled "
-                "built-in components (each activation after a layer)"
-            )
-        if fused is False:
-            stages = None
-        blas_threads = None  # BLAS as configured, in the Python loop
-        if stages is not None:
-            shared = batch_size <= SPLIT_MAX_BATCH or mostly_zeros(x)
-            split = threads if shared else 1
-            blas_threads = 1 if split > 1 else threads
-            trainer = FusedTrainer(stages, loss, optimizer, batch_size, self.dtype, split,
-                                   exact_shares=shared)
-            run_epoch = _FusedEpoch(trainer)
-        else:
-            run_epoch = _PythonEpoch(self, loss, optimizer, batch_size)
-        history = History(fused=stages is not None)
+        optimizer.prepare(self.parameters())
+        run_epoch, blas_threads = self._epoch_runner(fused, x, loss, optimizer, batch_size,
+                                                     threads)
+        history = History(fused=isinstance(run_epoch, FusedEpoch),
+                          loop=_LOOP_NAMES[type(run_epoch)])
         with _blas_threads(blas_threads):
             _run_epochs(run_epoch, history, x, train_targets, validation, epochs, rng,
                         target_accuracy, on_epoch, on_progress)
         return history
+
+    def _epoch_runner(self, fused, x, loss, optimizer, batch_size, threads):
+        """The epoch loop for ``fit`` and the BLAS threads to run it with (None: as set).
+
+        All compiled: the compiled loop.  Otherwise the segmented loop, unless
+        ``fused=False`` asks for the Python loop or ``fused=True`` cannot be honoured.
+        """
+        problem = self._compiled_problem(loss, optimizer)
+        if fused and problem is not None:
+            raise ValueError(f"fused=True needs a model, loss and optimizer that the "
+                             f"compiled loop runs entirely: {problem}")
+        if fused is False:
+            return PythonEpoch(self, loss, optimizer, batch_size), None
+        if problem is None:
+            stages = plan_stages(self.components, self.dtype)
+            split, blas_threads, exact = thread_plan(stages, self.dtype, batch_size, x,
+                                                     threads)
+            trainer = FusedTrainer(stages, loss, optimizer, batch_size, self.dtype, split,
+                                   exact)
+            return FusedEpoch(trainer), blas_threads
+        segmented = SegmentedEpoch(self, loss, optimizer, batch_size, x, threads)
+        return segmented, segmented.blas_threads
+
+    def _compiled_problem(self, loss, optimizer):
+        """Why the compiled loop cannot run this model with ``loss`` and ``optimizer``."""
+        problem = plan_problem(self.components, self.dtype)
+        if problem is not None:
+            return problem
+        for name, component in (("loss", loss), ("optimizer", optimizer)):
+            problem = kernel_problem(component, self.dtype)
+            if problem is not None:
+                return f"{name}: {problem}"
+        return None
 
     def _check_validation(self, validation_data, n_outputs):
         if validation_data is None:
@@ -371,59 +378,7 @@ class Sequential:
         return x_val, labels
 
 
-class _FusedEpoch:
-    """An epoch in the compiled loop, run in chunks so that progress and Ctrl-C get through."""
-
-    def __init__(self, trainer):
-        self.trainer = trainer
-
-    def train(self, x, targets, order, on_progress):
-        batch = self.trainer.batch_size
-        chunk = max(1, _PROGRESS_SAMPLES // batch) * batch
-        total = 0.0
-        with self.trainer.holding(x):  # one choice of kernels for the epoch's chunks
-            for start in range(0, len(order), chunk):
-                stop = min(start + chunk, len(order))
-                total += self.trainer.train(x, targets, order, start, stop)
-                if on_progress is not None:
-                    on_progress(stop, len(order))
-        return total
-
-    def accuracy(self, x, labels):
-        return self.trainer.count_correct(x, labels) / len(labels) if len(labels) else 0.0
-
-
-class _PythonEpoch:
-    """An epoch as a Python loop over batches: works with any component."""
-
-    def __init__(self, model, loss, optimizer, batch_size):
-        self.model, self.loss, self.optimizer = model, loss, optimizer
-        self.batch_size = batch_size
-
-    def train(self, x, targets, order, on_progress):
-        model = self.model
-        parameters, gradients = model.parameters(), model.gradients()
-        total = 0.0
-        for start in range(0, len(order), self.batch_size):
-            rows = order[start:start + self.batch_size]
-            output = model.forward(x[rows])
-            target = _batch_targets(targets, rows, output.shape[1], model.dtype)
-            batch_loss = float(self.loss.value(output, target))
-            if not math.isfinite(batch_loss):
-                return batch_loss  # diverged: fit reports it
-            total += batch_loss * len(rows)
-            model.backward(self.loss.gradient(output, target))
-            self.optimizer.step(parameters, gradients)
-            done = start + len(rows)
-            if on_progress is not None and (done % _PROGRESS_SAMPLES < self.batch_size
-                                            or done == len(order)):
-                on_progress(done, len(order))
-        return total
-
-    def accuracy(self, x, labels):
-        if not len(labels):
-            return 0.0
-        return float(np.mean(self.model.predict_classes(x) == labels))
+_LOOP_NAMES = {FusedEpoch: "compiled", SegmentedEpoch: "segmented", PythonEpoch: "python"}
 
 
 def _run_epochs(run_epoch, history, x, targets, validation, epochs, rng, target_accuracy,
@@ -465,19 +420,6 @@ def _blas_threads(count):
         return
     with threadpool_limits(limits=count, user_api="blas"):
         yield
-
-
-def _batch_targets(targets, rows, n_outputs, dtype):
-    if targets.ndim == 2:
-        return targets[rows]
-    return _one_hot(targets[rows], n_outputs, dtype)
-
-
-def _one_hot(labels, n_outputs, dtype):
-    """Rows of zeros with a one at each label: shape (len(labels), n_outputs)."""
-    one_hot = np.zeros((len(labels), n_outputs), dtype=dtype)
-    one_hot[np.arange(len(labels)), labels] = 1
-    return one_hot
 
 
 def _check_component(value, name, kind):

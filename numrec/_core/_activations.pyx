@@ -40,9 +40,19 @@ cdef class Activation:
     - ``derivative(z, a) -> f'(z)`` (elementwise, same shape as ``z``), **or**, for an
       activation that mixes the values of a row (softmax), ``backward(z, a, grad_a) -> grad_z``.
 
-    The default ``backward`` returns ``grad_a * derivative(z, a)``.  A model holding a
-    Python-written activation trains through the general per-batch loop.
+    The default ``backward`` returns ``grad_a * derivative(z, a)``.  Inside a model, a
+    Python-written activation runs per batch between the compiled parts, which stay
+    compiled (see :doc:`architecture`).
+
+    Compiled activations fill the kernel contract and declare it in class attributes:
+    ``kernel_dtypes`` (the dtypes whose kernels the class implements; empty for the
+    abstract classes, which the compiled loop therefore never admits) and ``rowwise``
+    (True for a function of a whole row, such as softmax, whose kernels the loop calls
+    on whole rows only).
     """
+
+    kernel_dtypes = ()
+    rowwise = False
 
     def __cinit__(self, *args, **kwargs):
         if type(self) is Activation or type(self) is ElementwiseActivation:
@@ -64,6 +74,23 @@ cdef class Activation:
         """Return ``dL/dz = dL/da * f'(z)`` given ``z``, ``a = f(z)`` and ``dL/da``."""
         return grad_a * self.derivative(z, a)
 
+    def forward_pass(self, z):
+        """The step of a training pass: ``a = forward(z)``, keeping ``z`` and ``a``.
+
+        :class:`~numrec.Sequential` calls ``forward_pass`` and ``backward_pass`` on every
+        component alike (layers and activations).
+        """
+        a = self.forward(z)
+        self._z, self._a = z, a
+        return a
+
+    def backward_pass(self, grad_output):
+        """``backward(z, a, grad_output)`` for the ``z`` and ``a`` of the last
+        :meth:`forward_pass`."""
+        if self._z is None:
+            raise RuntimeError(f"{type(self).__name__}.backward_pass called before forward_pass")
+        return self.backward(self._z, self._a, grad_output)
+
     def get_config(self):
         """Return the constructor arguments as a JSON-serialisable dict."""
         return {}
@@ -72,18 +99,24 @@ cdef class Activation:
         args = ", ".join(f"{key}={value!r}" for key, value in self.get_config().items())
         return f"{type(self).__name__}({args})"
 
-    cdef void forward_f32(self, const float* z, float* a, Py_ssize_t n) noexcept nogil:
+    # The abstract kernels do nothing: the compiled loop never calls them, because it
+    # admits only classes that declare their kernels (kernel_dtypes).
+
+    cdef void forward_f32(self, const float* z, float* a, Py_ssize_t rows,
+                          Py_ssize_t width, Py_ssize_t stride) noexcept nogil:
         pass
 
-    cdef void forward_f64(self, const double* z, double* a, Py_ssize_t n) noexcept nogil:
+    cdef void forward_f64(self, const double* z, double* a, Py_ssize_t rows,
+                          Py_ssize_t width, Py_ssize_t stride) noexcept nogil:
         pass
 
-    cdef void backward_f32(self, const float* z, const float* a, float* g,
-                           Py_ssize_t n) noexcept nogil:
+    cdef void backward_f32(self, const float* z, const float* a, float* g, Py_ssize_t rows,
+                           Py_ssize_t width, Py_ssize_t stride) noexcept nogil:
         pass
 
     cdef void backward_f64(self, const double* z, const double* a, double* g,
-                           Py_ssize_t n) noexcept nogil:
+                           Py_ssize_t rows, Py_ssize_t width,
+                           Py_ssize_t stride) noexcept nogil:
         pass
 
 
@@ -95,11 +128,12 @@ def _check_float_array(value, name):
 
 
 cdef class ElementwiseActivation(Activation):
-    """Base of the compiled activations: the Python methods run the C kernels.
+    """Base of the compiled elementwise activations: the Python methods run the C kernels.
 
-    A subclass implements the four ``cdef`` kernels (``forward_f32/f64``,
-    ``backward_f32/f64``); ``forward``, ``derivative`` and ``backward`` and the fused
-    training loop then all use them.
+    A subclass implements the four ``cdef`` kernels over contiguous values
+    (``map_forward_f32/f64``, ``map_backward_f32/f64``) and declares
+    ``kernel_dtypes``; ``forward``, ``derivative`` and ``backward`` and the compiled
+    loop then all use them.
     """
 
     def forward(self, z):
@@ -135,9 +169,9 @@ cdef class ElementwiseActivation(Activation):
             return
         with nogil:
             if floating is float:
-                self.forward_f32(&z[0], &a[0], n)
+                self.forward_f32(&z[0], &a[0], 1, n, n)
             else:
-                self.forward_f64(&z[0], &a[0], n)
+                self.forward_f64(&z[0], &a[0], 1, n, n)
 
     def _run_backward(self, floating[::1] z, floating[::1] a, floating[::1] g):
         cdef Py_ssize_t n = z.shape[0]
@@ -147,9 +181,60 @@ cdef class ElementwiseActivation(Activation):
             return
         with nogil:
             if floating is float:
-                self.backward_f32(&z[0], &a[0], &g[0], n)
+                self.backward_f32(&z[0], &a[0], &g[0], 1, n, n)
             else:
-                self.backward_f64(&z[0], &a[0], &g[0], n)
+                self.backward_f64(&z[0], &a[0], &g[0], 1, n, n)
+
+    cdef void forward_f32(self, const float* z, float* a, Py_ssize_t rows,
+                          Py_ssize_t width, Py_ssize_t stride) noexcept nogil:
+        cdef Py_ssize_t i
+        if width == stride:
+            self.map_forward_f32(z, a, rows * width)
+            return
+        for i in range(rows):
+            self.map_forward_f32(z + i * stride, a + i * stride, width)
+
+    cdef void forward_f64(self, const double* z, double* a, Py_ssize_t rows,
+                          Py_ssize_t width, Py_ssize_t stride) noexcept nogil:
+        cdef Py_ssize_t i
+        if width == stride:
+            self.map_forward_f64(z, a, rows * width)
+            return
+        for i in range(rows):
+            self.map_forward_f64(z + i * stride, a + i * stride, width)
+
+    cdef void backward_f32(self, const float* z, const float* a, float* g, Py_ssize_t rows,
+                           Py_ssize_t width, Py_ssize_t stride) noexcept nogil:
+        cdef Py_ssize_t i
+        if width == stride:
+            self.map_backward_f32(z, a, g, rows * width)
+            return
+        for i in range(rows):
+            self.map_backward_f32(z + i * stride, a + i * stride, g + i * stride, width)
+
+    cdef void backward_f64(self, const double* z, const double* a, double* g,
+                           Py_ssize_t rows, Py_ssize_t width,
+                           Py_ssize_t stride) noexcept nogil:
+        cdef Py_ssize_t i
+        if width == stride:
+            self.map_backward_f64(z, a, g, rows * width)
+            return
+        for i in range(rows):
+            self.map_backward_f64(z + i * stride, a + i * stride, g + i * stride, width)
+
+    cdef void map_forward_f32(self, const float* z, float* a, Py_ssize_t n) noexcept nogil:
+        pass
+
+    cdef void map_forward_f64(self, const double* z, double* a, Py_ssize_t n) noexcept nogil:
+        pass
+
+    cdef void map_backward_f32(self, const float* z, const float* a, float* g,
+                               Py_ssize_t n) noexcept nogil:
+        pass
+
+    cdef void map_backward_f64(self, const double* z, const double* a, double* g,
+                               Py_ssize_t n) noexcept nogil:
+        pass
 
 
 # --- LeakyReLU -----------------------------------------------------------------------------
@@ -191,25 +276,70 @@ cdef class LeakyReLU(ElementwiseActivation):
         ``alpha = 0`` gives the plain ReLU.
     """
 
+    kernel_dtypes = ("float32", "float64")
+
     def __init__(self, alpha=0.2):
         self.alpha = check_finite_number(alpha, "alpha", minimum=0.0)
 
     def get_config(self):
         return {"alpha": self.alpha}
 
-    cdef void forward_f32(self, const float* z, float* a, Py_ssize_t n) noexcept nogil:
+    cdef void map_forward_f32(self, const float* z, float* a, Py_ssize_t n) noexcept nogil:
         _leaky_forward(z, a, n, <float>self.alpha)
 
-    cdef void forward_f64(self, const double* z, double* a, Py_ssize_t n) noexcept nogil:
+    cdef void map_forward_f64(self, const double* z, double* a, Py_ssize_t n) noexcept nogil:
         _leaky_forward(z, a, n, self.alpha)
 
-    cdef void backward_f32(self, const float* z, const float* a, float* g,
-                           Py_ssize_t n) noexcept nogil:
+    cdef void map_backward_f32(self, const float* z, const float* a, float* g,
+                               Py_ssize_t n) noexcept nogil:
         _leaky_backward(z, g, n, <float>self.alpha)
 
-    cdef void backward_f64(self, const double* z, const double* a, double* g,
-                           Py_ssize_t n) noexcept nogil:
+    cdef void map_backward_f64(self, const double* z, const double* a, double* g,
+                               Py_ssize_t n) noexcept nogil:
         _leaky_backward(z, g, n, self.alpha)
+
+
+# --- ReLU ----------------------------------------------------------------------------------
+
+cdef inline void _relu_forward(const floating* z, floating* a, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(n):
+        a[i] = z[i] if z[i] > 0 else 0
+
+
+cdef inline void _relu_backward(const floating* z, floating* g, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(n):
+        g[i] = g[i] if z[i] > 0 else 0
+
+
+cdef class ReLU(ElementwiseActivation):
+    r"""Rectified linear unit.
+
+    .. math::
+
+        f(z) = \max(z, 0) \qquad
+        f'(z) = \begin{cases} 1 & z > 0 \\ 0 & z \le 0 \end{cases}
+
+    PyTorch: ``torch.nn.ReLU`` (the same derivative, 0, at :math:`z = 0`).  Equal to
+    ``LeakyReLU(alpha=0)`` in value and gradient.
+    """
+
+    kernel_dtypes = ("float32", "float64")
+
+    cdef void map_forward_f32(self, const float* z, float* a, Py_ssize_t n) noexcept nogil:
+        _relu_forward(z, a, n)
+
+    cdef void map_forward_f64(self, const double* z, double* a, Py_ssize_t n) noexcept nogil:
+        _relu_forward(z, a, n)
+
+    cdef void map_backward_f32(self, const float* z, const float* a, float* g,
+                               Py_ssize_t n) noexcept nogil:
+        _relu_backward(z, g, n)
+
+    cdef void map_backward_f64(self, const double* z, const double* a, double* g,
+                               Py_ssize_t n) noexcept nogil:
+        _relu_backward(z, g, n)
 
 
 # --- Sigmoid -------------------------------------------------------------------------------
@@ -238,19 +368,23 @@ cdef class Sigmoid(ElementwiseActivation):
     .. math::
 
         \sigma(z) = \frac{1}{1 + e^{-z}} \qquad \sigma'(z) = \sigma(z)\,(1 - \sigma(z))
+
+    PyTorch: ``torch.nn.Sigmoid``.
     """
 
-    cdef void forward_f32(self, const float* z, float* a, Py_ssize_t n) noexcept nogil:
+    kernel_dtypes = ("float32", "float64")
+
+    cdef void map_forward_f32(self, const float* z, float* a, Py_ssize_t n) noexcept nogil:
         cdef Py_ssize_t done = nr_sigmoid_f32(z, a, n) if _vector_sigmoid else 0
         _sigmoid_forward(z + done, a + done, n - done)
 
-    cdef void forward_f64(self, const double* z, double* a, Py_ssize_t n) noexcept nogil:
+    cdef void map_forward_f64(self, const double* z, double* a, Py_ssize_t n) noexcept nogil:
         _sigmoid_forward(z, a, n)
 
-    cdef void backward_f32(self, const float* z, const float* a, float* g,
-                           Py_ssize_t n) noexcept nogil:
+    cdef void map_backward_f32(self, const float* z, const float* a, float* g,
+                               Py_ssize_t n) noexcept nogil:
         _sigmoid_backward(a, g, n)
 
-    cdef void backward_f64(self, const double* z, const double* a, double* g,
-                           Py_ssize_t n) noexcept nogil:
+    cdef void map_backward_f64(self, const double* z, const double* a, double* g,
+                               Py_ssize_t n) noexcept nogil:
         _sigmoid_backward(a, g, n)

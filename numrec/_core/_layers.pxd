@@ -1,44 +1,58 @@
 from libc.stdint cimport uint8_t
 
 cdef enum:
-    # Up to this many rows the own kernels, one thread per share of the units, beat BLAS;
-    # for larger products BLAS with its own threads measured faster (benchmarks/).  Keep
-    # equal to numrec.model.SPLIT_MAX_BATCH, the largest batch the loop splits.
+    # Up to this many rows Dense's own float32 kernels, one thread per share of the units,
+    # beat BLAS; for larger products BLAS with its own threads measured faster
+    # (docs/benchmarks.rst).  Dense reports it through Layer.unit_shares().
     SIMD_MAX_ROWS = 128
 
 
 cdef class Layer:
-    # Kernels for compiled layers, called by the fused training loop without the GIL.
-    # x: (m, n_inputs) input rows, z: (m, n_outputs) output rows, g: dL/dz, gx: dL/dx.
-    # forward and gradient work on the outputs lo:hi only, so that threads can share a
-    # layer by output units.  gradient: with a finite `step_scale` apply
-    # param += step_scale * grad directly (plain SGD folded into the matrix product);
-    # with NaN, write grad_weights/grad_bias.
+    # The kernel contract of compiled layers (docs/architecture.rst), called by the
+    # compiled loop without the GIL.  x: (m, n_inputs) input rows, z: (m, n_outputs)
+    # output rows, g: dL/dz, gx: dL/dx.  forward and the parameter kernels work on the
+    # output units lo:hi only, so that threads can share a layer by output units (as
+    # unit_shares() allows); a parameter's elements for those units are the range
+    # [lo * unit_size, hi * unit_size) of it, flattened (unit_sizes()).
+    #
+    # Required, for each dtype in kernel_dtypes:
     cdef void forward_f32(self, const float* x, float* z, int m, int lo, int hi) noexcept nogil
     cdef void forward_f64(self, const double* x, double* z, int m, int lo, int hi) noexcept nogil
     cdef void backward_input_f32(self, const float* g, float* gx, int m) noexcept nogil
     cdef void backward_input_f64(self, const double* g, double* gx, int m) noexcept nogil
-    cdef void gradient_f32(self, const float* x, const float* g, int m,
-                           double step_scale, int lo, int hi) noexcept nogil
-    cdef void gradient_f64(self, const double* x, const double* g, int m,
-                           double step_scale, int lo, int hi) noexcept nogil
-    # A first layer may also take its inputs as uint8 pixels, each standing for
-    # pixel / 255 in float32, with the same results as the float32 inputs (takes_pixels
-    # says whether it can now; the gradient then needs a finite step_scale).
+    # Write the gradients of units lo:hi into the gradient arrays, or add to them
+    # (accumulate: the loop's later blocks of rows of one batch).
+    cdef void gradient_f32(self, const float* x, const float* g, int m, int lo, int hi,
+                           bint accumulate) noexcept nogil
+    cdef void gradient_f64(self, const double* x, const double* g, int m, int lo, int hi,
+                           bint accumulate) noexcept nogil
+    #
+    # Optional capabilities, each called only when the layer lists it in `capabilities`.
+    # "folded_sgd": param += step * grad for units lo:hi straight from the product,
+    # without writing the gradient (plain SGD's fast case).
+    cdef void folded_update_f32(self, const float* x, const float* g, int m, double step,
+                                int lo, int hi) noexcept nogil
+    cdef void folded_update_f64(self, const double* x, const double* g, int m, double step,
+                                int lo, int hi) noexcept nogil
+    # "pixels": a first layer may take its inputs as uint8 pixels, each standing for
+    # pixel / 255 in float32, with the same results as the float32 inputs, while
+    # takes_pixels() says so (the update is the folded one).
     cdef bint takes_pixels(self) noexcept nogil
     cdef void forward_pixels_f32(self, const uint8_t* x, float* z, int m, int lo,
                                  int hi) noexcept nogil
-    cdef void gradient_pixels_f32(self, const uint8_t* x, const float* g, int m,
-                                  double step_scale, int lo, int hi) noexcept nogil
-    # The plain-SGD update of all outputs in two steps, so that one thread can prepare
-    # it while another still reads the weights for dL/dx: deferred_update_f32 with
-    # ``apply`` false computes what the update adds to the weights (and may update
-    # parameters that dL/dx does not read, such as the bias); with ``apply`` true
-    # (x and g unused) it adds that.  defers_update says whether the layer can, for m
-    # rows; the two steps give the same bits whichever threads run them.
+    cdef void folded_update_pixels_f32(self, const uint8_t* x, const float* g, int m,
+                                       double step, int lo, int hi) noexcept nogil
+    # "deferred_update": the folded update of all outputs in two steps, so that one
+    # thread can prepare it while another still reads the weights for dL/dx:
+    # deferred_update_f32 with ``apply`` false computes what the update adds to the
+    # weights (and may update parameters that dL/dx does not read, such as the bias);
+    # with ``apply`` true (x and g unused) it adds that.  defers_update says whether the
+    # layer can, for m rows; the two steps give the same bits whichever threads run them.
     cdef bint defers_update(self, int m) noexcept nogil
     cdef void deferred_update_f32(self, const float* x, const float* g, int m,
-                                  double step_scale, bint apply) noexcept nogil
+                                  double step, bint apply) noexcept nogil
+    # "sparse_inputs": Python-level _sparse_inputs(enable) switches kernels for inputs
+    # that are mostly zeros (only with the folded update).
 
 
 cdef class Dense(Layer):

@@ -1,6 +1,5 @@
 """Layers with parameters: the abstract ``Layer`` and the compiled ``Dense``."""
 from cython cimport floating
-from libc.math cimport NAN
 from libc.string cimport memset
 from libc.stdint cimport uint8_t
 cimport numpy as cnp
@@ -44,6 +43,10 @@ nr_sparse_init()
 
 cdef bint _simd = nr_simd_available()
 
+# A layer with at least this many weights is worth sharing between threads: below it, the
+# threads' meeting at a barrier costs more than half the product (docs/benchmarks.rst).
+cdef int SPLIT_MIN_WEIGHTS = 32768
+
 
 def _simd_kernels(enable=None):
     """Whether float32 ``Dense`` products of up to 128 rows use numrec's own AVX2 code.
@@ -71,9 +74,23 @@ cdef class Layer:
     - ``parameters()`` and ``gradients()`` list its parameter arrays and their gradient
       arrays in matching order; an optimizer updates the parameter arrays in place.
 
-    To write one in Python, subclass it and implement these methods.  A model holding a
-    Python-written layer trains through the general per-batch loop.
+    To write one in Python, subclass it and implement these methods.  Inside a model,
+    a Python-written layer runs per batch between the compiled parts, which stay
+    compiled (see :doc:`architecture`).
+
+    Compiled layers also fill the kernel contract and declare it in class attributes
+    that the compiled loop reads before it admits them:
+
+    ``kernel_dtypes``
+        The dtypes (``"float32"``, ``"float64"``) whose kernels the class implements;
+        empty for the abstract class, so it is never compiled in by accident.
+    ``capabilities``
+        Optional fast cases it provides: ``"folded_sgd"``, ``"pixels"``,
+        ``"sparse_inputs"``, ``"deferred_update"``.
     """
+
+    kernel_dtypes = ()
+    capabilities = frozenset()
 
     def __cinit__(self, *args, **kwargs):
         if type(self) is Layer:
@@ -87,6 +104,18 @@ cdef class Layer:
         """Store parameter gradients and return ``dL/dx`` for the last ``forward``."""
         raise NotImplementedError(f"{type(self).__name__} must implement backward(grad_output)")
 
+    def forward_pass(self, x):
+        """The step of a training pass: ``forward(x)`` (the layer keeps what it needs).
+
+        :class:`~numrec.Sequential` calls ``forward_pass`` and ``backward_pass`` on every
+        component alike; a layer's are its ``forward`` and ``backward``.
+        """
+        return self.forward(x)
+
+    def backward_pass(self, grad_output):
+        """The step back through the last :meth:`forward_pass`: ``backward(grad_output)``."""
+        return self.backward(grad_output)
+
     def parameters(self):
         """Return the list of parameter arrays (empty for a layer without parameters)."""
         return []
@@ -99,6 +128,28 @@ cdef class Layer:
         """Return the constructor arguments as a JSON-serialisable dict."""
         return {}
 
+    def unit_sizes(self):
+        """Elements of each parameter that belong to one output unit, in the order of
+        :meth:`parameters` (a Dense: ``[in_features, 1]``).
+
+        The compiled loop gives each thread the units ``lo:hi`` of a shared layer; its
+        share of a parameter is the flat range ``[lo * size, hi * size)``, which a
+        stateful optimizer updates.
+        """
+        return [1 for _ in self.parameters()]
+
+    def unit_shares(self, dtype):
+        """How the threads of the compiled loop may share this layer's output units.
+
+        Returns ``(worth_it, align, max_rows, exact)``: whether splitting the layer
+        between threads pays; the multiple at which each thread's share of units must
+        start; the longest batch on which the kernels, each on its share, beat a
+        product threaded by BLAS (longer batches are left to BLAS, or run in blocks of
+        this many rows); and whether, up to ``max_rows`` rows, the results do not
+        depend on the split.  The abstract layer is never shared.
+        """
+        return (False, 1, 0, False)
+
     def __repr__(self):
         args = ", ".join(f"{key}={value!r}" for key, value in self.get_config().items())
         return f"{type(self).__name__}({args})"
@@ -106,12 +157,16 @@ cdef class Layer:
     def _sparse_inputs(self, enable):
         """Switch the kernels to inputs that are mostly zeros (``enable``), or back.
 
-        Returns whether the layer now runs such kernels; a layer without them returns
-        False.  The fused loop switches them on around a run of batches with plain SGD
-        only.  While they are on, the parameters may live in another layout that only
-        the kernels see; switching off brings the public arrays up to date.
+        Returns whether the layer now runs such kernels; a layer without them (no
+        ``"sparse_inputs"`` capability) returns False.  The compiled loop switches them
+        on around a run of batches with the folded update only.  While they are on, the
+        parameters may live in another layout that only the kernels see; switching off
+        brings the public arrays up to date.
         """
         return False
+
+    # The abstract kernels do nothing: the compiled loop never calls them, because it
+    # admits only classes that declare their kernels (kernel_dtypes, capabilities).
 
     cdef void forward_f32(self, const float* x, float* z, int m, int lo,
                           int hi) noexcept nogil:
@@ -127,12 +182,20 @@ cdef class Layer:
     cdef void backward_input_f64(self, const double* g, double* gx, int m) noexcept nogil:
         pass
 
-    cdef void gradient_f32(self, const float* x, const float* g, int m,
-                           double step_scale, int lo, int hi) noexcept nogil:
+    cdef void gradient_f32(self, const float* x, const float* g, int m, int lo, int hi,
+                           bint accumulate) noexcept nogil:
         pass
 
-    cdef void gradient_f64(self, const double* x, const double* g, int m,
-                           double step_scale, int lo, int hi) noexcept nogil:
+    cdef void gradient_f64(self, const double* x, const double* g, int m, int lo, int hi,
+                           bint accumulate) noexcept nogil:
+        pass
+
+    cdef void folded_update_f32(self, const float* x, const float* g, int m, double step,
+                                int lo, int hi) noexcept nogil:
+        pass
+
+    cdef void folded_update_f64(self, const double* x, const double* g, int m, double step,
+                                int lo, int hi) noexcept nogil:
         pass
 
     cdef bint takes_pixels(self) noexcept nogil:
@@ -142,15 +205,15 @@ cdef class Layer:
                                  int hi) noexcept nogil:
         pass
 
-    cdef void gradient_pixels_f32(self, const uint8_t* x, const float* g, int m,
-                                  double step_scale, int lo, int hi) noexcept nogil:
+    cdef void folded_update_pixels_f32(self, const uint8_t* x, const float* g, int m,
+                                       double step, int lo, int hi) noexcept nogil:
         pass
 
     cdef bint defers_update(self, int m) noexcept nogil:
         return False
 
     cdef void deferred_update_f32(self, const float* x, const float* g, int m,
-                                  double step_scale, bint apply) noexcept nogil:
+                                  double step, bint apply) noexcept nogil:
         pass
 
 
@@ -178,20 +241,23 @@ cdef inline void _column_sums(const floating* g, floating* out, int m, int n, in
             out[j] += scale * g[i * n + j]
 
 
-cdef inline void _dense_gradient(const floating* x, const floating* g, floating* w,
-                                 floating* b, floating* gw, floating* gb, int m,
-                                 int n_out, int n_in, double step_scale,
-                                 int lo, int hi) noexcept nogil:
-    """Rows lo:hi of ``dL/dW = g.T @ x`` and ``dL/db``, or, with a finite step_scale,
-    ``W += step_scale * dL/dW`` and ``b += step_scale * dL/db`` on those rows."""
-    cdef Py_ssize_t offset = <Py_ssize_t>lo * n_in
-    if step_scale == step_scale:
-        matmul_tn(hi - lo, n_in, m, <floating>step_scale, g + lo, n_out, x, n_in, 1,
-                  w + offset, n_in)
-        _column_sums(g, b, m, n_out, lo, hi, <floating>step_scale, 1)
-    else:
-        matmul_tn(hi - lo, n_in, m, 1, g + lo, n_out, x, n_in, 0, gw + offset, n_in)
-        _column_sums(g, gb, m, n_out, lo, hi, 1, 0)
+cdef inline void _dense_gradient(const floating* x, const floating* g, floating* gw,
+                                 floating* gb, int m, int n_out, int n_in, int lo, int hi,
+                                 bint accumulate) noexcept nogil:
+    """Rows lo:hi of ``dL/dW = g.T @ x`` and ``dL/db``, written or (accumulate) added."""
+    cdef floating beta = 1 if accumulate else 0
+    matmul_tn(hi - lo, n_in, m, 1, g + lo, n_out, x, n_in, beta,
+              gw + <Py_ssize_t>lo * n_in, n_in)
+    _column_sums(g, gb, m, n_out, lo, hi, 1, beta)
+
+
+cdef inline void _dense_folded(const floating* x, const floating* g, floating* w,
+                               floating* b, int m, int n_out, int n_in, double step,
+                               int lo, int hi) noexcept nogil:
+    """Rows lo:hi of ``W += step * g.T @ x`` and ``b += step * g.sum(axis=0)``."""
+    matmul_tn(hi - lo, n_in, m, <floating>step, g + lo, n_out, x, n_in, 1,
+              w + <Py_ssize_t>lo * n_in, n_in)
+    _column_sums(g, b, m, n_out, lo, hi, <floating>step, 1)
 
 
 cdef void _panels_input_grad(const float* g, const float* wt, float* gx, int m, int n,
@@ -248,6 +314,9 @@ cdef class Dense(Layer):
         \frac{\partial L}{\partial b} = \sum_{i=1}^{n} g_i \qquad
         \frac{\partial L}{\partial x} = g W
     """
+
+    kernel_dtypes = ("float32", "float64")
+    capabilities = frozenset({"folded_sgd", "pixels", "sparse_inputs", "deferred_update"})
 
     def __init__(self, in_features, out_features, *, seed=None, dtype=np.float32):
         self.in_features = check_positive_int(in_features, "in_features")
@@ -312,6 +381,20 @@ cdef class Dense(Layer):
     def parameters(self):
         """Return ``[weights, bias]``."""
         return [self._weights, self._bias]
+
+    def unit_sizes(self):
+        """Return ``[in_features, 1]``: output unit ``j`` owns row ``j`` of ``weights``
+        and entry ``j`` of ``bias``."""
+        return [self.in_features, 1]
+
+    def unit_shares(self, dtype):
+        """Shared when it has at least 32768 weights (smaller layers cost less than the
+        threads' meeting at a barrier), in blocks of 16 units (whole panels of the
+        kernels for zero inputs), up to 128 rows; exact in float32 where the own AVX2
+        kernels run."""
+        worth_it = self.in_features * self.out_features >= SPLIT_MIN_WEIGHTS
+        exact = bool(_simd) and np.dtype(dtype) == np.float32
+        return (worth_it, NR_SPARSE_PANEL, SIMD_MAX_ROWS, exact)
 
     def gradients(self):
         """Return ``[grad_weights, grad_bias]``."""
@@ -396,10 +479,10 @@ cdef class Dense(Layer):
         with nogil:
             if floating is float:
                 self.backward_input_f32(&g[0, 0], &gx[0, 0], m)
-                self.gradient_f32(&x[0, 0], &g[0, 0], m, NAN, 0, self.out_features)
+                self.gradient_f32(&x[0, 0], &g[0, 0], m, 0, self.out_features, False)
             else:
                 self.backward_input_f64(&g[0, 0], &gx[0, 0], m)
-                self.gradient_f64(&x[0, 0], &g[0, 0], m, NAN, 0, self.out_features)
+                self.gradient_f64(&x[0, 0], &g[0, 0], m, 0, self.out_features, False)
 
     def _check_kernel_args(self, bint single, x, out, grad_input):
         """Shapes and dtype of the kernels' arrays (x: inputs, out: outputs or their
@@ -450,44 +533,59 @@ cdef class Dense(Layer):
     cdef void backward_input_f64(self, const double* g, double* gx, int m) noexcept nogil:
         matmul_nn(m, self.in_features, self.out_features, 1, g, <double*>self._w, 0, gx)
 
-    cdef void gradient_f32(self, const float* x, const float* g, int m,
-                           double step_scale, int lo, int hi) noexcept nogil:
+    cdef void gradient_f32(self, const float* x, const float* g, int m, int lo, int hi,
+                           bint accumulate) noexcept nogil:
         cdef int n_in = self.in_features, n_out = self.out_features
-        if self._sparse and step_scale == step_scale:
-            nr_sparse_update_f32(m, hi - lo, n_in, <float>step_scale, g + lo, n_out, x, n_in,
-                                 self._panels_from(lo))
-            _column_sums(g, <float*>self._b, m, n_out, lo, hi, <float>step_scale, 1)
+        cdef float* gw = <float*>self._gw + <Py_ssize_t>lo * n_in
+        if _simd and m <= SIMD_MAX_ROWS:  # the folded kernel with step 1 on the gradient
+            if not accumulate:
+                memset(gw, 0, <size_t>(hi - lo) * n_in * sizeof(float))
+            nr_dense_update_f32(m, hi - lo, n_in, 1, g + lo, n_out, x, n_in, gw, n_in)
+            _column_sums(g, <float*>self._gb, m, n_out, lo, hi, 1, 1 if accumulate else 0)
             return
-        if _simd and m <= SIMD_MAX_ROWS and step_scale == step_scale:
-            nr_dense_update_f32(m, hi - lo, n_in, <float>step_scale, g + lo, n_out, x, n_in,
-                                <float*>self._w + <Py_ssize_t>lo * n_in, n_in)
-            _column_sums(g, <float*>self._b, m, n_out, lo, hi, <float>step_scale, 1)
-            return
-        _dense_gradient(x, g, <float*>self._w, <float*>self._b, <float*>self._gw,
-                        <float*>self._gb, m, self.out_features, self.in_features,
-                        step_scale, lo, hi)
+        _dense_gradient(x, g, <float*>self._gw, <float*>self._gb, m, n_out, n_in, lo, hi,
+                        accumulate)
 
-    cdef void gradient_f64(self, const double* x, const double* g, int m,
-                           double step_scale, int lo, int hi) noexcept nogil:
-        _dense_gradient(x, g, <double*>self._w, <double*>self._b, <double*>self._gw,
-                        <double*>self._gb, m, self.out_features, self.in_features,
-                        step_scale, lo, hi)
+    cdef void gradient_f64(self, const double* x, const double* g, int m, int lo, int hi,
+                           bint accumulate) noexcept nogil:
+        _dense_gradient(x, g, <double*>self._gw, <double*>self._gb, m, self.out_features,
+                        self.in_features, lo, hi, accumulate)
+
+    cdef void folded_update_f32(self, const float* x, const float* g, int m, double step,
+                                int lo, int hi) noexcept nogil:
+        cdef int n_in = self.in_features, n_out = self.out_features
+        if self._sparse:
+            nr_sparse_update_f32(m, hi - lo, n_in, <float>step, g + lo, n_out, x, n_in,
+                                 self._panels_from(lo))
+            _column_sums(g, <float*>self._b, m, n_out, lo, hi, <float>step, 1)
+            return
+        if _simd and m <= SIMD_MAX_ROWS:
+            nr_dense_update_f32(m, hi - lo, n_in, <float>step, g + lo, n_out, x, n_in,
+                                <float*>self._w + <Py_ssize_t>lo * n_in, n_in)
+            _column_sums(g, <float*>self._b, m, n_out, lo, hi, <float>step, 1)
+            return
+        _dense_folded(x, g, <float*>self._w, <float*>self._b, m, n_out, n_in, step, lo, hi)
+
+    cdef void folded_update_f64(self, const double* x, const double* g, int m, double step,
+                                int lo, int hi) noexcept nogil:
+        _dense_folded(x, g, <double*>self._w, <double*>self._b, m, self.out_features,
+                      self.in_features, step, lo, hi)
 
     cdef bint defers_update(self, int m) noexcept nogil:
         return self._single and _simd and not self._sparse and m <= SIMD_MAX_ROWS
 
     cdef void deferred_update_f32(self, const float* x, const float* g, int m,
-                                  double step_scale, bint apply) noexcept nogil:
-        """W += step_scale * (g.T @ x) in one rounding per weight, the sum kept in
-        grad_weights between the steps; b += step_scale * column sums of g at once."""
+                                  double step, bint apply) noexcept nogil:
+        """W += step * (g.T @ x) in one rounding per weight, the sum kept in
+        grad_weights between the steps; b += step * column sums of g at once."""
         cdef int n_in = self.in_features, n_out = self.out_features
         if apply:
-            nr_axpy_fma_f32(<Py_ssize_t>n_out * n_in, <float>step_scale, <float*>self._gw,
+            nr_axpy_fma_f32(<Py_ssize_t>n_out * n_in, <float>step, <float*>self._gw,
                             <float*>self._w)
             return
         memset(self._gw, 0, <size_t>n_out * n_in * sizeof(float))
         nr_dense_update_f32(m, n_out, n_in, 1, g, n_out, x, n_in, <float*>self._gw, n_in)
-        _column_sums(g, <float*>self._b, m, n_out, 0, n_out, <float>step_scale, 1)
+        _column_sums(g, <float*>self._b, m, n_out, 0, n_out, <float>step, 1)
 
     cdef bint takes_pixels(self) noexcept nogil:
         return self._sparse  # the kernels for zero inputs read pixels as well
@@ -498,9 +596,9 @@ cdef class Dense(Layer):
                                      self._panels_from(lo), <float*>self._b + lo, z + lo,
                                      self.out_features)
 
-    cdef void gradient_pixels_f32(self, const uint8_t* x, const float* g, int m,
-                                  double step_scale, int lo, int hi) noexcept nogil:
+    cdef void folded_update_pixels_f32(self, const uint8_t* x, const float* g, int m,
+                                       double step, int lo, int hi) noexcept nogil:
         cdef int n_in = self.in_features, n_out = self.out_features
-        nr_sparse_update_pixels_f32(m, hi - lo, n_in, <float>step_scale, g + lo, n_out, x,
+        nr_sparse_update_pixels_f32(m, hi - lo, n_in, <float>step, g + lo, n_out, x,
                                     n_in, self._panels_from(lo))
-        _column_sums(g, <float*>self._b, m, n_out, lo, hi, <float>step_scale, 1)
+        _column_sums(g, <float*>self._b, m, n_out, lo, hi, <float>step, 1)

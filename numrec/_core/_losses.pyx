@@ -16,8 +16,15 @@ cdef class Loss:
     - ``gradient(output, target) -> array``: ``dL/d output``, same shape as ``output``
       (so it carries the ``1 / n_samples`` of the mean).
 
-    A model trained with a Python-written loss uses the general per-batch loop.
+    Inside a model trained with a Python-written loss, the compiled parts stay compiled
+    and the loss runs per batch on their output (see :doc:`architecture`).
+
+    Compiled losses fill the kernel contract (``value_and_gradient_f32/f64`` over the
+    batch's ``(rows, width)``) and declare the dtypes they implement in
+    ``kernel_dtypes``, empty for the abstract class.
     """
+
+    kernel_dtypes = ()
 
     def __cinit__(self, *args, **kwargs):
         if type(self) is Loss:
@@ -100,6 +107,8 @@ cdef class MSE(Loss):
     with gradient :math:`2 (a - y)`.  PyTorch's ``MSELoss`` differs: it also divides by
     the number of outputs, so its value and gradient are smaller by that factor.
     """
+
+    kernel_dtypes = ("float32", "float64")
 
     def value(self, output, target):
         """Return :math:`L`, the summed squared error averaged over the batch (a float)."""

@@ -1,12 +1,18 @@
-"""The fused training loop: whole epochs of compiled components, in C.
+"""The compiled training loop: runs of compiled components, in C, without the GIL.
 
-When every component of a model is a compiled built-in, :class:`FusedTrainer` runs an
-epoch's batches without a Python call per batch and without the GIL: it gathers each batch
-into buffers allocated once (converting uint8 pixels on the way, or copying them as they
-are for a first layer that reads pixels), calls the components'
-``cdef`` kernels through their virtual tables, and applies the optimizer in place.  It
-knows the components only through the kernel interfaces of ``Layer``, ``Activation``,
-``Loss`` and ``Optimizer``, so a new compiled component needs no change here.
+:class:`FusedTrainer` runs a run of compiled stages (a layer and the activation after it).
+When the whole model, its loss and its optimizer are compiled, it runs an epoch's batches
+without a Python call per batch: it gathers each batch into buffers allocated once
+(converting uint8 pixels on the way, or copying them as they are for a first layer that
+reads pixels), calls the components' ``cdef`` kernels through their virtual tables, and
+applies the optimizer in place.  Between Python-written components it runs one batch's
+forward or backward pass at a time (``forward_batch``, ``forward_input``,
+``backward_batch``), so that only the Python-written parts leave compiled code.
+
+It knows the components only through the kernel contract of ``Layer``, ``Activation``,
+``Loss`` and ``Optimizer`` and what each class declares (``kernel_dtypes``,
+``capabilities``, ``rowwise``, ``unit_shares()``, ``folded_step()``), so a new compiled
+component needs no change here (docs/architecture.rst).
 """
 from cpython.ref cimport PyObject
 from cython cimport floating
@@ -22,7 +28,7 @@ import numpy as np
 
 from numrec._core._memory import aligned_zeros
 
-from numrec._core._layers cimport Layer, SIMD_MAX_ROWS
+from numrec._core._layers cimport Layer
 from numrec._core._activations cimport Activation
 from numrec._core._losses cimport Loss
 from numrec._core._optimizers cimport Optimizer
@@ -65,9 +71,6 @@ ctypedef fused pixel_t:
 
 cdef enum:
     EVAL_ROWS = 1024       # rows per forward pass when evaluating
-    SPLIT_MIN = 32768      # a layer with at least this many weights is shared by the threads
-    SPLIT_ALIGN = 16       # the threads' shares of output units start at multiples of this
-                           # (whole panels for Dense's kernels for zero inputs)
     SPARSE_SAMPLE_ROWS = 1024  # rows of the data looked at to choose the first layer's kernels
 
 # The first layer skips zero inputs when at most this fraction of the entries are nonzero:
@@ -124,16 +127,20 @@ cdef struct Stage:
     void* a                # (rows, n_out) activation output (the same buffer as z without one)
     void* g                # (rows, n_out) dL/da, turned in place into dL/dz
     bint split             # whether the threads share this stage's output units
-    int row_block          # if > 0, the stage's forward pass and plain-SGD update take
+    int align              # the threads' shares of units start at multiples of this
+    bint rowwise           # the activation takes whole rows (only on full rows)
+    bint folded            # the optimizer's step is applied inside the layer's product
+    int row_block          # if > 0, the stage's forward pass and parameter kernels take
                            # at most this many rows at a time
-    bint defer             # float32, not large, above a large stage: may defer its update
+    bint defer             # may defer its folded update (float32, small, above a shared stage)
 
 
 cdef struct Param:
     void* value
     void* grad
     Py_ssize_t size
-    Py_ssize_t slot
+    Py_ssize_t slot        # position in the model's parameters(): the optimizer's key
+    Py_ssize_t unit        # elements per output unit of the layer (Layer.unit_sizes())
 
 
 def is_compiled(component):
@@ -145,40 +152,105 @@ def is_compiled(component):
     return not (type(component).__flags__ & (1 << 9))  # Py_TPFLAGS_HEAPTYPE
 
 
-def plan_stages(components):
+def kernel_problem(component, dtype):
+    """Why the compiled loop cannot run ``component`` in ``dtype``, or None if it can.
+
+    A component joins the loop when its class is compiled and declares, in its own
+    class body, the kernels it implements (``kernel_dtypes``).  A class that only
+    inherits the declaration (a compiled subclass that forgot it, or the abstract
+    bases, whose kernels do nothing) is refused: it would train on zeros.
+    """
+    kind = type(component)
+    name = kind.__name__
+    if not is_compiled(component):
+        return f"{name} is written in Python"
+    if "kernel_dtypes" not in kind.__dict__:
+        return f"{name} declares no compiled kernels (kernel_dtypes)"
+    if np.dtype(dtype).name not in kind.kernel_dtypes:
+        return f"{name} has no {np.dtype(dtype).name} kernels"
+    return None
+
+
+def plan_stages(components, dtype=np.float32):
     """Group compiled components into (layer, activation-or-None) stages, or return None.
 
-    Returns None when the fused loop cannot run them: a Python-written component, an
-    activation that does not follow a layer, or a layer without ``in_features``.
+    Returns None when the compiled loop cannot run them all (see :func:`plan_problem`).
     """
+    return None if plan_problem(components, dtype) else _group_stages(components)
+
+
+def plan_problem(components, dtype=np.float32):
+    """Why the compiled loop cannot run ``components`` as one run of stages, or None.
+
+    Each component must pass :func:`kernel_problem`, each activation must follow a
+    layer, and each layer must say its widths (``in_features``, ``out_features``).
+    """
+    components = list(components)
+    if not components:
+        return "there are no components"
+    previous = None
+    for index, component in enumerate(components):
+        problem = kernel_problem(component, dtype)
+        if problem is not None:
+            return f"components[{index}]: {problem}"
+        if isinstance(component, Layer):
+            if not (hasattr(component, "in_features") and hasattr(component, "out_features")):
+                return f"components[{index}]: a layer without in_features and out_features"
+        elif isinstance(component, Activation):
+            if not isinstance(previous, Layer):
+                return f"components[{index}]: an activation must follow a layer"
+        else:
+            return f"components[{index}]: neither a Layer nor an Activation"
+        previous = component
+    return None
+
+
+def _group_stages(components):
     stages = []  # (this module compiles with wraparound off: no negative indices)
     for component in components:
-        if not is_compiled(component):
-            return None
         if isinstance(component, Layer):
-            if not hasattr(component, "in_features"):
-                return None
             stages.append([component, None])
-        elif isinstance(component, Activation):
-            if not stages or stages[len(stages) - 1][1] is not None:
-                return None
-            stages[len(stages) - 1][1] = component
         else:
-            return None
-    return [tuple(stage) for stage in stages] or None
+            stages[len(stages) - 1][1] = component
+    return [tuple(stage) for stage in stages]
+
+
+def thread_plan(stages, dtype, int batch_size, x, int threads):
+    """How a trainer for ``stages`` uses ``threads`` threads on data ``x``.
+
+    Returns ``(n_threads, blas_threads, exact_shares)`` for :class:`FusedTrainer` and
+    the caller's BLAS limit.  The threads share the large layers' units when every
+    shared layer's kernels beat a threaded BLAS product at this batch size
+    (``Layer.unit_shares()``), or when the first layer reads inputs that are mostly
+    zeros (its kernels for them have no row limit; the other shared layers then run
+    their longest exact blocks of rows, so that results do not depend on the threads).
+    Otherwise BLAS threads each product itself.
+    """
+    limits = [max_rows for worth_it, _, max_rows, _ in
+              (layer.unit_shares(dtype) for layer, _ in stages) if worth_it]
+    shared = (not limits or batch_size <= min(limits)
+              or (_sparse_capable(stages[0][0]) and mostly_zeros(x)))
+    split = threads if shared else 1
+    return split, (1 if split > 1 else threads), shared
+
+
+def _sparse_capable(layer):
+    return "sparse_inputs" in type(layer).capabilities
 
 
 cdef class FusedTrainer:
-    """Runs batches of a model made only of compiled components, without the GIL.
+    """Runs a run of compiled stages over batches, without the GIL.
 
     Parameters
     ----------
     stages : list of (Layer, Activation or None)
         From :func:`plan_stages`.
-    loss : Loss
-        A compiled loss.
-    optimizer : Optimizer
-        A compiled optimizer.
+    loss : Loss or None
+        A compiled loss, or None when the stages' output goes on to Python-written code
+        (then :meth:`backward_batch` receives dL/d output).
+    optimizer : Optimizer or None
+        A compiled optimizer (prepared for the model's parameters), or None to leave
+        the update to the caller (the gradients are written beside the parameters).
     batch_size : int
     dtype : numpy.dtype
         float32 or float64, the dtype of every layer.
@@ -186,27 +258,40 @@ cdef class FusedTrainer:
         Threads that share the output units of each large layer (forward pass and
         update); the caller keeps BLAS single-threaded meanwhile.
     exact_shares : bool
-        Run each large float32 layer on at most 128 rows at a time, where its kernels'
-        results do not depend on how the units are shared, so that they are the same
-        bits for any ``n_threads`` at any batch size.  For callers that share the units
-        at this batch size (even with one thread); slower than BLAS on dense data.
+        Run each large layer whose kernels' results do not depend on how the units are
+        shared up to ``max_rows`` rows (``Layer.unit_shares()``) on blocks of that many
+        rows, so that they are the same bits for any ``n_threads`` at any batch size.  For callers that share the units at this batch size (even
+        with one thread); slower than BLAS on dense data.
+    first_slot : int
+        Position of the first stage's first parameter in the model's parameters (the
+        optimizer's key for it); later ones follow in order.
+    input_gradient : bool
+        Whether :meth:`backward_batch` computes dL/d input for a Python-written
+        component below (the first layer of a model has none to compute).
     """
     cdef Stage* _stages
     cdef int _n_stages
     cdef Param* _params
     cdef int* _param_start      # _params[_param_start[s]:_param_start[s + 1]] belong to stage s
     cdef int _n_params
-    cdef PyObject* _loss
-    cdef PyObject* _optimizer
+    cdef PyObject* _loss        # NULL: the loss is the caller's
+    cdef PyObject* _optimizer   # NULL: the update is the caller's
+    cdef bint _fold             # the optimizer's step is param += _step * grad
+    cdef double _step
+    cdef bint _input_gradient
+    cdef void* _gx_data         # dL/d input for the caller (input_gradient), else NULL
     cdef int _rows              # buffer rows: max(batch_size, EVAL_ROWS)
     cdef bint _any_split
     cdef readonly int batch_size
     cdef readonly int n_threads
     cdef readonly object dtype
     cdef object _keepalive
-    cdef object _x, _x_next, _y
+    cdef object _x, _x_next, _y, _gx
     cdef object _pixels, _pixels_next   # uint8 batches for a first layer that takes pixels
     cdef object _held           # the x of holding(), or None
+    cdef object _batch_input    # the input of the last forward_input() (kept alive)
+    cdef object _batch_pixels   # whether the last forward_batch() read pixels
+    cdef object _outputs        # (rows, n_out) activation output of the last stage
 
     def __cinit__(self):
         self._stages = NULL
@@ -218,17 +303,26 @@ cdef class FusedTrainer:
         free(self._params)
         free(self._param_start)
 
-    def __init__(self, stages, Loss loss, Optimizer optimizer, int batch_size, dtype,
-                 int n_threads=1, bint exact_shares=False):
-        cdef int s, p, n_params
-        below_big = False
+    def __init__(self, stages, loss, optimizer, int batch_size, dtype,
+                 int n_threads=1, bint exact_shares=False, *, Py_ssize_t first_slot=0,
+                 bint input_gradient=False):
+        cdef int s, p
+        if loss is not None and not isinstance(loss, Loss):
+            raise TypeError("loss must be a compiled Loss or None")
+        if optimizer is not None and not isinstance(optimizer, Optimizer):
+            raise TypeError("optimizer must be a compiled Optimizer or None")
+        below_shared = False
         self.batch_size = batch_size
         self.n_threads = max(1, n_threads)
         self.dtype = np.dtype(dtype)
         self._rows = max(batch_size, EVAL_ROWS)
         self._n_stages = len(stages)
-        self._loss = <PyObject*>loss
-        self._optimizer = <PyObject*>optimizer
+        self._loss = <PyObject*>loss if loss is not None else NULL
+        self._optimizer = <PyObject*>optimizer if optimizer is not None else NULL
+        folded_step = optimizer.folded_step() if optimizer is not None else None
+        self._fold = folded_step is not None
+        self._step = folded_step if folded_step is not None else 0.0
+        self._input_gradient = input_gradient
         buffers = []
         params = []
         self._stages = <Stage*>malloc(self._n_stages * sizeof(Stage))
@@ -241,6 +335,8 @@ cdef class FusedTrainer:
             a = aligned_zeros(shape, self.dtype) if activation is not None else z
             g = aligned_zeros(shape, self.dtype)
             buffers += [z, a, g]
+            capabilities = type(layer).capabilities
+            worth_it, align, max_rows, exact = layer.unit_shares(self.dtype)
             self._stages[s].layer = <PyObject*>layer
             self._stages[s].activation = (<PyObject*>activation
                                           if activation is not None else NULL)
@@ -249,32 +345,40 @@ cdef class FusedTrainer:
             self._stages[s].z = cnp.PyArray_DATA(z)
             self._stages[s].a = cnp.PyArray_DATA(a)
             self._stages[s].g = cnp.PyArray_DATA(g)
-            big = layer.in_features * layer.out_features >= SPLIT_MIN
-            self._stages[s].split = big and self.n_threads > 1
-            self._stages[s].row_block = (SIMD_MAX_ROWS if big and exact_shares
-                                         and self.dtype == np.float32 else 0)
-            self._stages[s].defer = (_defer_allowed and s > 0 and not big and below_big
+            self._stages[s].split = worth_it and self.n_threads > 1
+            self._stages[s].align = max(1, align)
+            self._stages[s].rowwise = activation is not None and type(activation).rowwise
+            self._stages[s].folded = self._fold and "folded_sgd" in capabilities
+            self._stages[s].row_block = max_rows if worth_it and exact_shares and exact else 0
+            self._stages[s].defer = (_defer_allowed and s > 0 and not worth_it and below_shared
+                                     and self._stages[s].folded
+                                     and "deferred_update" in capabilities
                                      and self.dtype == np.float32)
-            below_big = big
+            below_shared = worth_it
             self._any_split = self._any_split or self._stages[s].split
             self._param_start[s] = len(params)
-            params += list(zip(layer.parameters(), layer.gradients()))
+            params += list(zip(layer.parameters(), layer.gradients(), layer.unit_sizes()))
         self._param_start[self._n_stages] = len(params)
         self._n_params = len(params)
         self._params = <Param*>malloc(max(self._n_params, 1) * sizeof(Param))
         if self._params == NULL:
             raise MemoryError()
-        for p, (value, grad) in enumerate(params):
+        for p, (value, grad, unit) in enumerate(params):
             self._params[p].value = cnp.PyArray_DATA(value)
             self._params[p].grad = cnp.PyArray_DATA(grad)
             self._params[p].size = value.size
-            self._params[p].slot = p
+            self._params[p].slot = first_slot + p
+            self._params[p].unit = unit
         self._x = aligned_zeros((self._rows, self._stages[0].n_in), self.dtype)
         self._x_next = aligned_zeros((batch_size, self._stages[0].n_in), self.dtype)
         self._y = aligned_zeros((self._rows, self._stages[self._n_stages - 1].n_out),
                                 self.dtype)
+        self._gx = (aligned_zeros((batch_size, self._stages[0].n_in), self.dtype)
+                    if input_gradient else None)
+        self._gx_data = cnp.PyArray_DATA(self._gx) if input_gradient else NULL
         self._pixels = aligned_zeros((batch_size, self._stages[0].n_in), np.uint8)
         self._pixels_next = aligned_zeros((batch_size, self._stages[0].n_in), np.uint8)
+        self._outputs = buffers[len(buffers) - 2]
         self._keepalive = (stages, loss, optimizer, buffers, params)
 
     @property
@@ -296,7 +400,7 @@ cdef class FusedTrainer:
         self._check_train_args(x, targets, order, start, stop)
         if self._held is not None and x is not self._held:
             raise RuntimeError("train() inside holding() must train on the held data")
-        sparse = self._held is None and self._sparse_first_layer(x, plain_sgd=True)
+        sparse = self._held is None and self._sparse_first_layer(x, training=True)
         try:
             return self._train(x, self._x, self._x_next, targets, order, start, stop,
                                self._takes_pixels(x))
@@ -318,7 +422,7 @@ cdef class FusedTrainer:
         if self._held is not None:
             raise RuntimeError("the trainer already holds its kernels")
         self._check_inputs(x)
-        held_sparse = self._sparse_first_layer(x, plain_sgd=True)
+        held_sparse = self._sparse_first_layer(x, training=True)
         self._held = x
         try:
             yield self
@@ -335,31 +439,36 @@ cdef class FusedTrainer:
         if self._held is not None:
             raise RuntimeError("count_correct() cannot run while the trainer holds its "
                                "kernels (inside holding())")
-        sparse = self._sparse_first_layer(x, plain_sgd=False)
+        sparse = self._sparse_first_layer(x, training=False)
         try:
             return self._count_correct(x, self._x, labels, self._takes_pixels(x))
         finally:
             if sparse:
                 (<Layer>self._stages[0].layer)._sparse_inputs(False)
 
-    def _sparse_first_layer(self, x, bint plain_sgd):
+    def _sparse_first_layer(self, x, bint training):
         """Switch the first layer to its kernels for zero inputs if they suit ``x``.
 
-        Only for ``x`` that is :func:`mostly_zeros`, and in training only with plain SGD
-        (those kernels apply the step inside the product).  Returns whether it switched.
+        Only for a layer with the ``"sparse_inputs"`` capability, ``x`` that is
+        :func:`mostly_zeros`, and in training only with the folded update (those kernels
+        apply the step inside the product).  Returns whether it switched.
         """
-        cdef double step_scale = (<Optimizer>self._optimizer).plain_step_scale()
-        if not _sparse_allowed or (plain_sgd and isnan(step_scale)) or not mostly_zeros(x):
+        layer = <Layer>self._stages[0].layer
+        if not (_sparse_allowed and _sparse_capable(layer)) or not mostly_zeros(x):
             return False
-        return (<Layer>self._stages[0].layer)._sparse_inputs(True)
+        if training and not self._stages[0].folded:
+            return False
+        return layer._sparse_inputs(True)
 
     def _takes_pixels(self, x):
         """Whether the first layer can read the uint8 pixels of ``x`` as they are.
 
         Then the loop copies batches of pixels instead of converting them to floats
         (a quarter of the bytes), and evaluation reads the rows of ``x`` in place.
+        Needs the ``"pixels"`` capability (and, in training, the folded update).
         """
         return (x.dtype == np.uint8 and self.dtype == np.float32
+                and "pixels" in type(<object>self._stages[0].layer).capabilities
                 and (<Layer>self._stages[0].layer).takes_pixels())
 
     def _check_inputs(self, x):
@@ -370,13 +479,24 @@ cdef class FusedTrainer:
 
     def _check_train_args(self, x, targets, order, Py_ssize_t start, Py_ssize_t stop):
         """What train() trusts, checked at the cost of a pass over ``order[start:stop]``."""
+        if self._loss == NULL or self._optimizer == NULL:
+            raise RuntimeError("train() needs a trainer with a compiled loss and optimizer")
         self._check_inputs(x)
-        n = len(x)
-        if order.ndim != 1 or not 0 <= start <= stop <= len(order):
+        rows = self._check_rows(len(x), order, start, stop)
+        self._check_targets(targets, rows, len(x))
+
+    def _check_rows(self, Py_ssize_t n, order, Py_ssize_t start, Py_ssize_t stop):
+        """The rows ``order[start:stop]``, checked to be row numbers of n rows."""
+        if not isinstance(order, np.ndarray) or order.dtype != np.int64 or order.ndim != 1:
+            raise ValueError("order must be a 1-D int64 array of row numbers")
+        if not 0 <= start <= stop <= len(order):
             raise ValueError("start and stop must lie within order")
         rows = order[start:stop]
         if len(rows) and (rows.min() < 0 or rows.max() >= n):
             raise ValueError(f"order must hold row numbers in 0..{n - 1}")
+        return rows
+
+    def _check_targets(self, targets, rows, Py_ssize_t n):
         if targets.ndim == 1:
             labels = targets[rows] if len(targets) == n else None
             if labels is None or (len(labels) and (labels.min() < 0
@@ -401,16 +521,15 @@ cdef class FusedTrainer:
         cdef int t, team, current, gatherer, gatherers
         cdef double total = 0
         cdef double* shared_total = &total
-        cdef double step_scale = (<Optimizer>self._optimizer).plain_step_scale()
         cdef int n_threads = self.n_threads if self._any_split else 1
+        if start >= stop:
+            return 0.0
         if targets.ndim == 1:
             labels = targets
             label_ptr = &labels[0]
         else:
             dense_targets = targets
             target_ptr = &dense_targets[0, 0]
-        if start >= stop:
-            return 0.0
         buffers[0] = &xbuf[0, 0]
         buffers[1] = &xbuf_next[0, 0]
         pixel_buffers[0] = pixel_buffers[1] = NULL
@@ -435,8 +554,11 @@ cdef class FusedTrainer:
             begin = start
             while begin < stop:
                 m_next = min(self.batch_size, stop - begin - m)
-                self._forward_and_loss(buffers[current], pixel_buffers[current], &ybuf[0, 0],
-                                       <int>m, t, team, shared_total)
+                if t == 0:  # the others read the count only after a barrier
+                    (<Optimizer>self._optimizer).advance()
+                self._forward_all(buffers[current], pixel_buffers[current], <int>m, t, team)
+                if t == 0:
+                    shared_total[0] += self._loss_kernel(&ybuf[0, 0], <int>m)
                 if m_next > 0 and (team == 1 or t > 0):
                     gatherer = 0 if team == 1 else t - 1
                     gatherers = 1 if team == 1 else team - 1
@@ -446,8 +568,7 @@ cdef class FusedTrainer:
                     _prefetch_share(&x[0, 0], width, &order[begin + m + m_next],
                                     min(self.batch_size, stop - begin - m - m_next),
                                     gatherer, gatherers)
-                self._backward(buffers[current], pixel_buffers[current], <int>m, step_scale,
-                               t, team)
+                self._backward(buffers[current], pixel_buffers[current], <int>m, t, team)
                 if t == 0 and m_next > 0:  # the loss has used this batch's targets
                     _gather_targets(label_ptr, target_ptr, &order[begin + m], m_next,
                                     ybuf.shape[1], &ybuf[0, 0])
@@ -457,94 +578,121 @@ cdef class FusedTrainer:
                 current = 1 - current
         return total
 
-    cdef void _forward_and_loss(self, floating* x, const cnp.uint8_t* pixels,
-                                const floating* y, int m, int t, int team,
-                                double* total) noexcept nogil:
-        """Forward pass and loss gradient, run by every thread (thread t of ``team``).
+    cdef double _loss_kernel(self, const floating* y, int m) noexcept nogil:
+        """The compiled loss of the last stage's output against y: writes its dL/da and
+        returns the loss summed over the m rows."""
+        cdef Stage* last = &self._stages[self._n_stages - 1]
+        if floating is float:
+            return (<Loss>self._loss).value_and_gradient_f32(
+                <float*>last.a, y, <float*>last.g, m, last.n_out)
+        else:
+            return (<Loss>self._loss).value_and_gradient_f64(
+                <double*>last.a, y, <double*>last.g, m, last.n_out)
+
+    cdef void _forward_all(self, floating* x, const cnp.uint8_t* pixels, int m, int t,
+                           int team) noexcept nogil:
+        """Forward pass, run by every thread (thread t of ``team``).
 
         The first layer reads ``pixels`` unless NULL, else ``x``.  A barrier follows each
-        stage that is shared or feeds a shared one; the loss is thread 0's, and the other
-        threads do not wait for it.
+        stage that is shared or feeds a shared one; a row-wise activation of a shared
+        stage runs after its layer's barrier, each thread on its share of the rows.
         """
-        cdef Stage* last = &self._stages[self._n_stages - 1]
+        cdef Stage* stage
         cdef floating* inputs = x
         cdef int s
         for s in range(self._n_stages):
-            _forward_part(&self._stages[s], inputs, pixels if s == 0 else NULL, m,
-                          _first_unit(&self._stages[s], t, team),
-                          _first_unit(&self._stages[s], t + 1, team))
-            inputs = <floating*>self._stages[s].a
-            if self._stages[s].split or (s + 1 < self._n_stages
-                                         and self._stages[s + 1].split):
+            stage = &self._stages[s]
+            _forward_part(stage, inputs, pixels if s == 0 else NULL, m,
+                          _first_unit(stage, t, team), _first_unit(stage, t + 1, team),
+                          not (stage.rowwise and stage.split))
+            if stage.rowwise and stage.split:
                 _barrier()
-        if t == 0:
-            if floating is float:
-                total[0] += (<Loss>self._loss).value_and_gradient_f32(
-                    <float*>last.a, y, <float*>last.g, m, last.n_out)
-            else:
-                total[0] += (<Loss>self._loss).value_and_gradient_f64(
-                    <double*>last.a, y, <double*>last.g, m, last.n_out)
+                _activation_forward_rows(stage, m * t // team, m * (t + 1) // team,
+                                         <floating*>stage.z)
+            inputs = <floating*>stage.a
+            if stage.split or (s + 1 < self._n_stages and self._stages[s + 1].split):
+                _barrier()
 
-    cdef void _backward(self, floating* x, const cnp.uint8_t* pixels, int m,
-                        double step_scale, int t, int team) noexcept nogil:
+    cdef void _backward(self, floating* x, const cnp.uint8_t* pixels, int m, int t,
+                        int team) noexcept nogil:
         """Backward pass and update, run by every thread; the caller's barrier ends it."""
         cdef int s
         for s in range(self._n_stages - 1, -1, -1):
-            self._backward_stage(s, x, pixels if s == 0 else NULL, m, step_scale, t, team)
+            self._backward_stage(s, x, pixels if s == 0 else NULL, m, t, team)
 
     cdef void _backward_stage(self, int s, floating* x, const cnp.uint8_t* pixels, int m,
-                              double step_scale, int t, int team) noexcept nogil:
+                              int t, int team) noexcept nogil:
         """Turn stage s's dL/da into dL/dz, pass dL/dx down, then update its parameters.
 
-        dL/dx needs all of dL/dz and this step's weights, so with a layer below, thread 0
-        applies the activation's derivative in full and computes dL/dx first; a shared
-        stage's update waits for that at a barrier, then each thread updates its share.
-        A small stage above a large one defers its update: the last thread computes it
-        while thread 0 computes dL/dx, and adds it after the large stage's barrier.
+        dL/dx needs all of dL/dz and this step's weights, so thread 0 applies the
+        activation's derivative in full and computes dL/dx first (when there is a layer
+        below, or a caller that asked for it); a shared stage's update waits for that at
+        a barrier, then each thread updates its share: inside the layer's product when
+        the step is folded, else the layer writes its share of the gradients and the
+        optimizer updates the same share of each parameter.  A small stage above a large
+        one defers its folded update: the last thread computes it while thread 0
+        computes dL/dx, and adds it after the large stage's barrier.
         """
         cdef Stage* stage = &self._stages[s]
         cdef floating* inputs = x if s == 0 else <floating*>self._stages[s - 1].a
-        cdef int p
-        if self._defers(s, m, step_scale):
-            self._backward_deferred(s, m, step_scale, t, team)
+        cdef floating* below = NULL
+        cdef bint full_activation
+        if self._defers(s, m):
+            self._backward_deferred(s, m, t, team)
             return
-        if t == 0 and s > 0:
+        if s > 0:
+            below = <floating*>self._stages[s - 1].g
+        else:
+            below = <floating*>self._gx_data
+        full_activation = below != NULL or stage.rowwise
+        if t == 0 and full_activation:
             _activation_backward_part(stage, <floating*>stage.g, m, 0, stage.n_out)
+        if t == 0 and below != NULL:
             if floating is float:
-                (<Layer>stage.layer).backward_input_f32(
-                    <float*>stage.g, <float*>self._stages[s - 1].g, m)
+                (<Layer>stage.layer).backward_input_f32(<float*>stage.g, <float*>below, m)
             else:
-                (<Layer>stage.layer).backward_input_f64(
-                    <double*>stage.g, <double*>self._stages[s - 1].g, m)
+                (<Layer>stage.layer).backward_input_f64(<double*>stage.g, <double*>below, m)
         if stage.split:
             _barrier()
-        if t == team - 1 and self._defers(s + 1, m, step_scale):  # (thread 0 has read
-            # the weights of stage s + 1 for dL/dx before the barrier)
+        if t == team - 1 and self._defers(s + 1, m):  # (thread 0 has read the weights
+            # of stage s + 1 for dL/dx before the barrier)
             (<Layer>self._stages[s + 1].layer).deferred_update_f32(NULL, NULL, m,
-                                                                   step_scale, True)
-        if not isnan(step_scale):
-            _gradient_part(stage, inputs, pixels, m, step_scale, s == 0,
-                           _first_unit(stage, t, team), _first_unit(stage, t + 1, team))
-        elif t == 0:  # an optimizer that cannot be folded into the product
-            _gradient_part(stage, inputs, NULL, m, step_scale, s == 0, 0, stage.n_out)
-            for p in range(self._param_start[s], self._param_start[s + 1]):
-                if floating is float:
-                    (<Optimizer>self._optimizer).update_f32(
-                        <float*>self._params[p].value, <float*>self._params[p].grad,
-                        self._params[p].size, self._params[p].slot)
-                else:
-                    (<Optimizer>self._optimizer).update_f64(
-                        <double*>self._params[p].value, <double*>self._params[p].grad,
-                        self._params[p].size, self._params[p].slot)
+                                                                   self._step, True)
+        self._parameter_part(s, inputs, pixels, m, not full_activation,
+                             _first_unit(stage, t, team), _first_unit(stage, t + 1, team))
 
-    cdef inline bint _defers(self, int s, int m, double step_scale) noexcept nogil:
-        """Whether stage s defers its plain-SGD update (see _backward_stage)."""
+    cdef void _parameter_part(self, int s, floating* inputs, const cnp.uint8_t* pixels,
+                              int m, bint with_activation, int lo, int hi) noexcept nogil:
+        """Units lo:hi of stage s: (optionally) the activation's derivative, then the
+        folded update, or the gradients and the optimizer's update of that share of each
+        parameter (the gradients only, without an optimizer)."""
+        cdef Stage* stage = &self._stages[s]
+        cdef Param* param
+        cdef int p
+        if lo >= hi:
+            return
+        if with_activation:
+            _activation_backward_part(stage, <floating*>stage.g, m, lo, hi)
+        _parameter_rows(stage, inputs, pixels, m, stage.folded, self._step, lo, hi)
+        if stage.folded or self._optimizer == NULL:
+            return
+        for p in range(self._param_start[s], self._param_start[s + 1]):
+            param = &self._params[p]
+            if floating is float:
+                (<Optimizer>self._optimizer).update_f32(
+                    param.slot, <float*>param.value, <float*>param.grad,
+                    lo * param.unit, hi * param.unit)
+            else:
+                (<Optimizer>self._optimizer).update_f64(
+                    param.slot, <double*>param.value, <double*>param.grad,
+                    lo * param.unit, hi * param.unit)
+
+    cdef inline bint _defers(self, int s, int m) noexcept nogil:
+        """Whether stage s defers its folded update (see _backward_stage)."""
         return (0 < s < self._n_stages and self._stages[s].defer
-                and not isnan(step_scale)
                 and (<Layer>self._stages[s].layer).defers_update(m))
 
-    cdef void _backward_deferred(self, int s, int m, double step_scale, int t,
-                                 int team) noexcept nogil:
+    cdef void _backward_deferred(self, int s, int m, int t, int team) noexcept nogil:
         """Stage s (float32, not shared, above a large stage): thread 0 turns dL/da into
         dL/dz and computes dL/dx; meanwhile the last thread prepares the update, which
         it applies after the stage below's barrier (_backward_stage)."""
@@ -558,10 +706,10 @@ cdef class FusedTrainer:
                                                     <float*>self._stages[s - 1].g, m)
         if t == team - 1:
             (<Layer>stage.layer).deferred_update_f32(
-                <float*>self._stages[s - 1].a, <float*>stage.g, m, step_scale, False)
+                <float*>self._stages[s - 1].a, <float*>stage.g, m, self._step, False)
 
     cdef void _forward(self, floating* x, const cnp.uint8_t* pixels, int m) noexcept nogil:
-        """The forward pass alone (evaluation): each large stage shared by the threads.
+        """The forward pass alone: each large stage shared by the threads.
 
         The first layer reads ``pixels`` unless NULL, else ``x``."""
         cdef Stage* stage
@@ -572,13 +720,16 @@ cdef class FusedTrainer:
             stage = &self._stages[s]
             stage_pixels = pixels if s == 0 else NULL
             if stage.split == 0 or self.n_threads == 1:
-                _forward_part(stage, inputs, stage_pixels, m, 0, stage.n_out)
+                _forward_part(stage, inputs, stage_pixels, m, 0, stage.n_out, True)
             else:
                 for t in prange(self.n_threads, num_threads=self.n_threads,
                                 schedule="static", chunksize=1):
                     _forward_part(stage, inputs, stage_pixels, m,
                                   _first_unit(stage, t, self.n_threads),
-                                  _first_unit(stage, t + 1, self.n_threads))
+                                  _first_unit(stage, t + 1, self.n_threads),
+                                  not stage.rowwise)
+                if stage.rowwise:
+                    _activation_forward_rows(stage, 0, m, <floating*>stage.z)
             inputs = <floating*>stage.a
 
     def _count_correct(self, const pixel_t[:, ::1] x, floating[:, ::1] xbuf,
@@ -602,6 +753,142 @@ cdef class FusedTrainer:
                 begin += m
         return correct
 
+    # --- one batch at a time, between Python-written components ---------------------------
+
+    def forward_batch(self, x, order, Py_ssize_t start, Py_ssize_t m):
+        """Gather rows ``order[start:start + m]`` of the data ``x`` and run the forward pass.
+
+        For the first run of stages of a model.  ``x`` as in :meth:`train` (checked by the
+        caller, as :meth:`train` checks it); inside :meth:`holding` the first layer keeps
+        the kernels chosen for ``x``.  Returns the last stage's output rows, a view of a
+        buffer that the next call overwrites.
+        """
+        if not 0 < m <= self.batch_size:
+            raise ValueError(f"m must be in 1..{self.batch_size}")
+        self._check_inputs(x)
+        self._check_rows(len(x), order, start, start + m)
+        take_pixels = self._takes_pixels(x)
+        self._batch_pixels = take_pixels
+        self._batch_input = None
+        self._forward_gathered(x, self._x, order, start, m, take_pixels)
+        return self._outputs[:m]
+
+    def forward_input(self, x):
+        """Run the forward pass on the rows ``x`` (``(m, n_inputs)``, the trainer's dtype,
+        C-contiguous), output of a Python-written component.  Returns the last stage's
+        output rows (a view, as :meth:`forward_batch`); ``x`` is kept for the backward
+        pass."""
+        if (not isinstance(x, np.ndarray) or x.ndim != 2 or x.shape[1] != self.n_inputs
+                or x.dtype != self.dtype or not x.flags.c_contiguous
+                or not 0 < x.shape[0] <= self.batch_size):
+            raise ValueError(f"x must be a C-contiguous {self.dtype} array of shape "
+                             f"(m, {self.n_inputs}) with m in 1..{self.batch_size}")
+        self._batch_input = x
+        self._batch_pixels = False
+        self._forward_input(x, x.shape[0])
+        return self._outputs[:x.shape[0]]
+
+    def loss_batch(self, targets, order, Py_ssize_t start, Py_ssize_t m):
+        """The compiled loss of the last forward pass against the targets of rows
+        ``order[start:start + m]`` (labels or rows, as in :meth:`train`): writes dL/d
+        output for :meth:`backward_batch` and returns the loss summed over the rows."""
+        if self._loss == NULL:
+            raise RuntimeError("this trainer has no compiled loss")
+        if not 0 < m <= self.batch_size:
+            raise ValueError(f"m must be in 1..{self.batch_size}")
+        self._check_targets(targets, self._check_rows(len(targets), order, start, start + m),
+                            len(targets))
+        return self._loss_rows(targets, self._y, order, start, m)
+
+    def backward_batch(self, grad_output, Py_ssize_t m):
+        """The backward pass of the last forward pass over its ``m`` rows.
+
+        ``grad_output`` is dL/d output ``(m, n_outputs)`` from the Python-written code
+        above, or None after :meth:`loss_batch`.  Updates the parameters with the
+        compiled optimizer (or writes their gradients, without one) and returns dL/d
+        input (a view, overwritten by the next call) if the trainer was made with
+        ``input_gradient``, else None.
+        """
+        cdef Stage* last = &self._stages[self._n_stages - 1]
+        if not 0 < m <= self.batch_size:
+            raise ValueError(f"m must be in 1..{self.batch_size}")
+        if grad_output is not None:
+            if (not isinstance(grad_output, np.ndarray)
+                    or grad_output.shape != (m, self.n_outputs)):
+                raise ValueError(f"grad_output must have shape ({m}, {self.n_outputs})")
+            self._store_gradient(np.asarray(grad_output, dtype=self.dtype), self._y)
+        self._backward_rows(self._x, m)
+        return self._gx[:m] if self._input_gradient else None
+
+    def _forward_gathered(self, const pixel_t[:, ::1] x, floating[:, ::1] xbuf,
+                          const cnp.int64_t[::1] order, Py_ssize_t start, Py_ssize_t m,
+                          bint take_pixels):
+        cdef cnp.uint8_t[:, ::1] pixels = self._pixels
+        cdef cnp.uint8_t* pixel_ptr = NULL
+        if take_pixels and pixel_t is cnp.uint8_t and floating is float:
+            pixel_ptr = &pixels[0, 0]
+        self._run_forward(&x[0, 0], x.shape[1], &order[start], m, &xbuf[0, 0], pixel_ptr)
+
+    cdef void _run_forward(self, const pixel_t* x, Py_ssize_t width,
+                           const cnp.int64_t* rows, Py_ssize_t m, floating* xbuf,
+                           cnp.uint8_t* pixels) noexcept:
+        cdef int t, team
+        cdef int n_threads = self.n_threads if self._any_split else 1
+        with nogil, parallel(num_threads=n_threads):
+            t = _thread_id()
+            team = _team_size()
+            _gather_share(x, width, rows, m, t, team, xbuf, pixels)
+            _barrier()
+            self._forward_all(xbuf, pixels, <int>m, t, team)
+
+    def _forward_input(self, floating[:, ::1] x, Py_ssize_t m):
+        cdef int t, team
+        cdef int n_threads = self.n_threads if self._any_split else 1
+        with nogil, parallel(num_threads=n_threads):
+            t = _thread_id()
+            team = _team_size()
+            self._forward_all(&x[0, 0], NULL, <int>m, t, team)
+
+    def _loss_rows(self, targets, floating[:, ::1] ybuf, const cnp.int64_t[::1] order,
+                   Py_ssize_t start, Py_ssize_t m):
+        cdef const cnp.int64_t[::1] labels = None
+        cdef const floating[:, ::1] dense_targets = None
+        cdef const cnp.int64_t* label_ptr = NULL
+        cdef const floating* target_ptr = NULL
+        cdef double total
+        if targets.ndim == 1:
+            labels = targets
+            label_ptr = &labels[0]
+        else:
+            dense_targets = targets
+            target_ptr = &dense_targets[0, 0]
+        with nogil:
+            _gather_targets(label_ptr, target_ptr, &order[start], m, ybuf.shape[1],
+                            &ybuf[0, 0])
+            total = self._loss_kernel(&ybuf[0, 0], <int>m)
+        return total
+
+    def _store_gradient(self, const floating[:, ::1] grad, floating[:, ::1] like):
+        cdef Stage* last = &self._stages[self._n_stages - 1]
+        memcpy(last.g, &grad[0, 0], grad.shape[0] * grad.shape[1] * sizeof(floating))
+
+    def _backward_rows(self, floating[:, ::1] xbuf, Py_ssize_t m):
+        cdef floating[:, ::1] inputs
+        cdef cnp.uint8_t[:, ::1] pixels = self._pixels
+        cdef cnp.uint8_t* pixel_ptr = NULL
+        cdef int t, team
+        cdef int n_threads = self.n_threads if self._any_split else 1
+        if self._batch_input is not None:
+            inputs = self._batch_input
+        else:
+            inputs = xbuf
+        if self._batch_pixels and floating is float:
+            pixel_ptr = &pixels[0, 0]
+        with nogil, parallel(num_threads=n_threads):
+            t = _thread_id()
+            team = _team_size()
+            self._backward(&inputs[0, 0], pixel_ptr, <int>m, t, team)
+
 
 cdef inline int _first_unit(Stage* stage, int t, int team) noexcept nogil:
     """First output unit of thread t's share of a stage, out of ``team`` threads.
@@ -613,31 +900,31 @@ cdef inline int _first_unit(Stage* stage, int t, int team) noexcept nogil:
         return 0 if t == 0 else stage.n_out
     if t >= team:
         return stage.n_out
-    return (stage.n_out * t // team) // SPLIT_ALIGN * SPLIT_ALIGN
+    return (stage.n_out * t // team) // stage.align * stage.align
 
 
 cdef void _forward_part(Stage* stage, floating* inputs, const cnp.uint8_t* pixels, int m,
-                        int lo, int hi) noexcept nogil:
+                        int lo, int hi, bint with_activation) noexcept nogil:
     """Outputs lo:hi of a stage: the layer's (from ``pixels`` unless NULL, float32
-    only), then the activation's; stage.row_block rows at a time if set."""
+    only), then (optionally) the activation's; stage.row_block rows at a time if set."""
     cdef int first, rows
     if stage.row_block == 0 or m <= stage.row_block:
-        _forward_rows(stage, inputs, pixels, 0, m, lo, hi)
+        _forward_rows(stage, inputs, pixels, 0, m, lo, hi, with_activation)
         return
     first = 0
     while first < m:
         rows = min(stage.row_block, m - first)
         _forward_rows(stage, inputs + <Py_ssize_t>first * stage.n_in,
                       pixels + <Py_ssize_t>first * stage.n_in if pixels != NULL else NULL,
-                      first, rows, lo, hi)
+                      first, rows, lo, hi, with_activation)
         first += rows
 
 
 cdef void _forward_rows(Stage* stage, floating* inputs, const cnp.uint8_t* pixels,
-                        int first, int m, int lo, int hi) noexcept nogil:
+                        int first, int m, int lo, int hi,
+                        bint with_activation) noexcept nogil:
     """_forward_part on the m rows from row ``first`` of the stage's outputs (``inputs``
     and ``pixels`` point at that row)."""
-    cdef int i
     cdef floating* z = <floating*>stage.z + <Py_ssize_t>first * stage.n_out
     cdef floating* a = <floating*>stage.a + <Py_ssize_t>first * stage.n_out
     if lo >= hi:
@@ -648,82 +935,77 @@ cdef void _forward_rows(Stage* stage, floating* inputs, const cnp.uint8_t* pixel
         (<Layer>stage.layer).forward_f32(inputs, z, m, lo, hi)
     else:
         (<Layer>stage.layer).forward_f64(inputs, z, m, lo, hi)
-    if stage.activation == NULL:
+    if stage.activation == NULL or not with_activation:
         return
-    if lo == 0 and hi == stage.n_out:
-        _activation_forward(stage, z, a, <Py_ssize_t>m * stage.n_out)
-    else:
-        for i in range(m):
-            _activation_forward(stage, z + i * stage.n_out + lo, a + i * stage.n_out + lo,
-                                hi - lo)
-
-
-cdef inline void _activation_forward(Stage* stage, floating* z, floating* a,
-                                     Py_ssize_t n) noexcept nogil:
     if floating is float:
-        (<Activation>stage.activation).forward_f32(z, a, n)
+        (<Activation>stage.activation).forward_f32(z + lo, a + lo, m, hi - lo, stage.n_out)
     else:
-        (<Activation>stage.activation).forward_f64(z, a, n)
+        (<Activation>stage.activation).forward_f64(z + lo, a + lo, m, hi - lo, stage.n_out)
+
+
+cdef void _activation_forward_rows(Stage* stage, int first, int last,
+                                   floating* z) noexcept nogil:
+    """The activation of whole rows first:last of a stage (a row-wise one); ``z`` is
+    the stage's z buffer, typed."""
+    cdef Py_ssize_t offset = <Py_ssize_t>first * stage.n_out
+    if stage.activation == NULL or first >= last:
+        return
+    if floating is float:
+        (<Activation>stage.activation).forward_f32(
+            z + offset, <float*>stage.a + offset, last - first, stage.n_out, stage.n_out)
+    else:
+        (<Activation>stage.activation).forward_f64(
+            z + offset, <double*>stage.a + offset, last - first, stage.n_out, stage.n_out)
 
 
 cdef void _activation_backward_part(Stage* stage, floating* g, int m, int lo,
                                     int hi) noexcept nogil:
     """g[:, lo:hi] *= f'(z[:, lo:hi]) for the stage's activation, if it has one."""
-    cdef int i
-    cdef Py_ssize_t offset
-    if stage.activation == NULL:
+    if stage.activation == NULL or lo >= hi:
         return
-    if lo == 0 and hi == stage.n_out:
-        _activation_backward(stage, 0, g, <Py_ssize_t>m * stage.n_out)
-        return
-    for i in range(m):
-        offset = <Py_ssize_t>i * stage.n_out + lo
-        _activation_backward(stage, offset, g + offset, hi - lo)
-
-
-cdef inline void _activation_backward(Stage* stage, Py_ssize_t offset, floating* g,
-                                      Py_ssize_t n) noexcept nogil:
     if floating is float:
         (<Activation>stage.activation).backward_f32(
-            <float*>stage.z + offset, <float*>stage.a + offset, g, n)
+            <float*>stage.z + lo, <float*>stage.a + lo, g + lo, m, hi - lo, stage.n_out)
     else:
         (<Activation>stage.activation).backward_f64(
-            <double*>stage.z + offset, <double*>stage.a + offset, g, n)
+            <double*>stage.z + lo, <double*>stage.a + lo, g + lo, m, hi - lo, stage.n_out)
 
 
-cdef void _gradient_part(Stage* stage, floating* inputs, const cnp.uint8_t* pixels, int m,
-                         double step_scale, bint with_activation, int lo,
-                         int hi) noexcept nogil:
-    """Outputs lo:hi: (optionally) the activation's derivative, then the layer's gradient
-    (from ``pixels`` unless NULL, float32 with a finite ``step_scale`` only); with a
-    finite ``step_scale``, stage.row_block rows at a time if set."""
+cdef void _parameter_rows(Stage* stage, floating* inputs, const cnp.uint8_t* pixels, int m,
+                          bint folded, double step, int lo, int hi) noexcept nogil:
+    """Units lo:hi of the stage's layer: the folded update (from ``pixels`` unless NULL,
+    float32 only), or its gradients; stage.row_block rows at a time if set (the
+    gradients of later blocks added to the first's)."""
     cdef int first, rows
     cdef floating* g = <floating*>stage.g
-    if lo >= hi:
-        return
-    if with_activation:
-        _activation_backward_part(stage, g, m, lo, hi)
-    if stage.row_block == 0 or m <= stage.row_block or isnan(step_scale):
-        _layer_gradient(stage, inputs, pixels, g, m, step_scale, lo, hi)
+    if stage.row_block == 0 or m <= stage.row_block:
+        _layer_parameters(stage, inputs, pixels, g, m, folded, step, lo, hi, False)
         return
     first = 0
-    while first < m:  # each block's update in turn
+    while first < m:
         rows = min(stage.row_block, m - first)
-        _layer_gradient(stage, inputs + <Py_ssize_t>first * stage.n_in,
-                        pixels + <Py_ssize_t>first * stage.n_in if pixels != NULL else NULL,
-                        g + <Py_ssize_t>first * stage.n_out, rows, step_scale, lo, hi)
+        _layer_parameters(stage, inputs + <Py_ssize_t>first * stage.n_in,
+                          pixels + <Py_ssize_t>first * stage.n_in if pixels != NULL else NULL,
+                          g + <Py_ssize_t>first * stage.n_out, rows, folded, step, lo, hi,
+                          first > 0)
         first += rows
 
 
-cdef inline void _layer_gradient(Stage* stage, floating* inputs, const cnp.uint8_t* pixels,
-                                 floating* g, int m, double step_scale, int lo,
-                                 int hi) noexcept nogil:
-    if floating is float and pixels != NULL:
-        (<Layer>stage.layer).gradient_pixels_f32(pixels, g, m, step_scale, lo, hi)
-    elif floating is float:
-        (<Layer>stage.layer).gradient_f32(inputs, g, m, step_scale, lo, hi)
+cdef inline void _layer_parameters(Stage* stage, floating* inputs, const cnp.uint8_t* pixels,
+                                   floating* g, int m, bint folded, double step, int lo,
+                                   int hi, bint accumulate) noexcept nogil:
+    if floating is float:
+        if folded and pixels != NULL:
+            (<Layer>stage.layer).folded_update_pixels_f32(pixels, g, m, step, lo, hi)
+        elif folded:
+            (<Layer>stage.layer).folded_update_f32(inputs, g, m, step, lo, hi)
+        else:
+            (<Layer>stage.layer).gradient_f32(inputs, g, m, lo, hi, accumulate)
     else:
-        (<Layer>stage.layer).gradient_f64(inputs, g, m, step_scale, lo, hi)
+        if folded:
+            (<Layer>stage.layer).folded_update_f64(inputs, g, m, step, lo, hi)
+        else:
+            (<Layer>stage.layer).gradient_f64(inputs, g, m, lo, hi, accumulate)
 
 
 cdef inline floating _convert(pixel_t value, floating kind) noexcept nogil:

@@ -1,0 +1,256 @@
+"""The epoch loops behind :meth:`numrec.Sequential.fit`.
+
+Three ways to run an epoch's batches, chosen by what the model is made of:
+
+``FusedEpoch``
+    Every component, the loss and the optimizer are compiled: whole chunks of batches
+    run in :class:`~numrec._core._training.FusedTrainer`, without a Python call per batch.
+``SegmentedEpoch``
+    Some components (or the loss, or the optimizer) are written in Python: each run of
+    compiled components still runs compiled, one batch at a time, and only the
+    Python-written parts are called per batch, on NumPy views of the compiled parts'
+    buffers.
+``PythonEpoch``
+    Every component through its Python methods (``fused=False``): the reference the
+    other two agree with.
+"""
+import contextlib
+
+import numpy as np
+
+from numrec._core._activations import Activation
+from numrec._core._layers import Layer
+from numrec._core._training import (
+    FusedTrainer, kernel_problem, plan_problem, thread_plan,
+)
+
+#: Progress callbacks are called after about this many samples (and at each epoch's end).
+PROGRESS_SAMPLES = 4096
+
+
+class FusedEpoch:
+    """An epoch in the compiled loop, run in chunks so that progress and Ctrl-C get through."""
+
+    def __init__(self, trainer):
+        self.trainer = trainer
+
+    def train(self, x, targets, order, on_progress):
+        batch = self.trainer.batch_size
+        chunk = max(1, PROGRESS_SAMPLES // batch) * batch
+        total = 0.0
+        with self.trainer.holding(x):  # one choice of kernels for the epoch's chunks
+            for start in range(0, len(order), chunk):
+                stop = min(start + chunk, len(order))
+                total += self.trainer.train(x, targets, order, start, stop)
+                if on_progress is not None:
+                    on_progress(stop, len(order))
+        return total
+
+    def accuracy(self, x, labels):
+        return self.trainer.count_correct(x, labels) / len(labels) if len(labels) else 0.0
+
+
+class PythonEpoch:
+    """An epoch as a Python loop over batches: works with any component."""
+
+    def __init__(self, model, loss, optimizer, batch_size):
+        self.model, self.loss, self.optimizer = model, loss, optimizer
+        self.batch_size = batch_size
+
+    def train(self, x, targets, order, on_progress):
+        model = self.model
+        parameters, gradients = model.parameters(), model.gradients()
+        total = 0.0
+        for start in range(0, len(order), self.batch_size):
+            rows = order[start:start + self.batch_size]
+            output = model.forward(x[rows])
+            target = batch_targets(targets, rows, output.shape[1], model.dtype)
+            batch_loss = float(self.loss.value(output, target))
+            if not np.isfinite(batch_loss):
+                return batch_loss  # diverged: fit reports it
+            total += batch_loss * len(rows)
+            model.backward(self.loss.gradient(output, target))
+            self.optimizer.step(parameters, gradients)
+            _report(on_progress, start + len(rows), len(order), self.batch_size)
+        return total
+
+    def accuracy(self, x, labels):
+        if not len(labels):
+            return 0.0
+        return float(np.mean(self.model.predict_classes(x) == labels))
+
+
+class _PythonPart:
+    """A Python-written component inside a segmented model (or a compiled one that
+    cannot join a run of compiled stages), called through the component protocol."""
+
+    def __init__(self, index, component, first_slot):
+        self.index, self.component, self.first_slot = index, component, first_slot
+        self.parameters = component.parameters() if isinstance(component, Layer) else []
+        self.gradients = component.gradients() if isinstance(component, Layer) else []
+
+    def forward(self, inputs, dtype, width):
+        output = self.component.forward_pass(inputs)
+        return _checked_output(output, self.index, self.component, len(inputs), width, dtype)
+
+    def backward(self, grad, optimizer):
+        grad = self.component.backward_pass(grad)
+        if optimizer is not None:  # a compiled optimizer: this part's share of the step
+            for slot, (param, gradient) in enumerate(zip(self.parameters, self.gradients),
+                                                     start=self.first_slot):
+                optimizer._update(slot, param, gradient)
+        return grad
+
+
+class SegmentedEpoch:
+    """An epoch of a model that mixes compiled and Python-written parts.
+
+    The components are cut into parts: each maximal run of compiled components that the
+    compiled loop can run (:func:`~numrec._core._training.plan_problem`) becomes a
+    :class:`FusedTrainer` that runs its batch compiled and multi-threaded; every other
+    component is called per batch.  A compiled loss and optimizer stay compiled too
+    (the loss inside the last trainer when the model ends with a compiled part).
+    """
+
+    def __init__(self, model, loss, optimizer, batch_size, x, threads):
+        self.model, self.loss, self.batch_size = model, loss, batch_size
+        self.compiled_optimizer = optimizer if kernel_problem(optimizer, model.dtype) is None \
+            else None
+        self.python_optimizer = None if self.compiled_optimizer is not None else optimizer
+        compiled_loss = kernel_problem(loss, model.dtype) is None
+        self.parts = []
+        self.blas_threads = threads
+        slot = 0
+        runs = _compiled_runs(model.components, model.dtype)
+        for number, (kind, first, members) in enumerate(runs):
+            last = number == len(runs) - 1
+            if kind == "python":
+                self.parts.append(_PythonPart(first, members[0], slot))
+            else:
+                self.parts.append(self._trainer(members, first, slot, x, threads,
+                                                loss if last and compiled_loss else None))
+            slot += sum(len(c.parameters()) for c in members if isinstance(c, Layer))
+        self.loss_in_trainer = isinstance(self.parts[-1], FusedTrainer) and compiled_loss
+
+    def _trainer(self, members, first, slot, x, threads, loss):
+        stages = [(layer, activation) for layer, activation in _stages_of(members)]
+        data = x if first == 0 else np.zeros((0, members[0].in_features), self.model.dtype)
+        split, blas, exact = thread_plan(stages, self.model.dtype, self.batch_size, data,
+                                         threads)
+        self.blas_threads = min(self.blas_threads, blas)
+        return FusedTrainer(stages, loss, self.compiled_optimizer, self.batch_size,
+                            self.model.dtype, split, exact, first_slot=slot,
+                            input_gradient=first > 0)
+
+    def train(self, x, targets, order, on_progress):
+        first = self.parts[0]
+        total = 0.0
+        held = first.holding(x) if isinstance(first, FusedTrainer) else contextlib.nullcontext()
+        with held:
+            for start in range(0, len(order), self.batch_size):
+                m = min(self.batch_size, len(order) - start)
+                total += self._batch(x, targets, order, start, m)
+                _report(on_progress, start + m, len(order), self.batch_size)
+        return total
+
+    def _batch(self, x, targets, order, start, m):
+        """One batch: forward through every part, the loss, backward, the updates."""
+        model, dtype = self.model, self.model.dtype
+        if self.compiled_optimizer is not None:
+            self.compiled_optimizer._advance()
+        output = None
+        for number, part in enumerate(self.parts):
+            if isinstance(part, FusedTrainer):
+                output = (part.forward_batch(x, order, start, m) if number == 0
+                          else part.forward_input(output))
+            else:
+                inputs = output if number > 0 else model._as_input(x[order[start:start + m]])
+                output = part.forward(inputs, dtype, _width_after(self.parts, number))
+        if self.loss_in_trainer:
+            batch_loss = self.parts[-1].loss_batch(targets, order, start, m)
+            grad = None
+        else:
+            target = batch_targets(targets, order[start:start + m], output.shape[1], dtype)
+            batch_loss = float(self.loss.value(output, target)) * m
+            grad = self.loss.gradient(output, target)
+        for number in range(len(self.parts) - 1, -1, -1):
+            part = self.parts[number]
+            if isinstance(part, FusedTrainer):
+                grad = part.backward_batch(grad, m)
+            elif number > 0 or part.parameters:
+                grad = part.backward(grad, self.compiled_optimizer)
+        if self.python_optimizer is not None:
+            self.python_optimizer.step(model.parameters(), model.gradients())
+        return batch_loss
+
+    def accuracy(self, x, labels):
+        if not len(labels):
+            return 0.0
+        return float(np.mean(self.model.predict_classes(x) == labels))
+
+
+def _compiled_runs(components, dtype):
+    """Cut ``components`` into ``("compiled" | "python", first index, members)`` runs.
+
+    A compiled run is the longest stretch, starting at a layer, that the compiled loop
+    can run as one (:func:`plan_problem` finds nothing wrong with it)."""
+    runs = []
+    for index, component in enumerate(components):
+        if runs and runs[-1][0] == "compiled" and \
+                plan_problem(runs[-1][2] + [component], dtype) is None:
+            runs[-1][2].append(component)
+        elif isinstance(component, Layer) and plan_problem([component], dtype) is None:
+            runs.append(("compiled", index, [component]))
+        else:
+            runs.append(("python", index, [component]))
+    return runs
+
+
+def _stages_of(members):
+    stages = []
+    for component in members:
+        if isinstance(component, Activation):
+            stages[-1][1] = component
+        else:
+            stages.append([component, None])
+    return stages
+
+
+def _width_after(parts, number):
+    """The width the part after ``number`` expects, if it says (a trainer), else None."""
+    if number + 1 < len(parts) and isinstance(parts[number + 1], FusedTrainer):
+        return parts[number + 1].n_inputs
+    return None
+
+
+def _checked_output(output, index, component, rows, width, dtype):
+    """A Python-written component's output, checked before compiled code reads it."""
+    name = f"components[{index}] ({type(component).__name__})"
+    if not isinstance(output, np.ndarray):
+        raise TypeError(f"{name} returned {type(output).__name__}, not a numpy array")
+    if output.dtype != dtype:
+        raise TypeError(f"{name} returned dtype {output.dtype}; the model's dtype is {dtype}")
+    if output.ndim != 2 or len(output) != rows or (width is not None and output.shape[1] != width):
+        expected = f"({rows}, {width if width is not None else 'n'})"
+        raise ValueError(f"{name} returned shape {output.shape} for a batch of {rows}; "
+                         f"expected {expected}")
+    return np.ascontiguousarray(output)
+
+
+def _report(on_progress, done, total, batch_size):
+    if on_progress is not None and (done % PROGRESS_SAMPLES < batch_size or done == total):
+        on_progress(done, total)
+
+
+def batch_targets(targets, rows, n_outputs, dtype):
+    """Targets of the rows ``rows``: one-hot rows for labels, else the target rows."""
+    if targets.ndim == 2:
+        return targets[rows]
+    return one_hot(targets[rows], n_outputs, dtype)
+
+
+def one_hot(labels, n_outputs, dtype):
+    """Rows of zeros with a one at each label: shape (len(labels), n_outputs)."""
+    encoded = np.zeros((len(labels), n_outputs), dtype=dtype)
+    encoded[np.arange(len(labels)), labels] = 1
+    return encoded
