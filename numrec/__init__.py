@@ -12,7 +12,8 @@ Build a network from layers and activations, train it with a loss and an optimiz
 """
 from importlib.metadata import PackageNotFoundError, version as _version
 
-from numrec._core._activations import Activation, LeakyReLU, Sigmoid
+# The abstract classes, then the built-ins of numrec.registry (a test keeps the two in step).
+from numrec._core._activations import Activation, LeakyReLU, ReLU, Sigmoid
 from numrec._core._layers import Dense, Layer
 from numrec._core._losses import MSE, Loss
 from numrec._core._optimizers import SGD, Optimizer
@@ -27,6 +28,6 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 
 __all__ = [
     "Activation", "Dense", "DivergedError", "History", "Layer", "LeakyReLU", "Loss",
-    "MSE", "ModelFileError", "Optimizer", "SGD", "Sequential", "Sigmoid", "datasets", "load",
-    "mnist_mlp",
+    "MSE", "ModelFileError", "Optimizer", "ReLU", "SGD", "Sequential", "Sigmoid", "datasets",
+    "load", "mnist_mlp",
 ]

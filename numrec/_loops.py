@@ -26,6 +26,8 @@ from numrec._core._training import (
 
 #: Progress callbacks are called after about this many samples (and at each epoch's end).
 PROGRESS_SAMPLES = 4096
+#: Rows per forward pass when the segmented loop evaluates (the trainers' buffers' rows).
+EVAL_ROWS = 1024
 
 
 class FusedEpoch:
@@ -143,10 +145,13 @@ class SegmentedEpoch:
                             input_gradient=first > 0)
 
     def train(self, x, targets, order, on_progress):
-        first = self.parts[0]
         total = 0.0
-        held = first.holding(x) if isinstance(first, FusedTrainer) else contextlib.nullcontext()
-        with held:
+        with contextlib.ExitStack() as epochs:
+            first, last = self.parts[0], self.parts[-1]
+            if isinstance(first, FusedTrainer):
+                epochs.enter_context(first.epoch(x, targets, order))
+            if self.loss_in_trainer and last is not first:
+                epochs.enter_context(last.epoch(None, targets, order))
             for start in range(0, len(order), self.batch_size):
                 m = min(self.batch_size, len(order) - start)
                 total += self._batch(x, targets, order, start, m)
@@ -161,13 +166,13 @@ class SegmentedEpoch:
         output = None
         for number, part in enumerate(self.parts):
             if isinstance(part, FusedTrainer):
-                output = (part.forward_batch(x, order, start, m) if number == 0
+                output = (part.forward_batch(start, m) if number == 0
                           else part.forward_input(output))
             else:
                 inputs = output if number > 0 else model._as_input(x[order[start:start + m]])
                 output = part.forward(inputs, dtype, _width_after(self.parts, number))
         if self.loss_in_trainer:
-            batch_loss = self.parts[-1].loss_batch(targets, order, start, m)
+            batch_loss = self.parts[-1].loss_batch(start, m)
             grad = None
         else:
             target = batch_targets(targets, order[start:start + m], output.shape[1], dtype)
@@ -186,7 +191,25 @@ class SegmentedEpoch:
     def accuracy(self, x, labels):
         if not len(labels):
             return 0.0
-        return float(np.mean(self.model.predict_classes(x) == labels))
+        correct = 0
+        for start in range(0, len(x), EVAL_ROWS):
+            output = self.forward(x[start:start + EVAL_ROWS])
+            correct += int(np.count_nonzero(output.argmax(axis=1) == labels[start:start + EVAL_ROWS]))
+        return correct / len(labels)
+
+    def forward(self, rows):
+        """The model's output for up to EVAL_ROWS rows, each part as in training."""
+        output = None
+        for number, part in enumerate(self.parts):
+            if isinstance(part, FusedTrainer):
+                inputs = rows if number == 0 else output
+                output = part.forward_rows(np.ascontiguousarray(inputs))
+            else:
+                inputs = output if number > 0 else self.model._as_input(rows)
+                output = _checked_output(part.component.forward(inputs), part.index,
+                                         part.component, len(inputs),
+                                         _width_after(self.parts, number), self.model.dtype)
+        return output
 
 
 def _compiled_runs(components, dtype):

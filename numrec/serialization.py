@@ -27,21 +27,17 @@ atomic: the archive is written to a temporary file in the destination's director
 renamed over the destination only once complete.
 """
 import json
-import math
-import numbers
 import os
 import struct
 import zipfile
 import zlib
-from dataclasses import dataclass
 
 import numpy as np
 
 from numrec._files import atomic_writer
 
-from numrec._core._activations import LeakyReLU, Sigmoid
-from numrec._core._layers import Dense
 from numrec.model import Sequential
+from numrec.registry import savable
 
 __all__ = ["COMPONENTS", "FORMAT", "FORMAT_VERSION", "ModelFileError", "load", "save_model"]
 
@@ -53,52 +49,13 @@ _FLOAT_NAMES = ("float32", "float64")
 #: Largest JSON architecture read, in bytes.
 _MAX_ARCHITECTURE_BYTES = 1 << 20
 
+#: Component type name -> how it is stored (:class:`numrec.registry.Builtin`): the
+#: layers and activations of :data:`numrec.registry.BUILTINS`.
+COMPONENTS = savable()
+
 
 class ModelFileError(ValueError):
     """A model file is not a valid numrec model file; the message names the file."""
-
-
-# --- the built-in components a file may hold ------------------------------------------------
-
-def _positive_int(value):
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
-
-
-def _non_negative_float(value):
-    return (isinstance(value, numbers.Real) and not isinstance(value, bool)
-            and math.isfinite(value) and value >= 0)
-
-
-def _float_dtype_name(value):
-    return value in _FLOAT_NAMES
-
-
-def _no_parameters(config):
-    return []
-
-
-@dataclass(frozen=True)
-class _Spec:
-    """How a built-in component is stored.
-
-    ``config`` maps each ``get_config()`` key to a check of its JSON value;
-    ``shapes(config)`` gives the shapes of the component's parameters, in the order of
-    its ``parameters()``.
-    """
-
-    cls: type
-    config: dict
-    shapes: object = _no_parameters
-
-
-#: Component type name -> how it is stored.  A new built-in component is one line here.
-COMPONENTS = {
-    "Dense": _Spec(Dense, {"in_features": _positive_int, "out_features": _positive_int,
-                           "dtype": _float_dtype_name},
-                   lambda c: [(c["out_features"], c["in_features"]), (c["out_features"],)]),
-    "LeakyReLU": _Spec(LeakyReLU, {"alpha": _non_negative_float}),
-    "Sigmoid": _Spec(Sigmoid, {}),
-}
 
 
 # --- saving ------------------------------------------------------------------------------
@@ -233,7 +190,7 @@ def _load_archive(path, archive):
     for index, entry in enumerate(architecture["components"]):
         spec, config = _check_component(path, index, entry, dtype_name)
         specs.append((spec, config))
-        shapes.extend(spec.shapes(config))
+        shapes.extend(spec.parameter_shapes(config))
     expected = {"architecture"} | {f"param_{i}" for i in range(len(shapes))}
     found = set(archive.files)
     if found != expected:
@@ -255,7 +212,7 @@ def _load_archive(path, archive):
         position = 0
         for spec, config in specs:
             component = spec.cls(**config)
-            count = len(spec.shapes(config))
+            count = len(spec.parameter_shapes(config))
             if count:
                 # Copied in place: the compiled layers keep pointers to their own arrays.
                 for target, value in zip(component.parameters(),
@@ -323,7 +280,7 @@ def _read_architecture(path, archive):
             f"expected {FORMAT!r})"
         )
     version = architecture.get("version")
-    if not _positive_int(version):
+    if not (isinstance(version, int) and not isinstance(version, bool) and version >= 1):
         raise ModelFileError(f"{path}: the format version must be a positive integer, "
                              f"got {version!r}")
     if version > FORMAT_VERSION:
@@ -337,7 +294,7 @@ def _read_architecture(path, archive):
             f"{path}: the architecture must have exactly the keys "
             f"{sorted(expected_keys)}, got {sorted(architecture)}"
         )
-    if not _float_dtype_name(architecture["dtype"]):
+    if architecture["dtype"] not in _FLOAT_NAMES:
         raise ModelFileError(
             f"{path}: the model dtype must be 'float32' or 'float64', "
             f"got {architecture['dtype']!r}"

@@ -22,6 +22,7 @@ from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy, memset
 cimport numpy as cnp
 
+import contextlib
 from contextlib import contextmanager
 
 import numpy as np
@@ -289,6 +290,7 @@ cdef class FusedTrainer:
     cdef object _x, _x_next, _y, _gx
     cdef object _pixels, _pixels_next   # uint8 batches for a first layer that takes pixels
     cdef object _held           # the x of holding(), or None
+    cdef object _epoch          # (x, targets, order) of epoch(), checked, or None
     cdef object _batch_input    # the input of the last forward_input() (kept alive)
     cdef object _batch_pixels   # whether the last forward_batch() read pixels
     cdef object _outputs        # (rows, n_out) activation output of the last stage
@@ -430,6 +432,32 @@ cdef class FusedTrainer:
             self._held = None
             if held_sparse:
                 (<Layer>self._stages[0].layer)._sparse_inputs(False)
+
+    @contextmanager
+    def epoch(self, x, targets, order):
+        """A context manager for running batches of ``order`` one at a time.
+
+        For a model with Python-written parts: checks ``x``, ``targets`` and ``order``
+        (as :meth:`train` does) once, holds the first layer's kernels for ``x``
+        (:meth:`holding`), and lets :meth:`forward_batch` and :meth:`loss_batch` name the
+        rows by position in ``order``.  A later run of stages, which reads no data,
+        passes ``x=None`` (then only :meth:`loss_batch` uses the epoch).
+        """
+        if x is None:  # a later run of stages: the targets and order alone
+            self._check_targets(targets, self._check_rows(len(targets), order, 0, len(order)),
+                                len(targets))
+            held = contextlib.nullcontext()
+        else:
+            self._check_inputs(x)
+            self._check_targets(targets, self._check_rows(len(x), order, 0, len(order)),
+                                len(x))
+            held = self.holding(x)
+        with held:
+            self._epoch = (x, targets, order)
+            try:
+                yield self
+            finally:
+                self._epoch = None
 
     def count_correct(self, x, labels):
         """Return how many rows of ``x`` the model classifies as ``labels`` (argmax)."""
@@ -755,23 +783,26 @@ cdef class FusedTrainer:
 
     # --- one batch at a time, between Python-written components ---------------------------
 
-    def forward_batch(self, x, order, Py_ssize_t start, Py_ssize_t m):
-        """Gather rows ``order[start:start + m]`` of the data ``x`` and run the forward pass.
-
-        For the first run of stages of a model.  ``x`` as in :meth:`train` (checked by the
-        caller, as :meth:`train` checks it); inside :meth:`holding` the first layer keeps
-        the kernels chosen for ``x``.  Returns the last stage's output rows, a view of a
-        buffer that the next call overwrites.
-        """
-        if not 0 < m <= self.batch_size:
-            raise ValueError(f"m must be in 1..{self.batch_size}")
-        self._check_inputs(x)
-        self._check_rows(len(x), order, start, start + m)
+    def forward_batch(self, Py_ssize_t start, Py_ssize_t m):
+        """Gather rows ``order[start:start + m]`` of the data of :meth:`epoch` and run the
+        forward pass.  Returns the last stage's output rows, a view of a buffer that the
+        next call overwrites."""
+        x, _, order = self._epoch_data(start, m)
+        if x is None:
+            raise RuntimeError("forward_batch() needs an epoch() with data")
         take_pixels = self._takes_pixels(x)
         self._batch_pixels = take_pixels
         self._batch_input = None
         self._forward_gathered(x, self._x, order, start, m, take_pixels)
         return self._outputs[:m]
+
+    def _epoch_data(self, Py_ssize_t start, Py_ssize_t m):
+        if self._epoch is None:
+            raise RuntimeError("forward_batch() and loss_batch() run inside epoch()")
+        x, targets, order = self._epoch
+        if not 0 < m <= self.batch_size or not 0 <= start <= len(order) - m:
+            raise ValueError(f"m must be in 1..{self.batch_size} and the rows within order")
+        return self._epoch
 
     def forward_input(self, x):
         """Run the forward pass on the rows ``x`` (``(m, n_inputs)``, the trainer's dtype,
@@ -788,16 +819,29 @@ cdef class FusedTrainer:
         self._forward_input(x, x.shape[0])
         return self._outputs[:x.shape[0]]
 
-    def loss_batch(self, targets, order, Py_ssize_t start, Py_ssize_t m):
+    def forward_rows(self, x):
+        """The forward pass alone on up to 1024 rows ``x`` (uint8 pixels or the
+        trainer's dtype, C-contiguous): returns the output rows, a view of a buffer that
+        the next call overwrites.  For evaluation between Python-written components."""
+        self._check_inputs(x)
+        if not 0 < len(x) <= self._rows or not x.flags.c_contiguous:
+            raise ValueError(f"x must be C-contiguous and hold 1 to {self._rows} rows")
+        self._forward_copied(x, self._x)
+        return self._outputs[:len(x)]
+
+    def _forward_copied(self, const pixel_t[:, ::1] x, floating[:, ::1] xbuf):
+        cdef Py_ssize_t m = x.shape[0]
+        with nogil:
+            _copy_rows(&x[0, 0], m * x.shape[1], &xbuf[0, 0])
+            self._forward(&xbuf[0, 0], NULL, <int>m)
+
+    def loss_batch(self, Py_ssize_t start, Py_ssize_t m):
         """The compiled loss of the last forward pass against the targets of rows
-        ``order[start:start + m]`` (labels or rows, as in :meth:`train`): writes dL/d
-        output for :meth:`backward_batch` and returns the loss summed over the rows."""
+        ``order[start:start + m]`` of :meth:`epoch`: writes dL/d output for
+        :meth:`backward_batch` and returns the loss summed over the rows."""
         if self._loss == NULL:
             raise RuntimeError("this trainer has no compiled loss")
-        if not 0 < m <= self.batch_size:
-            raise ValueError(f"m must be in 1..{self.batch_size}")
-        self._check_targets(targets, self._check_rows(len(targets), order, start, start + m),
-                            len(targets))
+        _, targets, order = self._epoch_data(start, m)
         return self._loss_rows(targets, self._y, order, start, m)
 
     def backward_batch(self, grad_output, Py_ssize_t m):

@@ -1,0 +1,127 @@
+"""The registry of numrec's built-in components.
+
+Every built-in layer, activation, loss and optimizer is registered here once, with what
+the rest of the package needs to know about it:
+
+- the public name (``numrec.<name>``, listed in ``numrec.__all__`` and in the API
+  reference, which a test checks against this registry);
+- for the components a model file can hold (layers and activations), the keys of its
+  ``get_config()`` with a check of each JSON value, and the shapes of its parameters as
+  a function of that config, so that :mod:`numrec.serialization` checks a file's
+  arrays before it builds anything (the constructor then checks the values again);
+- small example configurations, on which the conformance suite (``tests/test_conformance.py``)
+  runs every check the kind of component promises: finite-difference gradients in
+  float32 and float64, the compiled loop against the Python loop, save and load,
+  ``get_config`` and ``repr``, thread-count invariance.
+
+A new built-in is its class plus one :func:`register` call below (and its tests).
+"""
+import math
+import numbers
+from dataclasses import dataclass, field
+
+from numrec._core._activations import LeakyReLU, ReLU, Sigmoid
+from numrec._core._layers import Dense
+from numrec._core._losses import MSE
+from numrec._core._optimizers import SGD
+from numrec._core._validation import check_positive_int
+
+__all__ = ["BUILTINS", "Builtin", "KINDS", "register", "savable"]
+
+#: The kinds of component, in the order the API reference lists them.
+KINDS = ("layer", "activation", "loss", "optimizer")
+_FLOAT_NAMES = ("float32", "float64")
+
+
+@dataclass(frozen=True)
+class Builtin:
+    """What numrec knows of one built-in component class.
+
+    Attributes
+    ----------
+    cls : type
+        The compiled class.
+    kind : str
+        One of :data:`KINDS`.
+    config : dict
+        For the kinds a model file holds (layers, activations): each ``get_config()``
+        key and a check of its JSON value (True when valid).
+    shapes : callable
+        ``shapes(config) -> list of tuple``: the shapes of the parameters, in the order
+        of ``parameters()`` (empty for a component without parameters).
+    examples : tuple of dict
+        Constructor arguments of small instances for the conformance suite.
+    """
+
+    cls: type
+    kind: str
+    config: dict = field(default_factory=dict)
+    shapes: object = None
+    examples: tuple = ({},)
+
+    @property
+    def name(self):
+        return self.cls.__name__
+
+    def parameter_shapes(self, config):
+        """The parameters' shapes for ``config`` (already checked against ``config``)."""
+        return list(self.shapes(config)) if self.shapes is not None else []
+
+
+#: Public name -> :class:`Builtin`, in registration order.
+BUILTINS = {}
+
+
+def register(cls, kind, *, config=None, shapes=None, examples=({},)):
+    """Register the built-in ``cls`` of ``kind`` (see :class:`Builtin`)."""
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    if cls.__name__ in BUILTINS:
+        raise ValueError(f"{cls.__name__} is registered already")
+    BUILTINS[cls.__name__] = Builtin(cls, kind, dict(config or {}), shapes, tuple(examples))
+    return cls
+
+
+def savable():
+    """The built-ins a model file can hold (layers and activations), by name."""
+    return {name: entry for name, entry in BUILTINS.items()
+            if entry.kind in ("layer", "activation")}
+
+
+# --- checks of JSON values in model files -----------------------------------------------------
+
+def _positive_int(value):
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _non_negative_float(value):
+    return (isinstance(value, numbers.Real) and not isinstance(value, bool)
+            and math.isfinite(value) and value >= 0)
+
+
+def _float_dtype_name(value):
+    return value in _FLOAT_NAMES
+
+
+def _dense_shapes(config):
+    n_in = check_positive_int(config["in_features"], "in_features")
+    n_out = check_positive_int(config["out_features"], "out_features")
+    return [(n_out, n_in), (n_out,)]
+
+
+# --- the built-ins --------------------------------------------------------------------------
+
+register(Dense, "layer",
+         config={"in_features": _positive_int, "out_features": _positive_int,
+                 "dtype": _float_dtype_name},
+         shapes=_dense_shapes,
+         examples=({"in_features": 7, "out_features": 5},
+                   {"in_features": 300, "out_features": 130}))
+register(LeakyReLU, "activation", config={"alpha": _non_negative_float},
+         examples=({"alpha": 0.2}, {"alpha": 0.0}))
+register(ReLU, "activation")
+register(Sigmoid, "activation")
+register(MSE, "loss")
+register(SGD, "optimizer",
+         examples=({"lr": 0.1}, {"lr": 0.1, "momentum": 0.9},
+                   {"lr": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 0.01}))
