@@ -55,13 +55,14 @@ cdef class Optimizer:
     def prepare(self, parameters):
         """Allocate the state for ``parameters`` (the model's, in its order).
 
-        Called by :meth:`~numrec.Sequential.fit` before training and by :meth:`step`
-        when the parameters' shapes or dtypes change.  State already allocated for the
-        same shapes and dtypes is kept, so a second ``fit`` continues where the first
-        stopped (as a PyTorch optimizer does); other shapes start afresh, with
-        ``steps`` at 0.
+        Called by :meth:`~numrec.Sequential.fit` before training and by :meth:`step`.
+        State already allocated for the same parameter arrays is kept, so a second
+        ``fit`` of the same model continues where the first stopped (as a PyTorch
+        optimizer does); other parameters (another model) start afresh, with ``steps``
+        at 0.
         """
-        signature = tuple((param.shape, param.dtype.str) for param in parameters)
+        signature = tuple((param.__array_interface__["data"][0], param.shape, param.dtype.str)
+                          for param in parameters)
         if signature == self._prepared_for:
             return
         state = [[aligned_zeros(param.shape, param.dtype)
@@ -120,7 +121,8 @@ cdef class Optimizer:
         cdef Py_ssize_t n = param.shape[0]
         if grad.shape[0] != n:
             raise ValueError("a parameter and its gradient must have the same size")
-        if not 0 <= slot < self._n_slots or self._state[slot] and self._state[slot][0].size != n:
+        if self.state_per_parameter and (not 0 <= slot < self._n_slots
+                                         or self._state[slot][0].size != n):
             raise ValueError(f"slot {slot} has no state of {n} values: call prepare() first")
         if n == 0:
             return
@@ -130,12 +132,25 @@ cdef class Optimizer:
             else:
                 self.update_f64(slot, &param[0], &grad[0], 0, n)
 
+    def _check_prepared(self, Py_ssize_t slot, param):
+        """Raise ValueError unless :meth:`prepare` has allocated the state of ``param``
+        as parameter ``slot`` (the compiled loop's kernels trust it)."""
+        if self.state_per_parameter == 0:
+            return
+        if not 0 <= slot < self._n_slots or any(
+                state.shape != param.shape or state.dtype != param.dtype
+                for state in self._state[slot]):
+            raise ValueError(f"{type(self).__name__} has no state for parameter {slot} of "
+                             f"shape {param.shape}: call prepare(model.parameters()) first")
+
     def _advance(self):
         """Count one step (the segmented loop's call, once per batch)."""
         self.advance()
 
     def _update(self, Py_ssize_t slot, param, grad):
         """The update of parameter ``slot`` alone (prepared already), in place."""
+        if not param.flags.c_contiguous:
+            raise ValueError(f"parameter {slot} must be C-contiguous to be updated in place")
         self._run(param.reshape(-1), np.ascontiguousarray(grad).reshape(-1), slot)
 
     def _compiled_step(self, parameters, gradients):

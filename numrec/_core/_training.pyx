@@ -366,6 +366,8 @@ cdef class FusedTrainer:
         if self._params == NULL:
             raise MemoryError()
         for p, (value, grad, unit) in enumerate(params):
+            if optimizer is not None:
+                optimizer._check_prepared(first_slot + p, value)
             self._params[p].value = cnp.PyArray_DATA(value)
             self._params[p].grad = cnp.PyArray_DATA(grad)
             self._params[p].size = value.size
