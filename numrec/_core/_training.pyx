@@ -293,6 +293,7 @@ cdef class FusedTrainer:
     cdef object _epoch          # (x, targets, order) of epoch(), checked, or None
     cdef object _batch_input    # the input of the last forward_input() (kept alive)
     cdef object _batch_pixels   # whether the last forward_batch() read pixels
+    cdef Py_ssize_t _batch_rows # rows of the last forward_batch() or forward_input()
     cdef object _outputs        # (rows, n_out) activation output of the last stage
 
     def __cinit__(self):
@@ -796,6 +797,7 @@ cdef class FusedTrainer:
         self._batch_pixels = take_pixels
         self._batch_input = None
         self._forward_gathered(x, self._x, order, start, m, take_pixels)
+        self._batch_rows = m
         return self._outputs[:m]
 
     def _epoch_data(self, Py_ssize_t start, Py_ssize_t m):
@@ -819,6 +821,7 @@ cdef class FusedTrainer:
         self._batch_input = x
         self._batch_pixels = False
         self._forward_input(x, x.shape[0])
+        self._batch_rows = x.shape[0]
         return self._outputs[:x.shape[0]]
 
     def forward_rows(self, x):
@@ -855,14 +858,13 @@ cdef class FusedTrainer:
         input (a view, overwritten by the next call) if the trainer was made with
         ``input_gradient``, else None.
         """
-        cdef Stage* last = &self._stages[self._n_stages - 1]
-        if not 0 < m <= self.batch_size:
-            raise ValueError(f"m must be in 1..{self.batch_size}")
+        if m != self._batch_rows:
+            raise ValueError(f"m must be the {self._batch_rows} rows of the last forward pass")
         if grad_output is not None:
             if (not isinstance(grad_output, np.ndarray)
                     or grad_output.shape != (m, self.n_outputs)):
                 raise ValueError(f"grad_output must have shape ({m}, {self.n_outputs})")
-            self._store_gradient(np.asarray(grad_output, dtype=self.dtype), self._y)
+            self._store_gradient(np.ascontiguousarray(grad_output, dtype=self.dtype))
         self._backward_rows(self._x, m)
         return self._gx[:m] if self._input_gradient else None
 
@@ -914,7 +916,7 @@ cdef class FusedTrainer:
             total = self._loss_kernel(&ybuf[0, 0], <int>m)
         return total
 
-    def _store_gradient(self, const floating[:, ::1] grad, floating[:, ::1] like):
+    def _store_gradient(self, const floating[:, ::1] grad):
         cdef Stage* last = &self._stages[self._n_stages - 1]
         memcpy(last.g, &grad[0, 0], grad.shape[0] * grad.shape[1] * sizeof(floating))
 
