@@ -46,9 +46,10 @@ numpydoc_attributes_as_param_list = True
 
 # Cython's ``embedsignature`` puts the ``*`` of keyword-only parameters of a cdef class's
 # ``__init__`` in the wrong place (``Dense(in_features, out_features, seed=None, *,
-# dtype=...)``).  The true signatures, checked by tests/test_docs.py:
+# dtype=...)``).  The true signatures (tests/test_docs.py checks Dense's):
 SIGNATURE_FIXES = {
     "numrec.Dense": "(in_features, out_features, *, seed=None, dtype=np.float32)",
+    "numrec.SGD": "(lr=0.5, momentum=0.0, *, nesterov=False, weight_decay=0.0)",
 }
 
 

@@ -69,7 +69,8 @@ class Sequential:
         For example ``[Dense(784, 256), LeakyReLU(0.2), Dense(256, 10), Sigmoid()]``.
         Compiled and Python-written components mix freely.  When every component, the
         loss and the optimizer are compiled built-ins, :meth:`fit` runs whole epochs in
-        compiled code; otherwise it runs a per-batch Python loop that computes the same
+        compiled code; otherwise the compiled parts still run compiled and only the
+        Python-written ones are called per batch (the segmented loop), with the same
         numbers.
 
     Notes
@@ -294,8 +295,10 @@ class Sequential:
         Notes
         -----
         With plain :class:`SGD`, the compiled loop folds each update into the matrix
-        product that computes the gradient, so it leaves ``grad_weights`` and
-        ``grad_bias`` unchanged; call :meth:`backward` to inspect gradients.  A stateful
+        product that computes the gradient, so ``grad_weights`` and ``grad_bias`` do
+        not hold the gradients afterwards (a small layer above a large one may use
+        ``grad_weights`` as scratch space for its deferred update); call
+        :meth:`backward` to inspect gradients.  A stateful
         optimizer (momentum) updates each thread's share of the parameters after the
         layer has written that share of the gradients.
         """

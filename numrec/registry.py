@@ -69,7 +69,7 @@ class Builtin:
 
 
 #: Public name -> :class:`Builtin`, in registration order.
-BUILTINS = {}
+BUILTINS: dict[str, Builtin] = {}
 
 
 def register(cls, kind, *, config=None, shapes=None, examples=({},)):

@@ -1,5 +1,5 @@
 """Type stubs for the compiled module ``numrec._core._losses``."""
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import numpy.typing as npt
@@ -11,6 +11,8 @@ _Array = npt.NDArray[np.floating[Any]]
 class Loss:
     """Abstract loss, a mean over the batch."""
 
+    #: The dtypes (``"float32"``, ``"float64"``) whose kernel the class implements.
+    kernel_dtypes: ClassVar[tuple[str, ...]]
     def value(self, output: _Array, target: _Array) -> float: ...
     def gradient(self, output: _Array, target: _Array) -> _Array: ...
     def get_config(self) -> dict[str, Any]: ...
@@ -18,4 +20,5 @@ class Loss:
 class MSE(Loss):
     """Quadratic cost, summed over the outputs and averaged over the batch."""
 
+    kernel_dtypes: ClassVar[tuple[str, ...]]
     def __init__(self) -> None: ...

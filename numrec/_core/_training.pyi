@@ -1,5 +1,5 @@
 """Type stubs for the compiled module ``numrec._core._training``."""
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -12,15 +12,28 @@ from numrec._core._losses import Loss
 from numrec._core._optimizers import Optimizer
 from typing_extensions import disjoint_base
 
+_Stages = Sequence[tuple[Layer, Activation | None]]
+
 def is_compiled(component: object) -> bool: ...
-def mostly_zeros(x: npt.NDArray[Any]) -> bool: ...
+def kernel_problem(component: object, dtype: npt.DTypeLike) -> str | None: ...
+def plan_problem(
+    components: Iterable[Layer | Activation], dtype: npt.DTypeLike = ...
+) -> str | None: ...
 def plan_stages(
-    components: Iterable[Layer | Activation],
+    components: Iterable[Layer | Activation], dtype: npt.DTypeLike = ...
 ) -> list[tuple[Layer, Activation | None]] | None: ...
+def thread_plan(
+    stages: _Stages,
+    dtype: npt.DTypeLike,
+    batch_size: int,
+    x: npt.NDArray[Any],
+    threads: int,
+) -> tuple[int, int, bool]: ...
+def mostly_zeros(x: npt.NDArray[Any]) -> bool: ...
 
 @disjoint_base
 class FusedTrainer:
-    """Runs batches of a model made only of compiled components, without the GIL."""
+    """Runs a run of compiled stages over batches, without the GIL."""
 
     @property
     def batch_size(self) -> int: ...
@@ -34,13 +47,16 @@ class FusedTrainer:
     def n_outputs(self) -> int: ...
     def __init__(
         self,
-        stages: list[tuple[Layer, Activation | None]],
-        loss: Loss,
-        optimizer: Optimizer,
+        stages: _Stages,
+        loss: Loss | None,
+        optimizer: Optimizer | None,
         batch_size: int,
         dtype: npt.DTypeLike,
         n_threads: int = 1,
         exact_shares: bool = False,
+        *,
+        first_slot: int = 0,
+        input_gradient: bool = False,
     ) -> None: ...
     def train(
         self,
@@ -51,4 +67,17 @@ class FusedTrainer:
         stop: int,
     ) -> float: ...
     def holding(self, x: npt.NDArray[Any]) -> AbstractContextManager[FusedTrainer]: ...
+    def epoch(
+        self,
+        x: npt.NDArray[Any] | None,
+        targets: npt.NDArray[Any],
+        order: npt.NDArray[np.int64],
+    ) -> AbstractContextManager[FusedTrainer]: ...
     def count_correct(self, x: npt.NDArray[Any], labels: npt.NDArray[np.int64]) -> int: ...
+    def forward_batch(self, start: int, m: int) -> npt.NDArray[np.floating[Any]]: ...
+    def forward_input(self, x: npt.NDArray[np.floating[Any]]) -> npt.NDArray[np.floating[Any]]: ...
+    def forward_rows(self, x: npt.NDArray[Any]) -> npt.NDArray[np.floating[Any]]: ...
+    def loss_batch(self, start: int, m: int) -> float: ...
+    def backward_batch(
+        self, grad_output: npt.NDArray[np.floating[Any]] | None, m: int
+    ) -> npt.NDArray[np.floating[Any]] | None: ...

@@ -408,7 +408,7 @@ cdef class FusedTrainer:
         sparse = self._held is None and self._sparse_first_layer(x, training=True)
         try:
             return self._train(x, self._x, self._x_next, targets, order, start, stop,
-                               self._takes_pixels(x))
+                               self._takes_pixels(x, training=True))
         finally:
             if sparse:
                 (<Layer>self._stages[0].layer)._sparse_inputs(False)
@@ -472,7 +472,7 @@ cdef class FusedTrainer:
                                "kernels (inside holding())")
         sparse = self._sparse_first_layer(x, training=False)
         try:
-            return self._count_correct(x, self._x, labels, self._takes_pixels(x))
+            return self._count_correct(x, self._x, labels, self._takes_pixels(x, training=False))
         finally:
             if sparse:
                 (<Layer>self._stages[0].layer)._sparse_inputs(False)
@@ -491,15 +491,17 @@ cdef class FusedTrainer:
             return False
         return layer._sparse_inputs(True)
 
-    def _takes_pixels(self, x):
+    def _takes_pixels(self, x, bint training):
         """Whether the first layer can read the uint8 pixels of ``x`` as they are.
 
         Then the loop copies batches of pixels instead of converting them to floats
         (a quarter of the bytes), and evaluation reads the rows of ``x`` in place.
-        Needs the ``"pixels"`` capability (and, in training, the folded update).
+        Needs the ``"pixels"`` capability (and, in training, the folded update: the
+        pixel kernels have no gradient-only form).
         """
         return (x.dtype == np.uint8 and self.dtype == np.float32
                 and "pixels" in type(<object>self._stages[0].layer).capabilities
+                and (self._stages[0].folded or not training)
                 and (<Layer>self._stages[0].layer).takes_pixels())
 
     def _check_inputs(self, x):
@@ -793,7 +795,7 @@ cdef class FusedTrainer:
         x, _, order = self._epoch_data(start, m)
         if x is None:
             raise RuntimeError("forward_batch() needs an epoch() with data")
-        take_pixels = self._takes_pixels(x)
+        take_pixels = self._takes_pixels(x, training=True)
         self._batch_pixels = take_pixels
         self._batch_input = None
         self._forward_gathered(x, self._x, order, start, m, take_pixels)
