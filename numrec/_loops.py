@@ -93,7 +93,7 @@ class _PythonPart:
 
     def forward(self, inputs, dtype, width):
         output = self.component.forward_pass(inputs)
-        return _checked_output(output, self.index, self.component, len(inputs), width, dtype)
+        return checked_output(output, self.index, self.component, len(inputs), width, dtype)
 
     def backward(self, grad, optimizer):
         grad = self.component.backward_pass(grad)
@@ -206,7 +206,7 @@ class SegmentedEpoch:
                 output = part.forward_rows(np.ascontiguousarray(inputs))
             else:
                 inputs = output if number > 0 else self.model._as_input(rows)
-                output = _checked_output(part.component.forward(inputs), part.index,
+                output = checked_output(part.component.forward(inputs), part.index,
                                          part.component, len(inputs),
                                          _width_after(self.parts, number), self.model.dtype)
         return output
@@ -246,7 +246,7 @@ def _width_after(parts, number):
     return None
 
 
-def _checked_output(output, index, component, rows, width, dtype):
+def checked_output(output, index, component, rows, width, dtype):
     """A Python-written component's output, checked before compiled code reads it."""
     name = f"components[{index}] ({type(component).__name__})"
     if not isinstance(output, np.ndarray):

@@ -13,12 +13,12 @@ from numrec._core._layers import Dense, Layer
 from numrec._core._losses import MSE, Loss
 from numrec._core._optimizers import SGD, Optimizer
 from numrec._core._training import (
-    FusedTrainer, kernel_problem, plan_problem, plan_stages, thread_plan,
+    FusedTrainer, is_compiled, kernel_problem, plan_problem, plan_stages, thread_plan,
 )
 from numrec._core._validation import (
     as_rng, check_array, check_finite_number, check_positive_int,
 )
-from numrec._loops import FusedEpoch, PythonEpoch, SegmentedEpoch, one_hot
+from numrec._loops import FusedEpoch, PythonEpoch, SegmentedEpoch, checked_output, one_hot
 
 
 class DivergedError(FloatingPointError):
@@ -185,8 +185,12 @@ class Sequential:
 
     def _predict_batch(self, x):
         out = self._as_input(x)
-        for component in self.components:
+        for index, component in enumerate(self.components):
             out = component.forward(out)
+            if not is_compiled(component):  # name the component, not the one after it
+                following = self.components[index + 1:index + 2]
+                width = getattr(following[0], "in_features", None) if following else None
+                out = checked_output(out, index, component, len(x), width, self.dtype)
         return out
 
     def predict_classes(self, x, *, batch_size=1024):

@@ -429,6 +429,19 @@ def test_load_reads_from_a_path_only(tmp_path):
 
 
 def test_components_table_is_the_list_of_savable_types():
-    assert set(serialization.COMPONENTS) == {"Dense", "LeakyReLU", "Sigmoid"}
+    """A model file holds exactly the registered layers and activations."""
+    from numrec.registry import BUILTINS
+
+    expected = {name: entry for name, entry in BUILTINS.items()
+                if entry.kind in ("layer", "activation")}
+    assert "Dense" in expected and len(expected) >= 2
+    assert list(serialization.COMPONENTS) == list(expected)  # same names, same order
     for name, spec in serialization.COMPONENTS.items():
+        assert spec is expected[name]
         assert spec.cls.__name__ == name
+        base = numrec.Layer if spec.kind == "layer" else numrec.Activation
+        assert issubclass(spec.cls, base)
+    # Losses and optimizers are not part of a model, so a file never names them.
+    for name, entry in BUILTINS.items():
+        if entry.kind in ("loss", "optimizer"):
+            assert name not in serialization.COMPONENTS

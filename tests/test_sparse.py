@@ -292,7 +292,7 @@ def test_pixels_read_as_they_are_give_the_bits_of_converted_inputs(n_in, batch_s
         trainer = FusedTrainer(plan_stages(model.components), MSE(), numrec.SGD(0.5),
                                batch_size, np.float32, threads)
         with trainer.holding(x):
-            assert trainer._takes_pixels(x) == (x.dtype == np.uint8)
+            assert trainer._takes_pixels(x, training=True) == (x.dtype == np.uint8)
             for _ in range(2):
                 trainer.train(x, labels, order, 0, 203)
         results.append((model.parameters(), trainer.count_correct(x, labels)))
