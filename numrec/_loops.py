@@ -133,6 +133,8 @@ class SegmentedEpoch:
                                                 loss if last and compiled_loss else None))
             slot += sum(len(c.parameters()) for c in members if isinstance(c, Layer))
         self.loss_in_trainer = isinstance(self.parts[-1], FusedTrainer) and compiled_loss
+        self._forwards, self._backwards = self._steps()
+        self._data = None
 
     def _trainer(self, members, first, slot, x, threads, loss):
         stages = [(layer, activation) for layer, activation in _stages_of(members)]
@@ -146,6 +148,7 @@ class SegmentedEpoch:
 
     def train(self, x, targets, order, on_progress):
         total = 0.0
+        self._data = (x, order)
         with contextlib.ExitStack() as epochs:
             first, last = self.parts[0], self.parts[-1]
             if isinstance(first, FusedTrainer):
@@ -160,33 +163,54 @@ class SegmentedEpoch:
 
     def _batch(self, x, targets, order, start, m):
         """One batch: forward through every part, the loss, backward, the updates."""
-        model, dtype = self.model, self.model.dtype
         if self.compiled_optimizer is not None:
             self.compiled_optimizer._advance()
         output = None
-        for number, part in enumerate(self.parts):
-            if isinstance(part, FusedTrainer):
-                output = (part.forward_batch(start, m) if number == 0
-                          else part.forward_input(output))
-            else:
-                inputs = output if number > 0 else model._as_input(x[order[start:start + m]])
-                output = part.forward(inputs, dtype, _width_after(self.parts, number))
+        for forward in self._forwards:
+            output = forward(start, m, output)
         if self.loss_in_trainer:
             batch_loss = self.parts[-1].loss_batch(start, m)
             grad = None
         else:
-            target = batch_targets(targets, order[start:start + m], output.shape[1], dtype)
+            target = batch_targets(targets, order[start:start + m], output.shape[1],
+                                   self.model.dtype)
             batch_loss = float(self.loss.value(output, target)) * m
             grad = self.loss.gradient(output, target)
-        for number in range(len(self.parts) - 1, -1, -1):
-            part = self.parts[number]
-            if isinstance(part, FusedTrainer):
-                grad = part.backward_batch(grad, m)
-            elif number > 0 or part.parameters:
-                grad = part.backward(grad, self.compiled_optimizer)
+        for backward in self._backwards:
+            grad = backward(grad, m)
         if self.python_optimizer is not None:
-            self.python_optimizer.step(model.parameters(), model.gradients())
+            self.python_optimizer.step(self.model.parameters(), self.model.gradients())
         return batch_loss
+
+    def _steps(self):
+        """The parts' forward steps ``f(start, m, inputs)`` in order and backward steps
+        ``b(grad, m)`` in reverse order (a first Python part without parameters has none:
+        nothing below it needs dL/dx)."""
+        forwards, backwards = [], []
+        dtype, optimizer = self.model.dtype, self.compiled_optimizer
+        for number, part in enumerate(self.parts):
+            width = _width_after(self.parts, number)
+            if isinstance(part, FusedTrainer) and number == 0:
+                forwards.append(lambda start, m, inputs, part=part: part.forward_batch(start, m))
+            elif isinstance(part, FusedTrainer):
+                forwards.append(lambda start, m, inputs, part=part: part.forward_input(inputs))
+            elif number == 0:
+                forwards.append(lambda start, m, inputs, part=part, width=width:
+                                part.forward(self._rows(start, m), dtype, width))
+            else:
+                forwards.append(lambda start, m, inputs, part=part, width=width:
+                                part.forward(inputs, dtype, width))
+            if isinstance(part, FusedTrainer):
+                backwards.append(part.backward_batch)
+            elif number > 0 or part.parameters:
+                backwards.append(lambda grad, m, part=part: part.backward(grad, optimizer))
+        return forwards, backwards[::-1]
+
+    def _rows(self, start, m):
+        """The epoch's rows ``order[start:start + m]`` as the model's input (a Python first
+        part reads them itself)."""
+        x, order = self._data
+        return self.model._as_input(x[order[start:start + m]])
 
     def accuracy(self, x, labels):
         if not len(labels):
