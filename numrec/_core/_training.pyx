@@ -74,9 +74,8 @@ cdef enum:
     EVAL_ROWS = 1024       # rows per forward pass when evaluating
     SPARSE_SAMPLE_ROWS = 1024  # rows of the data looked at to choose the first layer's kernels
 
-# The first layer skips zero inputs when at most this fraction of the entries are nonzero:
-# on the reference network its kernels then measured faster than the full product (at
-# 0.4 forward and update together took as long as the full product's; MNIST: 0.19).
+# The first layer skips zero inputs when at most this fraction of the entries are nonzero
+# (where its kernels measured faster than the full product: docs/benchmarks.rst).
 cdef double SPARSE_MAX_DENSITY = 0.35
 cdef bint _sparse_allowed = True
 cdef bint _defer_allowed = True
