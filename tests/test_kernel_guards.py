@@ -60,3 +60,51 @@ def test_fused_trainer_count_correct_checks_labels(trainer):
 def test_private_kernel_helpers_check_sizes(call, error, message):
     with pytest.raises(error, match=message):
         call()
+
+
+def _segment_trainer(**kwargs):
+    model = numrec.mnist_mlp(seed=0)
+    return FusedTrainer(plan_stages(model.components[2:]), None, numrec.SGD(0.5), 32,
+                        np.float32, 1, input_gradient=True, **kwargs)
+
+
+@pytest.mark.parametrize("call, error, message", [
+    (lambda t: t.backward_batch(None, 5), ValueError, "rows of the last forward pass"),
+    (lambda t: t.forward_batch(0, 5), RuntimeError, "inside epoch"),
+    (lambda t: t.loss_batch(0, 5), RuntimeError, "no compiled loss"),
+    (lambda t: t.forward_input(np.zeros((5, 255), np.float32)), ValueError, r"\(m, 256\)"),
+    (lambda t: t.forward_input(np.zeros((5, 256))), ValueError, "float32"),
+    (lambda t: t.forward_input(np.zeros((33, 256), np.float32)), ValueError, "1..32"),
+    (lambda t: t.forward_rows(np.zeros((1025, 256), np.float32)), ValueError, "1 to 1024"),
+])
+def test_one_batch_entry_points_check_their_arguments(call, error, message):
+    with pytest.raises(error, match=message):
+        call(_segment_trainer())
+
+
+def test_backward_batch_checks_the_gradient_shape():
+    trainer = _segment_trainer()
+    trainer.forward_input(np.zeros((5, 256), np.float32))
+    with pytest.raises(ValueError, match=r"shape \(5, 10\)"):
+        trainer.backward_batch(np.zeros((4, 10), np.float32), 5)
+
+
+def test_a_stateful_optimizer_must_be_prepared_before_the_loop_trusts_it():
+    model = numrec.mnist_mlp(seed=0)
+    optimizer = numrec.SGD(0.1, momentum=0.9)
+    with pytest.raises(ValueError, match="call prepare"):
+        FusedTrainer(plan_stages(model.components), numrec.MSE(), optimizer, 32, np.float32)
+    optimizer.prepare(model.parameters())
+    FusedTrainer(plan_stages(model.components), numrec.MSE(), optimizer, 32, np.float32)
+
+
+def test_epoch_checks_order_and_targets_once():
+    model = numrec.mnist_mlp(seed=0)
+    trainer = FusedTrainer(plan_stages(model.components), numrec.MSE(), numrec.SGD(0.5), 32,
+                           np.float32)
+    with pytest.raises(ValueError, match="row numbers in 0..9"):
+        with trainer.epoch(X, LABELS, np.arange(10, dtype=np.int64) + 1):
+            pass
+    with pytest.raises(ValueError, match="labels in 0..9"):
+        with trainer.epoch(X, LABELS + 10, np.arange(10, dtype=np.int64)):
+            pass
