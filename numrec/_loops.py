@@ -18,10 +18,9 @@ import contextlib
 
 import numpy as np
 
-from numrec._core._activations import Activation
 from numrec._core._layers import Layer
 from numrec._core._training import (
-    FusedTrainer, kernel_problem, plan_problem, thread_plan,
+    FusedTrainer, kernel_problem, plan_problem, plan_stages, thread_plan,
 )
 
 #: Progress callbacks are called after about this many samples (and at each epoch's end).
@@ -137,7 +136,7 @@ class SegmentedEpoch:
         self._data = None
 
     def _trainer(self, members, first, slot, x, threads, loss):
-        stages = [(layer, activation) for layer, activation in _stages_of(members)]
+        stages = plan_stages(members, self.model.dtype)
         data = x if first == 0 else np.zeros((0, members[0].in_features), self.model.dtype)
         split, blas, exact = thread_plan(stages, self.model.dtype, self.batch_size, data,
                                          threads)
@@ -251,16 +250,6 @@ def _compiled_runs(components, dtype):
         else:
             runs.append(("python", index, [component]))
     return runs
-
-
-def _stages_of(members):
-    stages = []
-    for component in members:
-        if isinstance(component, Activation):
-            stages[-1][1] = component
-        else:
-            stages.append([component, None])
-    return stages
 
 
 def _width_after(parts, number):
