@@ -278,8 +278,9 @@ class Sequential:
             compiled loop cannot run the whole model.
         threads : int, optional
             Threads of the compiled loop (default: the cores this process may use).  Up
-            to batch size 128 for Dense layers (``Layer.unit_shares()``), and at any batch size for inputs
-            that are mostly zeros (at most 35 % nonzero, as MNIST's pixels), each large
+            to the batch size each large layer allows (128 for Dense:
+            ``Layer.unit_shares()``), and at any batch size for inputs that are mostly
+            zeros (at most 35 % nonzero, as MNIST's pixels), each large
             layer's output units are shared between the threads, so that each thread
             keeps its share of the weights in its own core's cache; otherwise BLAS uses
             the threads within each matrix product.  Results are bit-identical from run
