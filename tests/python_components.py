@@ -4,6 +4,22 @@ import numpy as np
 import numrec
 
 
+class PySigmoid(numrec.Activation):
+    def forward(self, z):
+        return (1 / (1 + np.exp(-z))).astype(z.dtype)
+
+    def derivative(self, z, a):
+        return a * (1 - a)
+
+
+class PyMSE(numrec.Loss):
+    def value(self, output, target):
+        return float(np.sum((output - target) ** 2) / len(output))
+
+    def gradient(self, output, target):
+        return (2 * (output - target) / len(output)).astype(output.dtype)
+
+
 class PyDense(numrec.Layer):
     """A fully connected layer in NumPy, with the conventions of ``Dense``."""
 

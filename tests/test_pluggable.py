@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import numrec
-from python_components import PyDense
+from python_components import PyDense, PyMSE, PySigmoid
 
 
 # --- Python components, written with NumPy only --------------------------------------------
@@ -21,22 +21,6 @@ class PyLeakyReLU(numrec.Activation):
 
     def derivative(self, z, a):
         return np.where(z > 0, 1.0, self.alpha).astype(z.dtype)
-
-
-class PySigmoid(numrec.Activation):
-    def forward(self, z):
-        return (1 / (1 + np.exp(-z))).astype(z.dtype)
-
-    def derivative(self, z, a):
-        return a * (1 - a)
-
-
-class PyMSE(numrec.Loss):
-    def value(self, output, target):
-        return float(np.sum((output - target) ** 2) / len(output))
-
-    def gradient(self, output, target):
-        return (2 * (output - target) / len(output)).astype(output.dtype)
 
 
 class PySGD(numrec.Optimizer):

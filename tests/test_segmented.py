@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import numrec
-from python_components import PyDense
+from python_components import PyDense, PyMSE, PySigmoid
 
 
 # --- Python components, written with NumPy only --------------------------------------------
@@ -28,22 +28,6 @@ class PyLeakyReLU(numrec.Activation):
 
     def slope(self, z):
         return np.where(z > 0, z.dtype.type(1), z.dtype.type(self.alpha))
-
-
-class PySigmoid(numrec.Activation):
-    def forward(self, z):
-        return 1 / (1 + np.exp(-z))
-
-    def derivative(self, z, a):
-        return a * (1 - a)
-
-
-class PyMSE(numrec.Loss):
-    def value(self, output, target):
-        return float(np.sum((output - target) ** 2) / len(output))
-
-    def gradient(self, output, target):
-        return 2 * (output - target) / len(output)
 
 
 class PyMomentumSGD(numrec.Optimizer):
