@@ -46,6 +46,7 @@ class Dense(Layer):
         *,
         seed: _SeedLike = None,
         dtype: npt.DTypeLike = ...,
+        init: str = "he",
     ) -> None: ...
     @property
     def weights(self) -> _Array: ...

@@ -278,6 +278,29 @@ cdef void _panels_input_grad(const float* g, const float* wt, float* gx, int m, 
                 gx[i * k + p] += g[i * n + j] * panel[p * NR_SPARSE_PANEL]
 
 
+def _he_normal(rng, shape):
+    return rng.standard_normal(shape) * np.sqrt(2.0 / shape[1]), None
+
+
+def _glorot_uniform(rng, shape):
+    limit = np.sqrt(6.0 / (shape[0] + shape[1]))
+    return rng.uniform(-limit, limit, shape), None
+
+
+def _plain_uniform(rng, shape):
+    return rng.uniform(-1.0, 1.0, shape), None
+
+
+def _torch_linear(rng, shape):
+    bound = 1.0 / np.sqrt(shape[1])
+    return rng.uniform(-bound, bound, shape), rng.uniform(-bound, bound, shape[0])
+
+
+#: ``Dense(init=...)`` name -> ``f(rng, (out, in)) -> (weights, bias or None)``.
+INITIALISERS = {"he": _he_normal, "glorot": _glorot_uniform, "xavier": _glorot_uniform,
+                "uniform": _plain_uniform, "torch": _torch_linear}
+
+
 cdef class Dense(Layer):
     r"""Fully connected layer, :math:`z = x W^\top + b`.
 
@@ -291,14 +314,33 @@ cdef class Dense(Layer):
         Source of the initial weights; the same seed gives the same weights.
     dtype : {numpy.float32, numpy.float64}, default float32
         Data type of the parameters and of the arrays the layer accepts.
+    init : {"he", "glorot", "uniform", "torch"}, default "he"
+        How the weights start, with :math:`n_{in}` = ``in_features`` and
+        :math:`n_{out}` = ``out_features``:
+
+        ``"he"``
+            He (Kaiming) normal: :math:`W_{ij} \sim \mathcal{N}(0, 2 / n_{in})`.  The
+            reference network's rule; PyTorch's ``nn.init.kaiming_normal_`` (fan-in,
+            ReLU gain).
+        ``"glorot"`` (or ``"xavier"``)
+            Glorot (Xavier) uniform: :math:`W_{ij} \sim U(-r, r)`,
+            :math:`r = \sqrt{6 / (n_{in} + n_{out})}`; ``nn.init.xavier_uniform_``.
+        ``"uniform"``
+            :math:`W_{ij} \sim U(-1, 1)`, the plain initialisation of the reference
+            network's code.
+        ``"torch"``
+            PyTorch ``nn.Linear``'s default: weights *and biases*
+            :math:`\sim U(-1/\sqrt{n_{in}}, 1/\sqrt{n_{in}})`.
+
+        Biases start at zero except with ``"torch"``.  The rule is a starting point, not
+        part of the model: ``get_config()`` does not hold it.
 
     Attributes
     ----------
     weights : ndarray, shape (out_features, in_features)
-        :math:`W`, initialised by He's rule: normal with mean 0 and standard deviation
-        :math:`\sqrt{2 / \text{in\_features}}`.
+        :math:`W`, initialised by the rule ``init``.
     bias : ndarray, shape (out_features,)
-        :math:`b`, initialised to zero.
+        :math:`b`, zero unless ``init="torch"``.
     grad_weights, grad_bias : ndarray
         :math:`\partial L / \partial W` and :math:`\partial L / \partial b`, filled by
         :meth:`backward`.
@@ -318,16 +360,20 @@ cdef class Dense(Layer):
     kernel_dtypes = ("float32", "float64")
     capabilities = frozenset({"folded_sgd", "pixels", "sparse_inputs", "deferred_update"})
 
-    def __init__(self, in_features, out_features, *, seed=None, dtype=np.float32):
+    def __init__(self, in_features, out_features, *, seed=None, dtype=np.float32,
+                 init="he"):
         self.in_features = check_positive_int(in_features, "in_features")
         self.out_features = check_positive_int(out_features, "out_features")
         self.dtype = check_dtype(dtype)
-        rng = as_rng(seed)
-        std = np.sqrt(2.0 / self.in_features)
+        if init not in INITIALISERS:
+            raise ValueError(f"init must be one of {sorted(INITIALISERS)}, got {init!r}")
         shape = (self.out_features, self.in_features)
+        weights, bias = INITIALISERS[init](as_rng(seed), shape)
         self._weights = aligned_zeros(shape, self.dtype)
-        self._weights[...] = rng.standard_normal(shape) * std
+        self._weights[...] = weights
         self._bias = np.zeros(self.out_features, dtype=self.dtype)
+        if bias is not None:
+            self._bias[...] = bias
         self._grad_weights = aligned_zeros(shape, self.dtype)
         self._grad_bias = np.zeros(self.out_features, dtype=self.dtype)
         self._w = cnp.PyArray_DATA(self._weights)
