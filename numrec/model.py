@@ -72,6 +72,18 @@ class Sequential:
         compiled code; otherwise the compiled parts still run compiled and only the
         Python-written ones are called per batch (the segmented loop), with the same
         numbers.
+    loss : Loss, optional
+        The loss the model is trained with (see :attr:`loss`).
+
+    Attributes
+    ----------
+    loss : Loss or None
+        The loss of the last :meth:`fit` (or given to the constructor): :meth:`fit` and
+        :meth:`evaluate` use it when not given another, :meth:`predict` reports
+        ``loss.probabilities(output)`` (the softmax of the logits for
+        :class:`SoftmaxCrossEntropy`, the outputs themselves for the other built-in
+        losses), and model files keep it when it is a built-in.  None until then
+        (:class:`MSE` is the default).
 
     Notes
     -----
@@ -80,7 +92,7 @@ class Sequential:
     as pixel intensities and scaled by 1/255.
     """
 
-    def __init__(self, components):
+    def __init__(self, components, *, loss=None):
         components = list(components)
         if not components:
             raise ValueError("components must hold at least one layer")
@@ -91,6 +103,7 @@ class Sequential:
                     f"got {type(component).__name__}"
                 )
         self.components = components
+        self.loss = None if loss is None else _check_component(loss, "loss", Loss)
         self.dtype = self._common_dtype()
         self._check_widths()
         self._forward_done = False
@@ -170,13 +183,24 @@ class Sequential:
             grad = component.backward_pass(grad)
         return grad
 
-    def predict(self, x, *, batch_size=1024):
+    def predict(self, x, *, batch_size=1024, raw=False):
         """Return the outputs for ``x``, computed ``batch_size`` rows at a time.
+
+        For a model trained with a loss on logits (:class:`SoftmaxCrossEntropy`), the
+        outputs are that loss's probabilities (``self.loss.probabilities``); with
+        ``raw=True``, or without such a loss, the last component's outputs as they are.
 
         Returns
         -------
         ndarray, shape (n_samples, n_outputs)
         """
+        output = self._outputs(x, batch_size)
+        if raw or self.loss is None:
+            return output
+        return self.loss.probabilities(output)
+
+    def _outputs(self, x, batch_size):
+        """The last component's outputs for ``x``, ``batch_size`` rows at a time."""
         batch_size = check_positive_int(batch_size, "batch_size")
         x = _check_inputs(x, "x", self.n_inputs)
         outputs = [self._predict_batch(x[i:i + batch_size])
@@ -195,19 +219,21 @@ class Sequential:
 
     def predict_classes(self, x, *, batch_size=1024):
         """Return the index of the largest output for each row of ``x`` (int64)."""
-        return self.predict(x, batch_size=batch_size).argmax(axis=1)
+        return self._outputs(x, batch_size).argmax(axis=1)
 
     def evaluate(self, x, y, *, loss=None, batch_size=1024):
         """Return ``{"loss": ..., "accuracy": ...}`` on ``x`` with labels or targets ``y``.
 
         ``y`` is either integer labels ``(n_samples,)`` or targets
         ``(n_samples, n_outputs)`` (accuracy then compares argmaxes).  ``loss`` defaults
-        to :class:`MSE` against one-hot labels.
+        to the model's :attr:`loss`, else :class:`MSE`, against one-hot labels; it sees
+        the raw outputs (logits for :class:`SoftmaxCrossEntropy`).
         """
-        loss = _check_component(loss if loss is not None else MSE(), "loss", Loss)
+        loss = _check_component(loss if loss is not None else self.loss or MSE(), "loss",
+                                Loss)
         if isinstance(x, np.ndarray) and len(x) == 0:
             raise ValueError("x must hold at least one sample")
-        output = self.predict(x, batch_size=batch_size)
+        output = self._outputs(x, batch_size)
         targets, labels = _prepare_targets(y, len(output), output.shape[1], self.dtype, "y")
         if targets is None:
             targets = one_hot(labels, output.shape[1], self.dtype)
@@ -254,7 +280,9 @@ class Sequential:
         epochs : int, default 1
             Maximum number of passes over the data.
         batch_size : int, default 32
-        loss : Loss, default MSE()
+        loss : Loss, optional
+            Default: the model's :attr:`loss`, else :class:`MSE`.  Becomes the model's
+            :attr:`loss`.
         optimizer : Optimizer, default SGD(lr=0.5)
         validation_data : (x_val, y_val), optional
             Evaluated after every epoch; ``y_val`` as labels or one-hot rows.
@@ -309,7 +337,8 @@ class Sequential:
         """
         epochs = check_positive_int(epochs, "epochs")
         batch_size = check_positive_int(batch_size, "batch_size")
-        loss = _check_component(loss if loss is not None else MSE(), "loss", Loss)
+        loss = _check_component(loss if loss is not None else self.loss or MSE(), "loss",
+                                Loss)
         optimizer = _check_component(
             optimizer if optimizer is not None else SGD(), "optimizer", Optimizer
         )
@@ -330,6 +359,7 @@ class Sequential:
         threads = (check_positive_int(threads, "threads") if threads is not None
                    else _default_threads())
 
+        self.loss = loss
         optimizer.prepare(self.parameters())
         run_epoch, blas_threads = self._epoch_runner(fused, x, loss, optimizer, batch_size,
                                                      threads)

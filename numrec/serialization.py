@@ -14,7 +14,9 @@ with these entries:
                         ...]}
 
     Each component is a built-in type named in :data:`COMPONENTS` with the arguments of
-    its ``get_config()``.
+    its ``get_config()``.  An optional ``"loss"`` entry of the same form
+    (``{"type": "SoftmaxCrossEntropy", "config": {}}``) names the built-in loss the model
+    was trained with (:attr:`numrec.Sequential.loss`); a Python-written loss is not kept.
 ``param_0``, ``param_1``, ...
     The parameter arrays in the order of :meth:`numrec.Sequential.parameters` (for each
     Dense: ``weights`` of shape ``(out_features, in_features)``, then ``bias`` of shape
@@ -27,6 +29,7 @@ atomic: the archive is written to a temporary file in the destination's director
 renamed over the destination only once complete.
 """
 import json
+import math
 import os
 import struct
 import zipfile
@@ -37,7 +40,7 @@ import numpy as np
 from numrec._files import atomic_writer
 
 from numrec.model import Sequential
-from numrec.registry import savable
+from numrec.registry import BUILTINS, savable
 
 __all__ = ["COMPONENTS", "FORMAT", "FORMAT_VERSION", "ModelFileError", "load", "save_model"]
 
@@ -104,6 +107,10 @@ def save_model(model, path):
         "dtype": np.dtype(model.dtype).name,
         "components": components,
     }
+    loss = model.loss
+    if loss is not None and BUILTINS.get(type(loss).__name__, None) is not None \
+            and BUILTINS[type(loss).__name__].cls is type(loss):
+        architecture["loss"] = {"type": type(loss).__name__, "config": loss.get_config()}
     arrays = {"architecture": np.frombuffer(
         json.dumps(architecture, allow_nan=False).encode("utf-8"), dtype=np.uint8)}
     for index, param in enumerate(model.parameters()):
@@ -220,7 +227,7 @@ def _load_archive(path, archive):
                     target[...] = value
                 position += count
             components.append(component)
-        return Sequential(components)
+        return Sequential(components, loss=_read_loss(path, architecture.get("loss")))
     except (TypeError, ValueError) as error:
         raise ModelFileError(f"{path}: inconsistent architecture ({error})") from None
 
@@ -289,10 +296,10 @@ def _read_architecture(path, archive):
             f"reads versions up to {FORMAT_VERSION}"
         )
     expected_keys = {"format", "version", "dtype", "components"}
-    if set(architecture) != expected_keys:
+    if not expected_keys <= set(architecture) <= expected_keys | {"loss"}:
         raise ModelFileError(
-            f"{path}: the architecture must have exactly the keys "
-            f"{sorted(expected_keys)}, got {sorted(architecture)}"
+            f"{path}: the architecture must have the keys {sorted(expected_keys)} "
+            f"(and optionally 'loss'), got {sorted(architecture)}"
         )
     if architecture["dtype"] not in _FLOAT_NAMES:
         raise ModelFileError(
@@ -333,6 +340,36 @@ def _check_component(path, index, entry, dtype_name):
             f"{where} ({name}) has dtype {config['dtype']!r} but the model's is {dtype_name!r}"
         )
     return spec, config
+
+
+def _read_loss(path, entry):
+    """The built-in loss an architecture's ``"loss"`` entry names, or None without one."""
+    if entry is None:
+        return None
+    if not isinstance(entry, dict) or set(entry) != {"type", "config"}:
+        raise ModelFileError(f"{path}: 'loss' must be an object with the keys 'type' and "
+                             f"'config'")
+    name, config = entry["type"], entry["config"]
+    spec = BUILTINS.get(name) if isinstance(name, str) else None
+    if spec is None or spec.kind != "loss":
+        losses = [n for n, e in BUILTINS.items() if e.kind == "loss"]
+        raise ModelFileError(f"{path}: unknown loss {name!r} (known: {', '.join(losses)})")
+    if not isinstance(config, dict) or not all(map(_is_finite_number, config.values())):
+        raise ModelFileError(f"{path}: the config of the loss {name} must map names to "
+                             f"finite numbers, got {config!r}")
+    try:
+        return spec.cls(**config)
+    except (TypeError, ValueError, OverflowError) as error:
+        raise ModelFileError(f"{path}: invalid config for the loss {name} ({error})") from None
+
+
+def _is_finite_number(value):
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer beyond any float
+        return False
 
 
 def _read_param(path, archive, index, shape, dtype_name):

@@ -141,3 +141,46 @@ def test_loss_history_is_the_mean_loss_before_each_step(data):
     history = model.fit(x, y, epochs=2, batch_size=len(x), seed=0)
     assert history.loss[0] == pytest.approx(before, rel=1e-12)
     assert history.loss[1] < history.loss[0]
+
+
+class LogitsMSE(numrec.Loss):
+    """Quadratic cost whose outputs are read as logits: predict reports their softmax."""
+
+    def value(self, output, target):
+        return float(((output - target) ** 2).sum(axis=1).mean())
+
+    def gradient(self, output, target):
+        return 2 * (output - target) / len(output)
+
+    def probabilities(self, output):
+        e = np.exp(output - output.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+
+
+def test_fit_keeps_its_loss_and_predict_reports_its_probabilities():
+    rng = np.random.default_rng(3)
+    x, y = rng.random((30, 4)), rng.integers(0, 3, 30)
+    model = numrec.Sequential([numrec.Dense(4, 3, seed=0, dtype=np.float64)])
+    assert model.loss is None
+    raw_before = model.predict(x)
+    loss = LogitsMSE()
+    model.fit(x, y, loss=loss, optimizer=numrec.SGD(0.1), seed=0)
+    assert model.loss is loss
+    raw = model.predict(x, raw=True)
+    assert not np.array_equal(raw, raw_before)
+    expected = np.exp(raw) / np.exp(raw).sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(model.predict(x), expected, rtol=1e-12)
+    np.testing.assert_array_equal(model.predict_classes(x), raw.argmax(axis=1))
+    # evaluate's loss sees the raw outputs, and defaults to the model's loss
+    targets = np.eye(3)[y]
+    assert model.evaluate(x, y)["loss"] == pytest.approx(((raw - targets) ** 2).sum(1).mean())
+    # a later fit without a loss goes on with the same one
+    model.fit(x, y, optimizer=numrec.SGD(0.1), seed=0)
+    assert model.loss is loss
+
+
+def test_a_loss_given_to_the_constructor_is_checked():
+    with pytest.raises(TypeError, match="loss"):
+        numrec.Sequential([numrec.Dense(2, 2)], loss="mse")
+    model = numrec.Sequential([numrec.Dense(2, 2)], loss=numrec.MSE())
+    assert type(model.loss) is numrec.MSE

@@ -320,12 +320,19 @@ def _architecture_cases():
         (edit(lambda a: a.__setitem__("version", 2)), "version 2 .* newer numrec"),
         (edit(lambda a: a.__setitem__("version", "1")), "version must be a positive integer"),
         (edit(lambda a: a.__setitem__("dtype", "int8")), "model dtype must be"),
-        (edit(lambda a: a.__setitem__("extra", 1)), "exactly the keys"),
+        (edit(lambda a: a.__setitem__("extra", 1)), "optionally .loss."),
         (edit(lambda a: a.__setitem__("components", [])), "non-empty list"),
+        (edit(lambda a: a.__setitem__("loss", "MSE")), "'loss' must be an object"),
+        (edit(lambda a: a.__setitem__("loss", {"type": "SGD", "config": {}})),
+         "unknown loss 'SGD' .known: MSE"),
+        (edit(lambda a: a.__setitem__("loss", {"type": "MSE", "config": {"eps": 10 ** 401}})),
+         "loss MSE must map names to finite numbers"),
+        (edit(lambda a: a.__setitem__("loss", {"type": "MSE", "config": {"eps": 0.1}})),
+         "invalid config for the loss MSE"),
         (edit(lambda a: a.__setitem__("components", {"type": "Dense"})), "non-empty list"),
         (edit(lambda a: a["components"][1].__setitem__("type", "os.system")),
          r"components\[1\] has unknown type 'os.system'"),
-        (edit(lambda a: a["components"][1].__setitem__("type", "Tanh")), "unknown type 'Tanh'"),
+        (edit(lambda a: a["components"][1].__setitem__("type", "Swish")), "unknown type 'Swish'"),
         (edit(lambda a: a["components"][1].__setitem__("code", "x")), "keys 'type' and 'config'"),
         (edit(lambda a: a["components"][1].__setitem__("config", [0.2])), "config with the keys"),
         (edit(set_config(0, "in_features", "6")), "invalid in_features: '6'"),
@@ -445,3 +452,35 @@ def test_components_table_is_the_list_of_savable_types():
     for name, entry in BUILTINS.items():
         if entry.kind in ("loss", "optimizer"):
             assert name not in serialization.COMPONENTS
+
+
+class NumpyMSE(numrec.Loss):
+    def value(self, output, target):
+        return float(((output - target) ** 2).sum(axis=1).mean())
+
+    def gradient(self, output, target):
+        return 2 * (output - target) / len(output)
+
+
+def test_the_training_loss_is_kept_when_built_in(tmp_path):
+    x = np.random.default_rng(0).random((20, 6), dtype=np.float32)
+    model = small_model()
+    model.fit(x, np.arange(20) % 3, loss=numrec.MSE(), optimizer=numrec.SGD(0.1))
+    model.save(tmp_path / "m.npz")
+    assert type(load(tmp_path / "m.npz").loss) is numrec.MSE
+    assert architecture_of_file(tmp_path / "m.npz")["loss"] == {"type": "MSE", "config": {}}
+    model.fit(x, np.arange(20) % 3, loss=NumpyMSE(), optimizer=numrec.SGD(0.1))
+    model.save(tmp_path / "python-loss.npz")
+    assert load(tmp_path / "python-loss.npz").loss is None
+    assert load_untrained(tmp_path).loss is None
+
+
+def architecture_of_file(path):
+    import json
+    with np.load(path) as archive:
+        return json.loads(archive["architecture"].tobytes())
+
+
+def load_untrained(tmp_path):
+    small_model().save(tmp_path / "untrained.npz")
+    return load(tmp_path / "untrained.npz")

@@ -60,6 +60,10 @@ cdef class Activation:
                 f"{type(self).__name__} is abstract: subclass it and implement forward"
             )
 
+    def __init__(self):
+        # Without it, a subclass with no arguments of its own would accept any.
+        pass
+
     def forward(self, z):
         """Return ``f(z)``, an array of the same shape as ``z``."""
         raise NotImplementedError(f"{type(self).__name__} must implement forward(z)")

@@ -30,6 +30,10 @@ cdef class Loss:
         if type(self) is Loss:
             raise TypeError("Loss is abstract: subclass it and implement value and gradient")
 
+    def __init__(self):
+        # Without it, a subclass with no arguments of its own would accept any.
+        pass
+
     def value(self, output, target):
         """Return the loss of ``output`` against ``target``, averaged over the batch."""
         raise NotImplementedError(f"{type(self).__name__} must implement value(output, target)")
@@ -39,6 +43,12 @@ cdef class Loss:
         raise NotImplementedError(
             f"{type(self).__name__} must implement gradient(output, target)"
         )
+
+    def probabilities(self, output):
+        """What :meth:`Sequential.predict <numrec.Sequential.predict>` reports for
+        ``output``, the model's last outputs: ``output`` itself, unless the loss reads
+        its outputs as something else (logits, for :class:`SoftmaxCrossEntropy`)."""
+        return output
 
     def get_config(self):
         """Return the constructor arguments as a JSON-serialisable dict."""
