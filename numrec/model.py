@@ -266,8 +266,8 @@ class Sequential:
     # --- training -----------------------------------------------------------------------
 
     def fit(self, x, y, *, epochs=1, batch_size=32, loss=None, optimizer=None,
-            validation_data=None, seed=None, target_accuracy=None, on_epoch=None,
-            on_progress=None, fused=None, threads=None):
+            validation_data=None, seed=None, shuffle=True, target_accuracy=None,
+            on_epoch=None, on_progress=None, fused=None, threads=None):
         """Train the model by minibatch gradient descent.
 
         Parameters
@@ -288,6 +288,9 @@ class Sequential:
             Evaluated after every epoch; ``y_val`` as labels or one-hot rows.
         seed : int or numpy.random.Generator, optional
             Shuffles the samples each epoch; the same seed gives the same result.
+        shuffle : bool, default True
+            Visit the samples in a new random order each epoch (``rng.permutation``);
+            False keeps their order, as a PyTorch ``DataLoader`` without shuffling.
         target_accuracy : float, optional
             Stop after the first epoch whose validation accuracy exceeds this fraction
             (needs ``validation_data``).
@@ -355,7 +358,9 @@ class Sequential:
             target_accuracy = check_finite_number(target_accuracy, "target_accuracy")
             if validation is None:
                 raise ValueError("target_accuracy needs validation_data")
-        rng = as_rng(seed)
+        if not isinstance(shuffle, (bool, np.bool_)):
+            raise TypeError(f"shuffle must be True or False, got {shuffle!r}")
+        rng = as_rng(seed) if shuffle else None
         threads = (check_positive_int(threads, "threads") if threads is not None
                    else _default_threads())
 
@@ -424,7 +429,7 @@ def _run_epochs(run_epoch, history, x, targets, validation, epochs, rng, target_
     """The epoch loop of :meth:`Sequential.fit`, appending to ``history``."""
     for epoch in range(1, epochs + 1):
         start = time.perf_counter()
-        order = rng.permutation(len(x))
+        order = rng.permutation(len(x)) if rng is not None else np.arange(len(x))
         mean_loss = run_epoch.train(x, targets, order, on_progress) / len(x)
         if not math.isfinite(mean_loss):
             raise DivergedError(

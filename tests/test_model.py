@@ -184,3 +184,26 @@ def test_a_loss_given_to_the_constructor_is_checked():
         numrec.Sequential([numrec.Dense(2, 2)], loss="mse")
     model = numrec.Sequential([numrec.Dense(2, 2)], loss=numrec.MSE())
     assert type(model.loss) is numrec.MSE
+
+
+def test_fit_without_shuffling_visits_the_samples_in_order():
+    rng = np.random.default_rng(4)
+    x, y = rng.random((50, 6)), rng.integers(0, 3, 50)
+
+    def fresh():
+        return numrec.Sequential([numrec.Dense(6, 8, seed=1, dtype=np.float64), numrec.ReLU(),
+                                  numrec.Dense(8, 3, seed=2, dtype=np.float64),
+                                  numrec.Sigmoid()])
+
+    trained = fresh()
+    trained.fit(x, y, epochs=2, batch_size=16, optimizer=numrec.SGD(0.3), shuffle=False)
+    by_hand, sgd, targets = fresh(), numrec.SGD(0.3), np.eye(3)[y]
+    for _ in range(2):
+        for start in range(0, 50, 16):
+            output = by_hand.forward(x[start:start + 16])
+            by_hand.backward(numrec.MSE().gradient(output, targets[start:start + 16]))
+            sgd.step(by_hand.parameters(), by_hand.gradients())
+    for ours, theirs in zip(trained.parameters(), by_hand.parameters()):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-12, atol=1e-15)
+    with pytest.raises(TypeError, match="shuffle must be True or False"):
+        trained.fit(x, y, shuffle="no")
