@@ -44,6 +44,10 @@ class CommandError(Exception):
     """A user mistake, reported as ``numrec: error: <message>`` with exit status 1."""
 
 
+class UsageError(CommandError):
+    """Options that do not fit together: one line on stderr, exit status 2."""
+
+
 class _Parser(argparse.ArgumentParser):
     """An ``ArgumentParser`` whose usage errors are a single line on stderr."""
 
@@ -73,14 +77,24 @@ _positive_int = _int_at_least(1, "at least 1")
 _non_negative_int = _int_at_least(0, "0 or more")
 
 
-def _positive_float(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
+def _number_where(accept, wording):
+    """An argparse type: a finite number for which ``accept(value)``, else ``wording``."""
+
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not math.isfinite(value) or not accept(value):
+            raise argparse.ArgumentTypeError(f"must be {wording}, got {text}")
+        return value
+
+    return parse
+
+
+_positive_float = _number_where(lambda v: v > 0, "a positive number")
+_non_negative_float = _number_where(lambda v: v >= 0, "0 or more")
+_fraction_below_one = _number_where(lambda v: 0 <= v < 1, "at least 0 and below 1")
 
 
 def _accuracy_percent(text):
@@ -110,9 +124,17 @@ Run 'numrec COMMAND --help' for a command's options.
 """
 
 _TRAIN_EPILOG = f"""\
-The reference network is 784 -> 256 -> 10 with a leaky ReLU (slope {ALPHA}) after the
-hidden layer, a logistic sigmoid on the outputs, the quadratic cost, plain SGD and He
-initialisation.  Without --epochs, training stops after the first epoch whose test
+presets (--preset; the other options change one setting each):
+  reference     784-256-10, leaky ReLU (slope {ALPHA}), sigmoid outputs, quadratic cost
+                (mse), plain SGD with learning rate {DEFAULT_LR:g}, batch {DEFAULT_BATCH_SIZE}, He initialisation
+  seed-rust     784-256-10, leaky ReLU, softmax outputs, categorical cross-entropy,
+                SGD lr 0.8, batch 512, He initialisation
+  seed-pytorch  784-256-10, ReLU, cross-entropy on the logits (PyTorch's
+                CrossEntropyLoss), SGD lr 0.1, batch 512, no shuffling, He (Kaiming
+                normal) weights and zero biases
+
+The losses expect their outputs: mse any, cross-entropy softmax, binary-cross-entropy
+sigmoid, softmax-cross-entropy the logits (--output-activation identity).  Without --epochs, training stops after the first epoch whose test
 accuracy exceeds the target (checked after every epoch), or after {MAX_EPOCHS} epochs; in
 that case the model is saved and the exit status is 1.  With --epochs alone, exactly
 that many epochs run; with --epochs and --target-accuracy, at most that many.
@@ -130,6 +152,9 @@ examples:
   numrec train                              to 96 %, saved as {DEFAULT_OUTPUT}
   numrec train --epochs 10 --output ten.npz
   numrec train --target-accuracy 97.5 --hidden 512 128 --lr 0.3
+  numrec train --preset seed-pytorch
+  numrec train --hidden 512 256 --activation relu --output-activation identity \\
+      --loss softmax-cross-entropy --optimizer adam --lr 0.001 --batch-size 128
   numrec train --data /usr/share/datasets/fashion-mnist --epochs 20 --target-accuracy 85
   numrec train --json --quiet | tail -n 1
 """
@@ -173,7 +198,7 @@ def build_parser():
 
     train = commands.add_parser(
         "train", help="train the reference network on MNIST and save it",
-        description="Train the reference digit network on MNIST and save it.",
+        description="Train a digit network (by default the reference one) on MNIST and save it.",
         epilog=_TRAIN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     train.add_argument("--data", metavar="DIR",
@@ -185,14 +210,7 @@ def build_parser():
     train.add_argument("--target-accuracy", type=_accuracy_percent, metavar="PERCENT",
                        help="stop once test accuracy exceeds this, as a percentage (96) or "
                             f"a fraction (0.96) (default: {DEFAULT_TARGET_PERCENT:g})")
-    train.add_argument("--batch-size", type=_positive_int, default=DEFAULT_BATCH_SIZE,
-                       metavar="N", help=f"samples per SGD step (default: {DEFAULT_BATCH_SIZE})")
-    train.add_argument("--lr", type=_positive_float, default=DEFAULT_LR, metavar="RATE",
-                       help=f"SGD learning rate (default: {DEFAULT_LR:g})")
-    train.add_argument("--hidden", type=_positive_int, nargs="+", metavar="SIZE",
-                       default=list(DEFAULT_HIDDEN),
-                       help="hidden layer widths, e.g. --hidden 512 128 "
-                            f"(default: {' '.join(map(str, DEFAULT_HIDDEN))})")
+    _add_network_options(train)
     train.add_argument("--seed", type=_non_negative_int, default=DEFAULT_SEED, metavar="N",
                        help="seed for the initial weights and the shuffling; the same seed "
                             f"gives the same model (default: {DEFAULT_SEED})")
@@ -238,6 +256,73 @@ def build_parser():
     return parser
 
 
+def _add_network_options(train):
+    """The options that describe the network and its training, on top of a preset."""
+    from numrec.presets import ACTIVATIONS, INITS, LOSSES, OPTIMIZERS, OUTPUT_ACTIVATIONS, PRESETS
+
+    network = train.add_argument_group(
+        "network and training (each option overrides the preset's setting)")
+    network.add_argument("--preset", choices=list(PRESETS), default="reference",
+                         help="the starting setup (default: reference; see below)")
+    network.add_argument("--hidden", type=_positive_int, nargs="+", metavar="SIZE",
+                         help="hidden layer widths, e.g. --hidden 512 128 "
+                              f"(reference: {' '.join(map(str, DEFAULT_HIDDEN))})")
+    network.add_argument("--activation", choices=list(ACTIVATIONS),
+                         help="activation of the hidden layers (reference: leaky-relu)")
+    network.add_argument("--alpha", type=_non_negative_float, metavar="SLOPE",
+                         help=f"the leaky ReLU's slope for negative inputs (default: {ALPHA:g})")
+    network.add_argument("--output-activation", choices=list(OUTPUT_ACTIVATIONS),
+                         help="activation of the outputs; identity leaves the logits for "
+                              "--loss softmax-cross-entropy (reference: sigmoid)")
+    network.add_argument("--loss", dest="loss_name", choices=list(LOSSES),
+                         help="the cost (reference: mse, the quadratic cost)")
+    network.add_argument("--optimizer", dest="optimizer_name", choices=list(OPTIMIZERS),
+                         help="the optimizer (reference: sgd)")
+    network.add_argument("--lr", type=_positive_float, metavar="RATE",
+                         help=f"learning rate (reference: {DEFAULT_LR:g})")
+    network.add_argument("--momentum", type=_fraction_below_one, metavar="MU",
+                         help="SGD momentum in [0, 1), PyTorch's convention (default: 0)")
+    network.add_argument("--nesterov", action="store_true", default=None,
+                         help="Nesterov momentum (SGD, with --momentum)")
+    network.add_argument("--betas", type=_fraction_below_one, nargs=2, metavar=("B1", "B2"),
+                         help="Adam's moment decay rates (default: 0.9 0.999)")
+    network.add_argument("--weight-decay", type=_non_negative_float, metavar="LAMBDA",
+                         help="L2 penalty (SGD, Adam) or decoupled decay (AdamW) "
+                              "(default: 0; AdamW 0.01)")
+    network.add_argument("--init", choices=list(INITS),
+                         help="initial weights: he (normal), glorot (uniform), uniform "
+                              "(-1 to 1), torch (nn.Linear's) (reference: he)")
+    network.add_argument("--batch-size", type=_positive_int, metavar="N",
+                         help=f"samples per step (reference: {DEFAULT_BATCH_SIZE})")
+    network.add_argument("--shuffle", action=argparse.BooleanOptionalAction, default=None,
+                         help="shuffle the training samples each epoch (reference: yes)")
+
+
+#: ``numrec train`` options that change the preset's :class:`~numrec.presets.Setup`.
+_SETUP_OPTIONS = ("hidden", "activation", "alpha", "output_activation", "loss_name",
+                  "optimizer_name", "lr", "momentum", "nesterov", "betas", "weight_decay",
+                  "init", "batch_size", "shuffle")
+
+
+def _setup(args):
+    """The preset with the options given on the command line, checked together."""
+    from numrec.presets import PRESETS
+
+    changes = {name: getattr(args, name) for name in _SETUP_OPTIONS
+               if getattr(args, name) is not None}
+    for name in ("hidden", "betas"):
+        if name in changes:
+            changes[name] = tuple(changes[name])
+    try:
+        setup = PRESETS[args.preset].replace(**changes)
+        if "alpha" in changes and setup.activation != "leaky-relu":
+            raise ValueError(f"--alpha is the leaky ReLU's slope, but the hidden activation "
+                             f"is {setup.activation}")
+        return setup
+    except ValueError as exc:
+        raise UsageError(f"numrec train: error: {exc}") from None
+
+
 # --- entry point ---------------------------------------------------------------------------
 
 def main(argv=None):
@@ -257,6 +342,9 @@ def main(argv=None):
         return 2
     try:
         return args.run(args)
+    except UsageError as exc:
+        print(f"{exc} (see 'numrec {args.command} --help')", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         _flush_quietly()
         print("numrec: interrupted", file=sys.stderr)
@@ -450,6 +538,7 @@ def _isatty(stream):
 def _train(args):
     import numrec
 
+    setup = _setup(args)
     data_dir = _check_data_dir(args.data)
     output = _check_output(args.output)
     plot_dir = _check_plot_dir(args.plot)
@@ -463,13 +552,14 @@ def _train(args):
     progress = _Progress(max_epochs, quiet)
 
     (x_train, y_train), (x_test, y_test) = _load_data(data_dir)
-    model = numrec.mnist_mlp(hidden=tuple(args.hidden), alpha=ALPHA, seed=args.seed)
-    sizes = "-".join(map(str, [N_PIXELS, *args.hidden, N_CLASSES]))
+    try:
+        model, optimizer = setup.model(seed=args.seed), setup.optimizer()
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"numrec train: error: {exc}") from None
     goal = (f"until test accuracy exceeds {target:g} % (at most {_epochs(max_epochs)})"
             if target is not None else f"for {_epochs(max_epochs)}")
-    progress.say(f"training {sizes} on {len(x_train)} images (testing on {len(x_test)}), "
-                 f"batch size {args.batch_size}, learning rate {args.lr:g}, seed {args.seed}, "
-                 f"{goal}")
+    progress.say(f"training {setup.describe()} on {len(x_train)} images (testing on "
+                 f"{len(x_test)}), seed {args.seed}, {goal}")
 
     state = {"history": None}
 
@@ -479,8 +569,8 @@ def _train(args):
 
     try:
         history = model.fit(
-            x_train, y_train, epochs=max_epochs, batch_size=args.batch_size,
-            loss=numrec.MSE(), optimizer=numrec.SGD(args.lr),
+            x_train, y_train, epochs=max_epochs, batch_size=setup.batch_size,
+            optimizer=optimizer, shuffle=setup.shuffle,
             validation_data=(x_test, y_test), seed=args.seed,
             target_accuracy=None if target is None else target / 100,
             on_epoch=on_epoch, on_progress=progress.bar, threads=args.threads,
@@ -491,7 +581,7 @@ def _train(args):
         epoch = history.epochs + 1 if history is not None else 1
         raise CommandError(
             f"training diverged: the loss became NaN or infinite in epoch {epoch}; "
-            f"try a lower learning rate than --lr {args.lr:g}"
+            f"try a lower learning rate than --lr {setup.lr:g}"
         ) from None
     except KeyboardInterrupt:
         progress.clear()
@@ -501,12 +591,13 @@ def _train(args):
         print(f"numrec: interrupted in epoch {done + 1}; the model trained so far is saved "
               f"to {output}", file=sys.stderr, flush=True)
         if args.json:
-            print(json.dumps(_train_summary(args, history, output, target, interrupted=True)),
+            print(json.dumps(_train_summary(args, setup, history, output, target,
+                                            interrupted=True)),
                   flush=True)
         return EXIT_INTERRUPTED
 
     model.save(output)
-    summary = _train_summary(args, history, output, target)
+    summary = _train_summary(args, setup, history, output, target)
     train_seconds = summary["train_seconds"]
     accuracy = 100 * summary["test_accuracy"]
     failed = target is not None and not history.reached_target
@@ -550,7 +641,7 @@ def _save_uninterrupted(model, path):
             signal.signal(signal.SIGINT, previous)
 
 
-def _train_summary(args, history, output, target, *, interrupted=False):
+def _train_summary(args, setup, history, output, target, *, interrupted=False):
     history_fields = {
         "epochs": history.epochs if history else 0,
         "test_accuracy": history.val_accuracy[-1] if history and history.val_accuracy else None,
@@ -566,9 +657,16 @@ def _train_summary(args, history, output, target, *, interrupted=False):
            ("epochs", "test_accuracy", "train_seconds", "reached_target")},
         "model": output,
         "target_accuracy": None if target is None else target / 100,
-        "batch_size": args.batch_size,
-        "lr": args.lr,
-        "hidden": list(args.hidden),
+        "preset": args.preset,
+        "batch_size": setup.batch_size,
+        "lr": setup.lr,
+        "hidden": list(setup.hidden),
+        "activation": setup.activation,
+        "output_activation": setup.output_activation,
+        "loss_function": setup.loss_name,
+        "optimizer": setup.optimizer().get_config() | {"name": setup.optimizer_name},
+        "init": setup.init,
+        "shuffle": setup.shuffle,
         "seed": args.seed,
         "data": args.data,
         "interrupted": interrupted,
