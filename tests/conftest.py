@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import numrec
+from numrec.datasets import MNIST_FILES, load_mnist, write_idx
 
 #: The genuine MNIST files (gzipped IDX) live in ``shared/mnist`` beside the repository.
 MNIST_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "mnist"
@@ -92,3 +93,15 @@ def _outside_the_source_tree(tmp_path, monkeypatch):
     the installed package.
     """
     monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def small_data(tmp_path_factory):
+    """A directory with a small MNIST-format data set: 3000 training and 500 test images."""
+    (x_train, y_train), (x_test, y_test) = load_mnist(dtype=np.uint8, flatten=False)
+    directory = tmp_path_factory.mktemp("small-mnist")
+    arrays = (x_train[:3000], y_train[:3000].astype(np.uint8),
+              x_test[:500], y_test[:500].astype(np.uint8))
+    for name, array in zip(MNIST_FILES, arrays):
+        write_idx(directory / name, array)
+    return directory

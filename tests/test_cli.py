@@ -40,18 +40,6 @@ def last_json(stdout):
 
 
 @pytest.fixture(scope="module")
-def small_data(tmp_path_factory):
-    """A directory with a small MNIST-format data set: 3000 training and 500 test images."""
-    (x_train, y_train), (x_test, y_test) = load_mnist(dtype=np.uint8, flatten=False)
-    directory = tmp_path_factory.mktemp("small-mnist")
-    arrays = (x_train[:3000], y_train[:3000].astype(np.uint8),
-              x_test[:500], y_test[:500].astype(np.uint8))
-    for name, array in zip(MNIST_FILES, arrays):
-        write_idx(directory / name, array)
-    return directory
-
-
-@pytest.fixture(scope="module")
 def untrained_model(tmp_path_factory):
     path = tmp_path_factory.mktemp("untrained") / "untrained.npz"
     numrec.mnist_mlp(seed=0).save(path)
