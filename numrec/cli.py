@@ -175,7 +175,9 @@ Any picture Pillow reads (PNG, BMP, PGM, JPEG, ...), of any size, in colour or g
 a dark digit on a light background or a light digit on a dark one.  Each picture is
 brought to MNIST's form: grey, inverted if its background is light, cropped to the
 digit, scaled to fit 20 x 20 keeping the aspect ratio, and centred by centre of mass in
-28 x 28.  The probabilities are the network's ten outputs divided by their sum.
+28 x 28.  The probabilities are the network's softmax outputs (or the softmax of its
+logits, for a model trained with softmax cross-entropy); other outputs (sigmoids) are
+divided by their sum.
 
 examples:
   numrec predict numrec-mnist.npz seven.png
@@ -722,6 +724,15 @@ def format_confusion(confusion):
     return "\n".join(lines)
 
 
+def _outputs_probabilities(model):
+    """Whether ``model.predict`` gives rows that are probabilities already (a softmax)."""
+    import numrec
+
+    return (isinstance(model.components[-1], numrec.Softmax)
+            or (model.loss is not None
+                and type(model.loss).probabilities is not numrec.Loss.probabilities))
+
+
 # --- numrec predict ------------------------------------------------------------------------
 
 def _predict(args):
@@ -750,7 +761,9 @@ def _predict(args):
     if args.json:
         print(json.dumps(results))
     elif digits:
-        print("probabilities: the network's 10 outputs divided by their sum")
+        print("probabilities: " + ("the network's softmax outputs"
+                                   if _outputs_probabilities(model) else
+                                   "the network's 10 outputs divided by their sum"))
         width = max(len(r["image"]) for r in results)
         for r in results:
             if "error" not in r:
