@@ -4,6 +4,8 @@ from libc.math cimport exp
 
 import numpy as np
 
+from numrec._core._copying import reduce_component
+
 from numrec._core._validation import check_array, check_finite_number, FLOAT_DTYPES
 
 cdef extern from "_sigmoid.h" nogil:
@@ -63,6 +65,10 @@ cdef class Activation:
     def __init__(self):
         # Without it, a subclass with no arguments of its own would accept any.
         pass
+
+    def __reduce__(self):
+        """For ``pickle`` and ``copy``: see :mod:`numrec._core._copying`."""
+        return reduce_component(self, Activation)
 
     def forward(self, z):
         """Return ``f(z)``, an array of the same shape as ``z``."""

@@ -6,6 +6,8 @@ cimport numpy as cnp
 
 import numpy as np
 
+from numrec._core._copying import reduce_component
+
 from numrec._core._blas cimport matmul_nt, matmul_tn, matmul_nn
 from numrec._core._memory import aligned_zeros
 from numrec._core._validation import (
@@ -95,6 +97,10 @@ cdef class Layer:
     def __cinit__(self, *args, **kwargs):
         if type(self) is Layer:
             raise TypeError("Layer is abstract: subclass it and implement forward and backward")
+
+    def __reduce__(self):
+        """For ``pickle`` and ``copy``: see :mod:`numrec._core._copying`."""
+        return reduce_component(self, Layer)
 
     def forward(self, x):
         """Return the layer's output for the batch ``x``."""

@@ -3,6 +3,8 @@ from cython cimport floating
 
 import numpy as np
 
+from numrec._core._copying import reduce_component
+
 from numrec._core._validation import check_array, FLOAT_DTYPES
 
 
@@ -33,6 +35,10 @@ cdef class Loss:
     def __init__(self):
         # Without it, a subclass with no arguments of its own would accept any.
         pass
+
+    def __reduce__(self):
+        """For ``pickle`` and ``copy``: see :mod:`numrec._core._copying`."""
+        return reduce_component(self, Loss)
 
     def value(self, output, target):
         """Return the loss of ``output`` against ``target``, averaged over the batch."""

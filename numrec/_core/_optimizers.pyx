@@ -5,6 +5,8 @@ cimport numpy as cnp
 
 import numpy as np
 
+from numrec._core._copying import reduce_component
+
 from numrec._core._memory import aligned_zeros
 from numrec._core._validation import check_finite_number, FLOAT_DTYPES
 
@@ -47,6 +49,10 @@ cdef class Optimizer:
 
     def __dealloc__(self):
         free(self._state_data)
+
+    def __reduce__(self):
+        """For ``pickle`` and ``copy``: see :mod:`numrec._core._copying`."""
+        return reduce_component(self, Optimizer)
 
     def step(self, parameters, gradients):
         """Update every array in ``parameters`` in place from ``gradients``."""
