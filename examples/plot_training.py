@@ -7,7 +7,7 @@ Writes into the output directory (default ``pictures``):
 - ``misclassified.png``: test digits the network got wrong, with true and predicted labels;
 - ``first_layer_weights.png``: the 256 first-layer weight vectors as 28 x 28 images.
 
-Needs matplotlib (``pip install numrec[plot]``).  The ``numrec`` command draws the same
+Needs matplotlib (``pip install matplotlib``).  The ``numrec`` command draws the same
 pictures with ``numrec train --plot DIR`` or ``numrec evaluate MODEL --plot DIR``.
 
     python examples/plot_training.py

@@ -227,7 +227,7 @@ def build_parser():
                        help="print only the summary (with --json: only the JSON)")
     train.add_argument("--plot", metavar="DIR",
                        help="also draw pictures of the training and the model into DIR "
-                            "(needs matplotlib: pip install numrec[plot])")
+                            "(needs matplotlib: pip install matplotlib)")
     train.set_defaults(run=_train)
 
     evaluate = commands.add_parser(
@@ -242,7 +242,7 @@ def build_parser():
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
     evaluate.add_argument("--plot", metavar="DIR",
                           help="also draw pictures of the model into DIR "
-                               "(needs matplotlib: pip install numrec[plot])")
+                               "(needs matplotlib: pip install matplotlib)")
     evaluate.set_defaults(run=_evaluate)
 
     predict = commands.add_parser(
@@ -438,7 +438,7 @@ def _check_plot_dir(directory):
     try:
         import matplotlib  # noqa: F401
     except ImportError:
-        raise CommandError("--plot needs matplotlib: pip install numrec[plot]") from None
+        raise CommandError("--plot needs matplotlib: pip install matplotlib") from None
     directory = os.path.expanduser(directory)
     if os.path.exists(directory) and not os.path.isdir(directory):
         raise CommandError(f"--plot must be a directory, got the file {directory}")

@@ -1,4 +1,4 @@
-"""Pictures of training and of a model (needs matplotlib: ``pip install numrec[plot]``).
+"""Pictures of training and of a model (needs matplotlib: ``pip install matplotlib``).
 
 Every function writes one PNG file and returns its path.  The figures are drawn with
 matplotlib's object-oriented API on the non-interactive Agg canvas: no window opens, and
@@ -31,7 +31,7 @@ def _figure(width, height, layout="constrained"):
         import matplotlib
     except ImportError:
         raise ImportError(
-            "numrec.plotting needs matplotlib: install it with: pip install numrec[plot]"
+            "numrec.plotting needs matplotlib: install it with: pip install matplotlib"
         ) from None
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure

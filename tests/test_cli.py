@@ -366,7 +366,7 @@ def test_plot_without_matplotlib(tmp_path, small_data, untrained_model, no_matpl
     result = run_numrec(*args, "--data", small_data, "--plot", tmp_path / "pictures",
                         env=no_matplotlib)
     line = assert_one_line_error(result)
-    assert "pip install numrec[plot]" in line
+    assert "pip install matplotlib" in line
     assert "epoch" not in result.stdout
     assert not (tmp_path / "m.npz").exists()
 
