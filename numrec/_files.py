@@ -1,5 +1,6 @@
 """Writing files atomically: a crash or Ctrl-C never leaves a half-written file."""
 import contextlib
+import errno
 import os
 import tempfile
 
@@ -13,8 +14,13 @@ def atomic_writer(path):
     temporary file is removed and ``path`` is left as it was.
     """
     directory = os.path.dirname(os.path.abspath(path))
-    fd, temp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.",
-                                suffix=".tmp")
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(errno.ENOENT, f"no such directory {directory}", path)
+    try:
+        fd, temp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.",
+                                    suffix=".tmp")
+    except OSError as error:  # name the file asked for, not the temporary one
+        raise type(error)(error.errno, error.strerror, path) from None
     try:
         with os.fdopen(fd, "wb") as file:
             yield file

@@ -356,6 +356,9 @@ class Sequential:
         validation = self._check_validation(validation_data, n_outputs)
         if target_accuracy is not None:
             target_accuracy = check_finite_number(target_accuracy, "target_accuracy")
+            if not 0 < target_accuracy < 1:
+                raise ValueError(f"target_accuracy is a fraction between 0 and 1 (0.96 for "
+                                 f"96 %), got {target_accuracy!r}")
             if validation is None:
                 raise ValueError("target_accuracy needs validation_data")
         if not isinstance(shuffle, (bool, np.bool_)):

@@ -207,3 +207,11 @@ def test_fit_without_shuffling_visits_the_samples_in_order():
         np.testing.assert_allclose(ours, theirs, rtol=1e-12, atol=1e-15)
     with pytest.raises(TypeError, match="shuffle must be True or False"):
         trained.fit(x, y, shuffle="no")
+
+
+@pytest.mark.parametrize("target", [96, 1.0, 0.0, -0.5])
+def test_target_accuracy_must_be_a_fraction(target):
+    x, y = np.zeros((4, 3)), np.array([0, 1, 0, 1])
+    model = numrec.Sequential([numrec.Dense(3, 2, dtype=np.float64)])
+    with pytest.raises(ValueError, match="target_accuracy is a fraction .*0.96"):
+        model.fit(x, y, validation_data=(x, y), target_accuracy=target)

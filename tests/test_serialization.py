@@ -484,3 +484,23 @@ def architecture_of_file(path):
 def load_untrained(tmp_path):
     small_model().save(tmp_path / "untrained.npz")
     return load(tmp_path / "untrained.npz")
+
+
+def test_a_save_into_a_missing_directory_names_it_and_not_a_temporary_file(tmp_path):
+    with pytest.raises(FileNotFoundError) as caught:
+        small_model().save(tmp_path / "nodir" / "sub" / "m.npz")
+    message = str(caught.value)
+    assert "no such directory" in message and str(tmp_path / "nodir" / "sub") in message
+    assert ".tmp" not in message and "m.npz" in message
+
+
+def test_a_save_into_a_read_only_directory_names_the_file(tmp_path):
+    import os
+    if os.geteuid() == 0:
+        pytest.skip("root may write into read-only directories")
+    (tmp_path / "ro").mkdir()
+    (tmp_path / "ro").chmod(0o500)
+    with pytest.raises(PermissionError) as caught:
+        small_model().save(tmp_path / "ro" / "m.npz")
+    assert ".tmp" not in str(caught.value) and "m.npz" in str(caught.value)
+    assert list((tmp_path / "ro").iterdir()) == []
