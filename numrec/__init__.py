@@ -17,7 +17,7 @@ from numrec._core._activations import Activation, LeakyReLU, ReLU, Sigmoid
 from numrec._core._layers import Dense, Layer
 from numrec._core._losses import MSE, Loss
 from numrec._core._optimizers import SGD, Optimizer
-from numrec.model import DivergedError, History, Sequential, mnist_mlp
+from numrec.model import DivergedError, History, Sequential, TrainingWarning, mnist_mlp
 from numrec.serialization import ModelFileError, load
 from numrec import datasets
 
@@ -28,6 +28,6 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 
 __all__ = [
     "Activation", "Dense", "DivergedError", "History", "Layer", "LeakyReLU", "Loss",
-    "MSE", "ModelFileError", "Optimizer", "ReLU", "SGD", "Sequential", "Sigmoid", "datasets",
-    "load", "mnist_mlp",
+    "MSE", "ModelFileError", "Optimizer", "ReLU", "SGD", "Sequential", "Sigmoid",
+    "TrainingWarning", "datasets", "load", "mnist_mlp",
 ]

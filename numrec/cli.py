@@ -15,6 +15,7 @@ import math
 import os
 import signal
 import sys
+import warnings
 import zlib
 
 import numpy as np
@@ -570,13 +571,15 @@ def _train(args):
         progress.epoch_done(epoch, history)
 
     try:
-        history = model.fit(
-            x_train, y_train, epochs=max_epochs, batch_size=setup.batch_size,
-            optimizer=optimizer, shuffle=setup.shuffle,
-            validation_data=(x_test, y_test), seed=args.seed,
-            target_accuracy=None if target is None else target / 100,
-            on_epoch=on_epoch, on_progress=progress.bar, threads=args.threads,
-        )
+        with warnings.catch_warnings():  # a stalled network is reported below, in one line
+            warnings.simplefilter("ignore", numrec.TrainingWarning)
+            history = model.fit(
+                x_train, y_train, epochs=max_epochs, batch_size=setup.batch_size,
+                optimizer=optimizer, shuffle=setup.shuffle,
+                validation_data=(x_test, y_test), seed=args.seed,
+                target_accuracy=None if target is None else target / 100,
+                on_epoch=on_epoch, on_progress=progress.bar, threads=args.threads,
+            )
     except numrec.DivergedError:
         progress.clear()
         history = state["history"]
@@ -622,7 +625,12 @@ def _train(args):
         print(text, flush=True)
     if failed and args.json:
         print(f"numrec: {text}", file=sys.stderr)
-    return 1 if failed else 0
+    if history.stalled:
+        print(f"numrec: warning: the network is not learning (test accuracy {accuracy:.2f} % "
+              f"is chance level); try a lower learning rate than --lr {setup.lr:g}"
+              + (", especially with several hidden layers" if len(setup.hidden) > 1 else ""),
+              file=sys.stderr)
+    return 1 if failed or history.stalled else 0
 
 
 def _epochs(n):
@@ -653,6 +661,7 @@ def _train_summary(args, setup, history, output, target, *, interrupted=False):
         "val_accuracy": list(history.val_accuracy) if history else [],
         "epoch_seconds": list(history.seconds) if history else [],
         "fused": bool(history.fused) if history else None,
+        "stalled": bool(history.stalled) if history else False,
     }
     return {
         **{key: history_fields[key] for key in
@@ -672,7 +681,8 @@ def _train_summary(args, setup, history, output, target, *, interrupted=False):
         "seed": args.seed,
         "data": args.data,
         "interrupted": interrupted,
-        **{key: history_fields[key] for key in ("loss", "val_accuracy", "epoch_seconds", "fused")},
+        **{key: history_fields[key] for key in ("loss", "val_accuracy", "epoch_seconds", "fused",
+                                                 "stalled")},
     }
 
 

@@ -3,6 +3,7 @@ import contextlib
 import math
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -25,6 +26,14 @@ class DivergedError(FloatingPointError):
     """Training produced a NaN or infinite loss (usually: the learning rate is too high)."""
 
 
+class TrainingWarning(UserWarning):
+    """Training ran to its end but the network did not learn (see ``History.stalled``)."""
+
+
+#: A validation accuracy within this of the most frequent class's share is chance level.
+CHANCE_MARGIN = 0.02
+
+
 @dataclass
 class History:
     """What :meth:`Sequential.fit` measured, one entry per epoch.
@@ -41,6 +50,11 @@ class History:
         True if training stopped because validation accuracy exceeded ``target_accuracy``.
     fused : bool
         True if the whole epochs ran in the compiled training loop.
+    stalled : bool
+        True if the last validation accuracy is no better (within
+        :data:`CHANCE_MARGIN`) than always answering the most frequent class: the
+        network did not learn, and :meth:`Sequential.fit` warned with a
+        :class:`TrainingWarning`.
     loop : str
         Which loop ran the epochs: ``"compiled"`` (every component, the loss and the
         optimizer compiled), ``"segmented"`` (the compiled parts compiled, the
@@ -53,6 +67,7 @@ class History:
     reached_target: bool = False
     fused: bool = False
     loop: str = "compiled"
+    stalled: bool = False
 
     @property
     def epochs(self):
@@ -376,6 +391,8 @@ class Sequential:
         with _blas_threads(blas_threads):
             _run_epochs(run_epoch, history, x, train_targets, validation, epochs, rng,
                         target_accuracy, on_epoch, on_progress)
+        if validation is not None:
+            _check_learning(history, validation[1])
         return history
 
     def _epoch_runner(self, fused, x, loss, optimizer, batch_size, threads):
@@ -448,6 +465,19 @@ def _run_epochs(run_epoch, history, x, targets, validation, epochs, rng, target_
         if target_accuracy is not None and history.val_accuracy[-1] > target_accuracy:
             history.reached_target = True
             return
+
+
+def _check_learning(history, labels):
+    """Set ``history.stalled`` and warn when validation accuracy is at chance level."""
+    majority = np.bincount(labels).max() / len(labels) if len(labels) else 0.0
+    accuracy = history.val_accuracy[-1]
+    history.stalled = bool(len(labels)) and accuracy <= majority + CHANCE_MARGIN
+    if history.stalled:
+        warnings.warn(TrainingWarning(
+            f"the network is not learning: validation accuracy {100 * accuracy:.2f} % after "
+            f"{history.epochs} epoch{'s' if history.epochs > 1 else ''} is no better than "
+            f"always answering the most frequent class ({100 * majority:.2f} %); try a "
+            f"lower learning rate (deeper networks need lower ones)"), stacklevel=3)
 
 
 def _default_threads():

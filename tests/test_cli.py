@@ -416,3 +416,17 @@ def test_live_bar_only_on_a_terminal():
     progress.bar(4096, 60000)
     progress.epoch_done(1, history)
     assert quiet.text == ""
+
+
+def test_a_network_that_does_not_learn_is_not_reported_as_a_success(tmp_path, small_data):
+    """Three sigmoid-saturating hidden layers at the reference rate stay at chance level."""
+    out = tmp_path / "stuck.npz"
+    result = run_numrec("train", "--data", small_data, "--epochs", "1", "--json", "--quiet",
+                        "--hidden", "512", "256", "128", "--output", out)
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    summary = last_json(result.stdout)
+    assert summary["stalled"] is True and summary["test_accuracy"] < 0.15
+    warning = result.stderr.strip().splitlines()[-1]
+    assert warning.startswith("numrec: warning: the network is not learning")
+    assert "lower learning rate than --lr 0.75, especially with several hidden layers" in warning
+    assert out.is_file()  # saved all the same

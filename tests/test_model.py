@@ -215,3 +215,24 @@ def test_target_accuracy_must_be_a_fraction(target):
     model = numrec.Sequential([numrec.Dense(3, 2, dtype=np.float64)])
     with pytest.raises(ValueError, match="target_accuracy is a fraction .*0.96"):
         model.fit(x, y, validation_data=(x, y), target_accuracy=target)
+
+
+def test_a_network_that_does_not_learn_is_flagged_with_a_warning():
+    rng = np.random.default_rng(5)
+    x = rng.random((300, 10))
+    y = (x[:, 0] > 0.5).astype(int) + 2 * (x[:, 1] > 0.5)
+    model = numrec.Sequential([numrec.Dense(10, 16, seed=0, dtype=np.float64), numrec.ReLU(),
+                               numrec.Dense(16, 4, seed=1, dtype=np.float64), numrec.Sigmoid()])
+    with pytest.warns(numrec.TrainingWarning, match=r"not learning: validation accuracy .* "
+                                                    r"most frequent class .*lower learning"):
+        # lr 1e-6: the weights barely move, so accuracy stays at its untrained level
+        stuck = model.fit(x, y, epochs=2, optimizer=numrec.SGD(1e-6), validation_data=(x, y),
+                          seed=0)
+    majority = np.bincount(y).max() / len(y)
+    assert stuck.stalled and stuck.val_accuracy[-1] <= majority + numrec.model.CHANCE_MARGIN
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", numrec.TrainingWarning)
+        learned = model.fit(x, y, epochs=30, optimizer=numrec.SGD(1.0), validation_data=(x, y),
+                            seed=0)
+    assert not learned.stalled and learned.val_accuracy[-1] > majority + 0.2
