@@ -365,7 +365,7 @@ class Sequential:
             x = np.ascontiguousarray(x, dtype=self.dtype)
         if len(x) == 0:
             raise ValueError("x must hold at least one sample")
-        n_outputs = self._predict_batch(x[:1]).shape[1]
+        n_outputs = self._predict_batch(x[:batch_size]).shape[1]  # a batch as fit runs it
         targets, labels = _prepare_targets(y, len(x), n_outputs, self.dtype, "y")
         train_targets = labels if y.ndim == 1 else targets
         validation = self._check_validation(validation_data, n_outputs)
