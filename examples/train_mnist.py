@@ -44,6 +44,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", default="mnist_model.npz",
                         help="where to save the model (default ./mnist_model.npz)")
     args = parser.parse_args(argv)
+    directory = os.path.dirname(os.path.abspath(args.output))
+    if not os.path.isdir(directory) or os.path.isdir(args.output):
+        # Say so before training, not after: the trained model would be lost.
+        problem = "a directory" if os.path.isdir(args.output) else f"no such directory {directory}"
+        parser.error(f"--output: cannot save to {args.output} ({problem})")
 
     (x_train, y_train), (x_test, y_test) = load_mnist()
     if args.train_samples is not None:

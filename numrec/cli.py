@@ -443,6 +443,13 @@ def _check_plot_dir(directory):
     directory = os.path.expanduser(directory)
     if os.path.exists(directory) and not os.path.isdir(directory):
         raise CommandError(f"--plot must be a directory, got the file {directory}")
+    try:  # before any work, so that a bad directory costs nothing
+        os.makedirs(directory, exist_ok=True)
+    except OSError as exc:
+        raise CommandError(f"--plot: cannot make the directory {directory}: "
+                           f"{exc.strerror}") from None
+    if not os.access(directory, os.W_OK):
+        raise CommandError(f"--plot: cannot write into {directory}")
     return directory
 
 
@@ -616,7 +623,11 @@ def _train(args):
         text = (f"trained {_epochs(history.epochs)} in {train_seconds:.1f} s: test accuracy "
                 f"{accuracy:.2f} %; model saved to {output}")
     if plot_dir is not None:
-        paths = _write_plots(plot_dir, model, x_test, y_test, history)
+        try:
+            paths = _write_plots(plot_dir, model, x_test, y_test, history)
+        except (OSError, ValueError) as exc:
+            raise CommandError(f"the model is saved to {output}, but the pictures could not "
+                               f"be drawn: {_describe(exc)}") from None
         summary["plots"] = paths
         text += f"; {len(paths)} pictures in {plot_dir}"
     if args.json:

@@ -430,3 +430,21 @@ def test_a_network_that_does_not_learn_is_not_reported_as_a_success(tmp_path, sm
     assert warning.startswith("numrec: warning: the network is not learning")
     assert "lower learning rate than --lr 0.75, especially with several hidden layers" in warning
     assert out.is_file()  # saved all the same
+
+
+def test_a_plot_directory_that_cannot_be_made_fails_before_training(tmp_path, small_data):
+    pytest.importorskip("matplotlib")
+    (tmp_path / "file").write_text("not a directory")
+    result = run_numrec("train", "--data", small_data, "--epochs", "1", "--output",
+                        tmp_path / "m.npz", "--plot", tmp_path / "file" / "pictures")
+    line = assert_one_line_error(result)
+    assert "--plot: cannot make the directory" in line
+    assert "epoch" not in result.stdout and not (tmp_path / "m.npz").exists()
+
+
+def test_the_example_checks_its_output_before_training(tmp_path):
+    example = Path(__file__).resolve().parents[1] / "examples" / "train_mnist.py"
+    result = subprocess.run([sys.executable, example, "--output", tmp_path / "no" / "m.npz"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "no such directory" in result.stderr
+    assert "MNIST" not in result.stdout and "Traceback" not in result.stderr
