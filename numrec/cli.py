@@ -745,15 +745,6 @@ def format_confusion(confusion):
     return "\n".join(lines)
 
 
-def _outputs_probabilities(model):
-    """Whether ``model.predict`` gives rows that are probabilities already (a softmax)."""
-    import numrec
-
-    return (isinstance(model.components[-1], numrec.Softmax)
-            or (model.loss is not None
-                and type(model.loss).probabilities is not numrec.Loss.probabilities))
-
-
 # --- numrec predict ------------------------------------------------------------------------
 
 def _predict(args):
@@ -769,12 +760,8 @@ def _predict(args):
         except (ImageError, OSError) as exc:
             results.append({"image": path, "error": _describe(exc)})
     if digits:
-        outputs = np.asarray(model.predict(np.stack(digits).astype(model.dtype)),
-                             dtype=np.float64)
-        outputs = np.clip(outputs, 0.0, None)
-        sums = outputs.sum(axis=1, keepdims=True)
-        probabilities = np.divide(outputs, sums, out=np.full_like(outputs, 1 / N_CLASSES),
-                                  where=sums > 0)
+        probabilities = np.asarray(model.predict_proba(np.stack(digits).astype(model.dtype)),
+                                   dtype=np.float64)
         good = (r for r in results if "error" not in r)
         for result, p in zip(good, probabilities):
             result["digit"] = int(p.argmax())
@@ -783,7 +770,7 @@ def _predict(args):
         print(json.dumps(results))
     elif digits:
         print("probabilities: " + ("the network's softmax outputs"
-                                   if _outputs_probabilities(model) else
+                                   if model.outputs_probabilities else
                                    "the network's 10 outputs divided by their sum"))
         width = max(len(r["image"]) for r in results)
         for r in results:

@@ -2,6 +2,7 @@
 import contextlib
 import math
 import os
+import sys
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -146,6 +147,45 @@ class Sequential:
         inner = ",\n    ".join(repr(component) for component in self.components)
         return f"Sequential([\n    {inner},\n])"
 
+    def summary(self, *, file=None):
+        """Print a table of the components: output shape and parameter count of each.
+
+        The shapes are those of one sample (``None`` stands for the batch), found by
+        running one sample of zeros through the model when its input size is known.
+
+        Parameters
+        ----------
+        file : file-like, optional
+            Where to print (default: standard output).
+        """
+        print(self._summary_text(), file=file if file is not None else sys.stdout)
+
+    def _summary_text(self):
+        shapes = self._output_shapes()
+        rows = [("component", "output shape", "parameters")]
+        for index, (component, shape) in enumerate(zip(self.components, shapes)):
+            count = sum(param.size for param in component.parameters()) \
+                if isinstance(component, Layer) else 0
+            shown = "?" if shape is None else str((None, *shape))
+            rows.append((f"{index}: {component!r}", shown, f"{count:,}"))
+        widths = [max(len(row[k]) for row in rows) for k in range(3)]
+        lines = [f"{a:<{widths[0]}}  {b:<{widths[1]}}  {c:>{widths[2]}}" for a, b, c in rows]
+        total = sum(param.size for param in self.parameters())
+        rule = "-" * len(lines[0])
+        return "\n".join([lines[0], rule, *lines[1:], rule,
+                          f"{total:,} parameters ({np.dtype(self.dtype).name}, "
+                          f"{total * np.dtype(self.dtype).itemsize:,} bytes)"])
+
+    def _output_shapes(self):
+        """Each component's output shape for one sample (None where it cannot be known)."""
+        if self.n_inputs is None:
+            return [None] * len(self.components)
+        out, shapes = np.zeros((1, self.n_inputs), dtype=self.dtype), []
+        for component in self.components:
+            out = component.forward(out)
+            shapes.append(tuple(np.shape(out)[1:]))
+        return shapes
+
     @property
     def n_inputs(self):
         """Inputs per sample, if the first layer declares it (``in_features``), else None."""
@@ -231,6 +271,41 @@ class Sequential:
                 width = getattr(following[0], "in_features", None) if following else None
                 out = checked_output(out, index, component, len(x), width, self.dtype)
         return out
+
+    def predict_proba(self, x, *, batch_size=1024):
+        """Return class probabilities for ``x``: rows of non-negative values summing to 1.
+
+        The outputs of :meth:`predict` when they are a softmax (a :class:`Softmax` last,
+        or a loss on logits such as :class:`SoftmaxCrossEntropy`); otherwise (sigmoid
+        outputs, say) the outputs, clipped at 0, divided by their row's sum (a uniform
+        row where that sum is 0).
+
+        Returns
+        -------
+        ndarray, shape (n_samples, n_outputs)
+        """
+        output = self.predict(x, batch_size=batch_size)
+        if self.outputs_probabilities:
+            return output
+        output = np.clip(output, 0, None)
+        sums = output.sum(axis=1, keepdims=True)
+        return np.divide(output, sums, out=np.full_like(output, 1 / output.shape[1]),
+                         where=sums > 0)
+
+    @property
+    def outputs_probabilities(self):
+        """Whether :meth:`predict` gives a softmax: a :class:`Softmax` last, or a loss
+        that reads the outputs as logits (:meth:`Loss.probabilities` of its own)."""
+        from numrec._core import _activations
+
+        softmax = getattr(_activations, "Softmax", None)
+        return ((softmax is not None and isinstance(self.components[-1], softmax))
+                or (self.loss is not None
+                    and type(self.loss).probabilities is not Loss.probabilities))
+
+    def __call__(self, x):
+        """``model(x)`` is :meth:`predict`."""
+        return self.predict(x)
 
     def predict_classes(self, x, *, batch_size=1024):
         """Return the index of the largest output for each row of ``x`` (int64)."""

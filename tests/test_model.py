@@ -236,3 +236,29 @@ def test_a_network_that_does_not_learn_is_flagged_with_a_warning():
         learned = model.fit(x, y, epochs=30, optimizer=numrec.SGD(1.0), validation_data=(x, y),
                             seed=0)
     assert not learned.stalled and learned.val_accuracy[-1] > majority + 0.2
+
+
+def test_summary_lists_shapes_and_parameter_counts(capsys):
+    model = numrec.mnist_mlp(hidden=(32, 16), seed=0)
+    model.summary()
+    text = capsys.readouterr().out
+    counts = [784 * 32 + 32, 0, 32 * 16 + 16, 0, 16 * 10 + 10, 0]
+    lines = text.splitlines()[2:8]
+    for line, component, count in zip(lines, model.components, counts):
+        assert repr(component) in line and line.endswith(f"{count:,}")
+    assert "(None, 32)" in lines[0] and "(None, 10)" in lines[5]
+    assert text.splitlines()[-1] == f"{sum(counts):,} parameters (float32, {4 * sum(counts):,} bytes)"
+
+
+def test_predict_proba_gives_rows_summing_to_one_and_the_model_is_callable():
+    rng = np.random.default_rng(6)
+    x = rng.random((7, 784)).astype(np.float32)
+    model = numrec.mnist_mlp(seed=0)
+    outputs = model.predict(x)
+    np.testing.assert_allclose(model.predict_proba(x), outputs / outputs.sum(1, keepdims=True),
+                               rtol=1e-6)
+    np.testing.assert_array_equal(model(x), outputs)
+    assert not model.outputs_probabilities
+    model.loss = LogitsMSE()
+    assert model.outputs_probabilities
+    np.testing.assert_array_equal(model.predict_proba(x), model.predict(x))
