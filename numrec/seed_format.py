@@ -108,8 +108,13 @@ class _Lines:
         self.number = 0
 
     def error(self, message, number=None):
+        """A ModelFileError about line ``number`` (default: the last line read)."""
         number = self.number if number is None else number
         return ModelFileError(f"{self.path}: line {number}: {message}")
+
+    def end(self, what):
+        """The error for a file that ends before ``what``."""
+        return self.error(f"the file ends before {what}", self.number + 1)
 
     def next(self, limit=_MAX_SHORT_LINE):
         """The next line without its line break and surrounding blanks; None at the end."""
@@ -117,7 +122,7 @@ class _Lines:
         if not raw:
             return None
         self.number += 1
-        if len(raw) > limit:
+        if len(raw.rstrip(b"\r\n")) > limit:
             raise self.error(f"the line is longer than the {limit} characters it can "
                              f"take here")
         try:
@@ -132,9 +137,7 @@ class _Lines:
         while True:
             line = self.next()
             if line is None:
-                raise ModelFileError(
-                    f"{self.path}: line {self.number + 1}: the file ends before the "
-                    f"[{name}] section")
+                raise self.end(f"the [{name}] section")
             if line:
                 break
         if line != f"[{name}]":
@@ -270,7 +273,7 @@ def _read_sizes(lines, file_size):
         raise lines.error("not a seed model file (the first line must be [layers])")
     line = lines.next()
     if line is None:
-        raise ModelFileError(f"{lines.path}: line 2: the file ends before the layer sizes")
+        raise lines.end("the layer sizes")
     if not (line.startswith("[") and line.endswith("]")):
         raise lines.error(f"the layer sizes must be a list in square brackets such as "
                           f"[784, 256, 10], found {_show(line)}")
@@ -305,8 +308,7 @@ def _read_values(lines, count, dtype, what):
     """Read one line ``[v, v, ...]`` of exactly ``count`` finite values as ``dtype``."""
     line = lines.next(limit=2 + count * _MAX_CHARS_PER_VALUE)
     if line is None:
-        raise ModelFileError(f"{lines.path}: line {lines.number + 1}: the file ends before "
-                             f"{what}")
+        raise lines.end(what)
     if not line:
         raise lines.error(f"expected {what}, found a blank line")
     if not (line.startswith("[") and line.endswith("]")):
@@ -371,8 +373,7 @@ def _to_float32(values, tokens):
 def _read_alpha(lines):
     line = lines.next()
     if line is None:
-        raise ModelFileError(f"{lines.path}: line {lines.number + 1}: the file ends before "
-                             f"the alpha value")
+        raise lines.end("the alpha value")
     if not _NUMBER_RE.fullmatch(line):
         if line.lower().lstrip("+-") in _NON_FINITE:
             raise lines.error(f"alpha is not finite: {line}")
