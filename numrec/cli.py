@@ -3,7 +3,9 @@
 ``numrec train`` trains the reference network (784 → 256 → 10, LeakyReLU 0.2, Sigmoid,
 quadratic cost, plain SGD, He initialisation) on MNIST until the test accuracy exceeds
 96 %, and saves it; ``numrec evaluate`` reports a saved model's test accuracy and
-confusion matrix; ``numrec predict`` classifies pictures of digits.
+confusion matrix; ``numrec predict`` classifies pictures of digits.  Models are numrec's
+``.npz`` files or the seed's text files (:mod:`numrec.seed_format`); a ``.txt`` output
+path saves in the seed's format.
 
 User mistakes (a bad path, a bad option value, malformed data, a broken model file, an
 unreadable picture) end with one line on stderr and a non-zero exit status: 2 for a
@@ -34,6 +36,8 @@ MAX_EPOCHS = 50
 DEFAULT_OUTPUT = "numrec-mnist.npz"
 #: Leaky ReLU slope of the reference network.
 ALPHA = 0.2
+#: Output activations a seed text model can be read with (its file does not record one).
+SEED_OUTPUT_ACTIVATIONS = ("softmax", "sigmoid")
 #: Exit status after Ctrl-C (128 + SIGINT), as shells report it.
 EXIT_INTERRUPTED = 130
 
@@ -152,6 +156,7 @@ and the settings used.
 examples:
   numrec train                              to 96 %, saved as {DEFAULT_OUTPUT}
   numrec train --epochs 10 --output ten.npz
+  numrec train --output seed-model.txt      in the seed's text format
   numrec train --target-accuracy 97.5 --hidden 512 128 --lr 0.3
   numrec train --preset seed-pytorch
   numrec train --hidden 512 256 --activation relu --output-activation identity \\
@@ -165,10 +170,14 @@ Prints the accuracy on the test set and a 10 x 10 confusion matrix: rows are the
 digits, columns the predicted ones, the last column each digit's recall.  --json prints
 the same as one JSON object (accuracy as a fraction).
 
+MODEL is a .npz file saved by numrec, or a text file in the seed's format (first line
+[layers]), whose output activation --output-activation gives (default: softmax).
+
 examples:
   numrec evaluate numrec-mnist.npz
   numrec evaluate model.npz --data ~/data/mnist --json
   numrec evaluate model.npz --plot pictures/
+  numrec evaluate seed-model.txt --output-activation sigmoid
 """
 
 _PREDICT_EPILOG = """\
@@ -180,9 +189,13 @@ digit, scaled to fit 20 x 20 keeping the aspect ratio, and centred by centre of 
 logits, for a model trained with softmax cross-entropy); other outputs (sigmoids) are
 divided by their sum.
 
+MODEL is a .npz file saved by numrec, or a text file in the seed's format (first line
+[layers]), whose output activation --output-activation gives (default: softmax).
+
 examples:
   numrec predict numrec-mnist.npz seven.png
   numrec predict model.npz scans/*.png --json
+  numrec predict seed-model.txt seven.png --output-activation sigmoid
 """
 
 
@@ -221,7 +234,8 @@ def build_parser():
                        help="threads of the compiled training loop (default: the cores "
                             "this process may use); 1 is kinder to a busy machine")
     train.add_argument("--output", "-o", metavar="PATH", default=DEFAULT_OUTPUT,
-                       help=f"where to save the model (default: {DEFAULT_OUTPUT})")
+                       help=f"where to save the model (default: {DEFAULT_OUTPUT}); a "
+                            f"path ending in .txt is written in the seed's text format")
     train.add_argument("--json", action="store_true",
                        help="end with a JSON summary on one line")
     train.add_argument("--quiet", "-q", action="store_true",
@@ -236,7 +250,9 @@ def build_parser():
         description="Report a saved model's accuracy and confusion matrix on the test set.",
         epilog=_EVALUATE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    evaluate.add_argument("model", metavar="MODEL", help="a model file saved by numrec")
+    evaluate.add_argument("model", metavar="MODEL",
+                          help="a model file saved by numrec, or a seed text model")
+    _add_output_activation(evaluate)
     evaluate.add_argument("--data", metavar="DIR",
                           help="directory with the MNIST-format IDX files (default: "
                                "$NUMREC_DATA, else the bundled copy)")
@@ -251,7 +267,9 @@ def build_parser():
         description="Classify pictures of handwritten digits with a saved model.",
         epilog=_PREDICT_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    predict.add_argument("model", metavar="MODEL", help="a model file saved by numrec")
+    predict.add_argument("model", metavar="MODEL",
+                         help="a model file saved by numrec, or a seed text model")
+    _add_output_activation(predict)
     predict.add_argument("images", metavar="IMAGE", nargs="+", help="pictures of digits")
     predict.add_argument("--json", action="store_true",
                          help="print a JSON list, one object per picture")
@@ -324,6 +342,12 @@ def _setup(args):
         return setup
     except ValueError as exc:
         raise UsageError(f"numrec train: error: {exc}") from None
+
+
+def _add_output_activation(command):
+    command.add_argument("--output-activation", choices=SEED_OUTPUT_ACTIVATIONS,
+                         help="for a model in the seed's text format, which records none: "
+                              "the activation after its last layer (default: softmax)")
 
 
 # --- entry point ---------------------------------------------------------------------------
@@ -460,15 +484,19 @@ def _write_plots(directory, model, x_test, y_test, history=None):
                                                      history=history)]
 
 
-def _load_model(path):
+def _load_model(path, output_activation=None):
     import numrec
+    from numrec.seed_format import is_seed_model
 
     if not os.path.exists(path):
         raise CommandError(f"model file not found: {path}")
     if os.path.isdir(path):
         raise CommandError(f"{path} is a directory, not a model file")
+    if output_activation is not None and not is_seed_model(path):
+        raise CommandError(f"--output-activation applies only to models in the seed's text "
+                           f"format; {path} records its own output activation")
     try:
-        return numrec.load(path)
+        return numrec.load(path, output=output_activation)
     except (ValueError, TypeError, OSError, EOFError, KeyError, zlib.error) as exc:
         message = _describe(exc)
         prefix = f"{os.fspath(path)}: "
@@ -566,6 +594,13 @@ def _train(args):
         model, optimizer = setup.model(seed=args.seed), setup.optimizer()
     except (TypeError, ValueError) as exc:
         raise UsageError(f"numrec train: error: {exc}") from None
+    if output.lower().endswith(".txt"):
+        from numrec.seed_format import check_seed_model
+
+        try:  # before training, not after
+            check_seed_model(model)
+        except ValueError as exc:
+            raise UsageError(f"numrec train: error: --output {output}: {exc}") from None
     goal = (f"until test accuracy exceeds {target:g} % (at most {_epochs(max_epochs)})"
             if target is not None else f"for {_epochs(max_epochs)}")
     progress.say(f"training {setup.describe()} on {len(x_train)} images (testing on "
@@ -700,7 +735,7 @@ def _train_summary(args, setup, history, output, target, *, interrupted=False):
 # --- numrec evaluate -----------------------------------------------------------------------
 
 def _evaluate(args):
-    model = _load_model(args.model)
+    model = _load_model(args.model, args.output_activation)
     data_dir = _check_data_dir(args.data)
     plot_dir = _check_plot_dir(args.plot)
     _check_mnist_model(model, args.model)
@@ -750,7 +785,7 @@ def format_confusion(confusion):
 def _predict(args):
     from numrec.images import ImageError, load_digit
 
-    model = _load_model(args.model)
+    model = _load_model(args.model, args.output_activation)
     _check_mnist_model(model, args.model)
     results, digits = [], []
     for path in args.images:

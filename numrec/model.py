@@ -340,6 +340,10 @@ class Sequential:
         one is complete.  Load it with :func:`numrec.load`.  Only models made of
         built-in components can be saved (see :mod:`numrec.serialization`).
 
+        A path ending in ``.txt`` writes the seed's text format instead (see
+        :mod:`numrec.seed_format`), which holds Dense layers with one LeakyReLU slope
+        after every hidden layer and Sigmoid, Softmax or nothing after the last.
+
         Parameters
         ----------
         path : str or os.PathLike
@@ -348,6 +352,9 @@ class Sequential:
         ------
         TypeError
             If a component is not a built-in (for example a Python-written layer).
+        ValueError
+            If a parameter is not finite, or for a ``.txt`` path if the seed's format
+            cannot describe the model (the message says why).
         """
         from numrec.serialization import save_model
 

@@ -22,6 +22,10 @@ with these entries:
     Dense: ``weights`` of shape ``(out_features, in_features)``, then ``bias`` of shape
     ``(out_features,)``).
 
+:func:`load` also reads the seed's text model files (recognised by their first line,
+``[layers]``), and :func:`save_model` writes one when the path ends in ``.txt``: see
+:mod:`numrec.seed_format`.
+
 Loading never runs code from the file: the archive is opened with
 ``allow_pickle=False``, only the built-in component types are recognised, and every
 value is checked (types, shapes, dtypes, finiteness) before a model is built.  Saving is
@@ -72,8 +76,10 @@ def save_model(model, path):
         A model made only of built-in components (see :data:`COMPONENTS`).
     path : str or os.PathLike
         The file to write, exactly as given: no suffix is added (``.npz`` is the
-        conventional one).  An existing file is replaced atomically: it stays intact if
-        saving fails or is interrupted, and no temporary file is left behind.
+        conventional one).  A path ending in ``.txt`` (in any case) is written in the
+        seed's text format instead (:func:`numrec.seed_format.write_seed_model`).  An
+        existing file is replaced atomically: it stays intact if saving fails or is
+        interrupted, and no temporary file is left behind.
 
     Raises
     ------
@@ -82,13 +88,20 @@ def save_model(model, path):
         built-in (a Python-written one, or a subclass of a built-in), which a file
         cannot describe.
     ValueError
-        If a parameter holds NaN or infinity (such a file could not be loaded).
+        If a parameter holds NaN or infinity (such a file could not be loaded), or, for
+        a ``.txt`` path, if the seed's format cannot describe the model (the message
+        says why).
     OSError
         If the file cannot be written.
     """
     if not isinstance(model, Sequential):
         raise TypeError(f"model must be a numrec.Sequential, got {type(model).__name__}")
     path = os.fspath(path)
+    if os.fsdecode(path).lower().endswith(".txt"):
+        from numrec.seed_format import write_seed_model
+
+        write_seed_model(model, path)
+        return
     components = []
     for index, component in enumerate(model.components):
         kind = type(component)
@@ -125,13 +138,20 @@ def save_model(model, path):
 
 # --- loading -----------------------------------------------------------------------------
 
-def load(path):
-    """Load a model saved by :meth:`numrec.Sequential.save`.
+def load(path, *, output=None, dtype=None):
+    """Load a model saved by :meth:`numrec.Sequential.save`, or by the seed.
 
     Parameters
     ----------
     path : str or os.PathLike
-        A model file.
+        A model file: a numrec ``.npz`` file, or a text file in the seed's format
+        (recognised by its first line, ``[layers]``; see :mod:`numrec.seed_format`),
+        whatever its name.
+    output : {"softmax", "sigmoid", "none"}, optional
+        For a seed text file only, the activation after the last layer, which such a
+        file does not record (default ``"softmax"``).  A ``.npz`` file records its own.
+    dtype : numpy.float32 or numpy.float64, optional
+        For a seed text file only, the model's dtype (default float32).
 
     Returns
     -------
@@ -147,13 +167,27 @@ def load(path):
         a ``.npz`` archive, a pickle, an archive holding Python objects, a missing or
         malformed architecture, an unknown format version or component type, or
         parameters whose number, shapes, dtypes or values (NaN, infinity) do not match
-        the architecture.  No code from the file is ever run.
+        the architecture; or a seed text file that does not follow its format (the
+        message names the line).  No code from the file is ever run.
+    ValueError
+        If ``output`` or ``dtype`` is given for a ``.npz`` file, or is not one of the
+        accepted values.
     """
     path = os.fspath(path)
     with open(path, "rb") as file:
-        start = file.read(8)
+        start = file.readline(64)
         size = os.fstat(file.fileno()).st_size
-    _check_start(path, start, size)
+    from numrec.seed_format import _is_header_line, read_seed_model
+
+    if _is_header_line(start):
+        return read_seed_model(path, output="softmax" if output is None else output,
+                               dtype=np.float32 if dtype is None else dtype)
+    _check_start(path, start[:8], size)
+    if output is not None or dtype is not None:
+        given = " and ".join(name for name, value in (("output", output), ("dtype", dtype))
+                             if value is not None)
+        raise ValueError(f"{path}: {given} applies only to the seed's text model files; "
+                         f"a .npz model file records its own activations and dtype")
     try:
         with np.load(path, allow_pickle=False) as archive:
             if not isinstance(archive, np.lib.npyio.NpzFile):
@@ -184,7 +218,8 @@ def _check_start(path, start, size):
             f"{path}: not a numrec model file (it is a single .npy array, not a .npz archive)"
         )
     if not start.startswith((b"PK\x03\x04", b"PK\x05\x06")):
-        raise ModelFileError(f"{path}: not a numrec model file (not a .npz archive)")
+        raise ModelFileError(f"{path}: not a numrec model file (neither a .npz archive nor "
+                             f"a seed text model starting with the line [layers])")
 
 
 def _load_archive(path, archive):
