@@ -147,6 +147,9 @@ cdef inline double _cross_entropy(const floating* a, const floating* y, floating
     cdef Py_ssize_t i
     cdef double shifted, total = 0
     for i in range(m * n):
+        if y[i] == 0:  # 0 ln 0 = 0: an output of 0 counts only under a target > 0
+            g[i] = 0
+            continue
         shifted = eps + a[i]
         total -= y[i] * log(shifted)
         g[i] = <floating>(-y[i] / (shifted * m))
@@ -168,7 +171,8 @@ cdef class CrossEntropy(Loss):
 
     :math:`\varepsilon` keeps the logarithm finite where an output is exactly 0 (a
     saturated softmax); it shifts the loss of a correct, confident output by about
-    :math:`-\varepsilon`.  ``output`` and ``target`` have shape ``(m, n_outputs)``.  To
+    :math:`-\varepsilon`.  A term whose target is 0 counts as 0, value and gradient,
+    whatever its output (:math:`0 \ln 0 = 0`).  ``output`` and ``target`` have shape ``(m, n_outputs)``.  To
     train from raw scores (a model ending in a :class:`Dense` layer), prefer
     :class:`SoftmaxCrossEntropy`, which is exact and numerically stable.
 
