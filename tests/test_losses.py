@@ -276,3 +276,36 @@ def test_evaluate_with_each_loss(loss, reference):
     output = model.forward(x)
     expected = reference(output, np.eye(4)[y])
     assert model.evaluate(x, y, loss=loss)["loss"] == pytest.approx(expected, rel=1e-12)
+
+
+class PyReLU(numrec.Activation):
+    def forward(self, z):
+        return np.maximum(z, 0)
+
+    def derivative(self, z, a):
+        return (z > 0).astype(z.dtype)
+
+
+@pytest.mark.parametrize("loss", [numrec.SoftmaxCrossEntropy(), numrec.CrossEntropy(),
+                                  numrec.BinaryCrossEntropy()],
+                         ids=lambda loss: type(loss).__name__)
+def test_segmented_loop_runs_the_loss_inside_the_last_trainer(loss):
+    """A Python hidden activation: the last Dense layer (and its Sigmoid, except for the
+    softmax loss, which reads scores) run compiled with the loss after it."""
+    x, y = data(300, 20, 4, seed=12)
+    runs = []
+    for fused in (None, False):
+        rng = np.random.default_rng(13)
+        components = [numrec.Dense(20, 32, seed=rng, dtype=np.float64), PyReLU(),
+                      numrec.Dense(32, 4, seed=rng, dtype=np.float64)]
+        if not isinstance(loss, numrec.SoftmaxCrossEntropy):
+            components.append(numrec.Sigmoid())
+        model = numrec.Sequential(components)
+        history = model.fit(x, y, epochs=2, batch_size=16, loss=loss,
+                            optimizer=numrec.SGD(0.1), seed=14, fused=fused)
+        runs.append((model, history))
+    assert runs[0][1].loop == "segmented" and runs[1][1].loop == "python"
+    for a, b in zip(runs[0][0].parameters(), runs[1][0].parameters()):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(runs[0][1].loss, runs[1][1].loss, rtol=1e-12)
+    assert runs[0][1].loss[-1] < runs[0][1].loss[0]

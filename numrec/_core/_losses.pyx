@@ -15,7 +15,9 @@ cdef class Loss:
 
     - ``value(output, target) -> float``: the loss, averaged over the batch;
     - ``gradient(output, target) -> array``: ``dL/d output``, same shape as ``output``
-      (so it carries the ``1 / n_samples`` of the mean).
+      (so it carries the ``1 / n_samples`` of the mean);
+    - optionally ``probabilities(output) -> array``, if the loss reads the model's output
+      as something other than what a user wants to see (the default returns ``output``).
 
     Inside a model trained with a Python-written loss, the compiled parts stay compiled
     and the loss runs per batch on their output (see :doc:`architecture`).
@@ -169,12 +171,14 @@ cdef class CrossEntropy(Loss):
         \qquad
         \frac{\partial L}{\partial a_{ij}} = -\frac{y_{ij}}{(\varepsilon + a_{ij})\, m}
 
-    :math:`\varepsilon` keeps the logarithm finite where an output is exactly 0 (a
-    saturated softmax); it shifts the loss of a correct, confident output by about
-    :math:`-\varepsilon`.  A term whose target is 0 counts as 0, value and gradient,
-    whatever its output (:math:`0 \ln 0 = 0`).  ``output`` and ``target`` have shape ``(m, n_outputs)``.  To
-    train from raw scores (a model ending in a :class:`Dense` layer), prefer
-    :class:`SoftmaxCrossEntropy`, which is exact and numerically stable.
+    This is the categorical cross-entropy of the reference network's own code, meant
+    to follow a softmax output.  :math:`\varepsilon` keeps the logarithm finite where
+    an output is exactly 0 (a saturated softmax); it shifts the loss of a correct,
+    confident output by about :math:`-\varepsilon`.  A term whose target is 0 counts as
+    0, value and gradient, whatever its output (:math:`0 \ln 0 = 0`).  ``output`` and
+    ``target`` have shape ``(m, n_outputs)``.  To train from raw scores (a model ending
+    in a :class:`Dense` layer), prefer :class:`SoftmaxCrossEntropy`, which is exact and
+    numerically stable.
 
     PyTorch: ``-(y * torch.log(eps + a)).sum() / m``, i.e.
     ``torch.nn.NLLLoss()(torch.log(eps + a), labels)`` for one-hot targets (its
@@ -183,8 +187,9 @@ cdef class CrossEntropy(Loss):
     Parameters
     ----------
     eps : float, default 1e-7
-        The shift inside the logarithm, >= 0 (Keras's default ``epsilon()``; with 0, an
-        output of exactly 0 under a target > 0 gives an infinite loss).
+        The shift inside the logarithm, >= 0 (the value of Keras's ``epsilon()``; with 0,
+        an output of exactly 0 under a target > 0 gives an infinite loss, which ``fit``
+        reports as a divergence).
     """
 
     kernel_dtypes = ("float32", "float64")
