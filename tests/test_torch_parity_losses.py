@@ -145,3 +145,54 @@ def test_softmax_cross_entropy_probabilities_match_pytorch(digits):
     got = numrec.SoftmaxCrossEntropy().probabilities(scores)
     want = torch.softmax(torch.from_numpy(scores), dim=1).numpy()
     np.testing.assert_allclose(got, want, rtol=1e-13, atol=1e-300)
+
+
+def _torch_value_and_gradient(loss, output, *args):
+    a = torch.tensor(output, requires_grad=True)
+    value = loss(a, *args)
+    value.backward()
+    return value.item(), a.grad.numpy()
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_binary_cross_entropy_on_saturated_outputs_matches_pytorch(dtype):
+    """PyTorch clamps each logarithm at -100 and floors a (1 - a) at 1e-12 in the
+    gradient; numrec does the same, so saturated sigmoids train alike."""
+    row = [0.0, 1e-30, 1e-8, 0.3, 1 - 1e-8, 1.0]
+    output = np.array([row] * 3, dtype=dtype)
+    target = np.array([[0.0] * 6, [1.0] * 6, [0.25] * 6], dtype=dtype)
+    value, gradient = _torch_value_and_gradient(_bce, output, torch.tensor(target))
+    loss = numrec.BinaryCrossEntropy()
+    rtol = 1e-13 if dtype == "float64" else 1e-6
+    assert loss.value(output, target) == pytest.approx(value, rel=rtol)
+    np.testing.assert_allclose(loss.gradient(output, target), gradient, rtol=rtol, atol=0)
+
+
+def test_softmax_cross_entropy_matches_pytorch_with_soft_targets():
+    rng = np.random.default_rng(300)
+    logits = rng.normal(0, 10, (8, 5))
+    labels = rng.integers(0, 5, 8)
+    soft = rng.dirichlet(np.ones(5), 8)
+    loss = numrec.SoftmaxCrossEntropy()
+    for target, torch_target in ((np.eye(5)[labels], torch.from_numpy(labels)),
+                                 (soft, torch.from_numpy(soft))):
+        value, gradient = _torch_value_and_gradient(torch.nn.CrossEntropyLoss(), logits,
+                                                    torch_target)
+        assert loss.value(logits, target) == pytest.approx(value, rel=1e-13)
+        np.testing.assert_allclose(loss.gradient(logits, target), gradient, rtol=1e-12,
+                                   atol=1e-17)
+
+
+def test_cross_entropy_matches_pytorch_nll_loss():
+    rng = np.random.default_rng(301)
+    probabilities = rng.dirichlet(np.ones(6), 7)
+    probabilities[0, :] = np.eye(6)[2]  # a saturated row: zeros under eps
+    labels = rng.integers(0, 6, 7)
+    value, gradient = _torch_value_and_gradient(
+        lambda a, y: torch.nn.NLLLoss()(torch.log(EPS + a), y), probabilities,
+        torch.from_numpy(labels))
+    loss = numrec.CrossEntropy()
+    target = np.eye(6)[labels]
+    assert loss.value(probabilities, target) == pytest.approx(value, rel=1e-13)
+    np.testing.assert_allclose(loss.gradient(probabilities, target), gradient, rtol=1e-13,
+                               atol=0)
