@@ -15,7 +15,9 @@ from importlib.metadata import PackageNotFoundError, version as _version
 # The abstract classes, then the built-ins of numrec.registry (a test keeps the two in step).
 from numrec._core._activations import Activation, LeakyReLU, ReLU, Sigmoid
 from numrec._core._layers import Dense, Layer
-from numrec._core._losses import MSE, Loss
+from numrec._core._losses import (
+    MSE, BinaryCrossEntropy, CrossEntropy, Loss, SoftmaxCrossEntropy,
+)
 from numrec._core._optimizers import SGD, Optimizer
 from numrec.model import DivergedError, History, Sequential, TrainingWarning, mnist_mlp
 from numrec.serialization import ModelFileError, load
@@ -30,4 +32,5 @@ __all__ = [
     "Activation", "Dense", "DivergedError", "History", "Layer", "LeakyReLU", "Loss",
     "MSE", "ModelFileError", "Optimizer", "ReLU", "SGD", "Sequential", "Sigmoid",
     "TrainingWarning", "datasets", "load", "mnist_mlp",
+    "CrossEntropy", "SoftmaxCrossEntropy", "BinaryCrossEntropy",
 ]

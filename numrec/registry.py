@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from numrec._core._activations import LeakyReLU, ReLU, Sigmoid
 from numrec._core._layers import Dense
-from numrec._core._losses import MSE
+from numrec._core._losses import MSE, BinaryCrossEntropy, CrossEntropy, SoftmaxCrossEntropy
 from numrec._core._optimizers import SGD
 from numrec._core._validation import check_positive_int
 
@@ -125,3 +125,6 @@ register(MSE, "loss")
 register(SGD, "optimizer",
          examples=({"lr": 0.1}, {"lr": 0.1, "momentum": 0.9},
                    {"lr": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 0.01}))
+register(CrossEntropy, "loss", examples=({}, {"eps": 0.0}))
+register(SoftmaxCrossEntropy, "loss")
+register(BinaryCrossEntropy, "loss")

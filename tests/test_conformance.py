@@ -6,7 +6,9 @@ The tests are parametrised over :data:`numrec.registry.BUILTINS` and each entry'
 - layers and activations: gradients against central finite differences (float64, and
   float32 against the float64 analytic gradient), ``forward_pass``/``backward_pass``,
   a save and load round trip, the compiled loop against the Python loop;
-- losses: the value against a NumPy formula, the gradient against finite differences;
+- losses: the value (and, where given, the gradient) against a NumPy formula, the
+  gradient against finite differences, the compiled loop against the Python loop, and
+  the same bits for one and two threads;
 - optimizers: three steps against a NumPy implementation of the documented formula,
   ``prepare`` and ``steps``, the compiled loop against the Python loop, and the same bits
   for one and two threads;
@@ -271,8 +273,59 @@ def _mse(output, target):
     return float(np.sum((output - target) ** 2) / len(output))
 
 
-#: Loss name -> NumPy formula of its value (float64), as its docstring writes it.
-LOSS_REFERENCES = {"MSE": _mse}
+def _cross_entropy(output, target, eps=1e-7):
+    return float(-np.sum(target * np.log(eps + output)) / len(output))
+
+
+def _cross_entropy_gradient(output, target, eps=1e-7):
+    return -target / ((eps + output) * len(output))
+
+
+def _log_softmax(output):
+    shifted = output - output.max(axis=1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+
+
+def _softmax_cross_entropy(output, target):
+    return float(-np.sum(target * _log_softmax(output)) / len(output))
+
+
+def _softmax_cross_entropy_gradient(output, target):
+    softmax = np.exp(_log_softmax(output))
+    return (softmax * target.sum(axis=1, keepdims=True) - target) / len(output)
+
+
+def _binary_cross_entropy(output, target):
+    log_p = np.maximum(np.log(output), -100)
+    log_q = np.maximum(np.log(1 - output), -100)
+    return float(-np.sum(target * log_p + (1 - target) * log_q) / len(output))
+
+
+def _binary_cross_entropy_gradient(output, target):
+    return (output - target) / (output * (1 - output) * len(output))
+
+
+#: Loss name -> NumPy formula of its value (float64), as its docstring writes it, or the
+#: pair (value, gradient) of formulas, each called as ``f(output, target, **config)``.
+LOSS_REFERENCES = {
+    "MSE": _mse,
+    "CrossEntropy": (_cross_entropy, _cross_entropy_gradient),
+    "SoftmaxCrossEntropy": (_softmax_cross_entropy, _softmax_cross_entropy_gradient),
+    "BinaryCrossEntropy": (_binary_cross_entropy, _binary_cross_entropy_gradient),
+}
+
+
+def loss_references(entry, config):
+    """The NumPy formulas of ``entry``'s value and gradient (None if not given) for the
+    example ``config``, as functions of (output, target)."""
+    if entry.name not in LOSS_REFERENCES:
+        pytest.fail(f"add the NumPy formula of {entry.name} to LOSS_REFERENCES")
+    reference = LOSS_REFERENCES[entry.name]
+    if callable(reference):
+        return reference, None
+    value, gradient = reference
+    return (lambda output, target: value(output, target, **config),
+            lambda output, target: gradient(output, target, **config))
 
 
 @pytest.mark.parametrize("entry, config", cases("loss"))
@@ -280,13 +333,15 @@ def test_loss_value_and_gradient_float64(entry, config):
     rng = np.random.default_rng(30)
     loss = build(entry, config)
     output, target = rng.uniform(0.05, 0.95, (6, 4)), rng.uniform(0, 1, (6, 4))
-    if entry.name not in LOSS_REFERENCES:
-        pytest.fail(f"add the NumPy formula of {entry.name} to LOSS_REFERENCES")
+    reference_value, reference_gradient = loss_references(entry, config)
     value = loss.value(output, target)
     assert isinstance(value, float)
-    assert value == pytest.approx(LOSS_REFERENCES[entry.name](output, target), rel=1e-13)
+    assert value == pytest.approx(reference_value(output, target), rel=1e-13)
     analytic = loss.gradient(output, target)
     assert analytic.shape == output.shape and analytic.dtype == np.float64
+    if reference_gradient is not None:
+        np.testing.assert_allclose(analytic, reference_gradient(output, target), rtol=1e-13,
+                                   atol=0)
     numeric = numeric_gradient(lambda: loss.value(output, target), output, EPS64,
                                np.arange(output.size))
     assert_close_by_norm(analytic, numeric, TIGHT, "dL/d output")
@@ -304,9 +359,53 @@ def test_loss_value_and_gradient_float32(entry, config):
     analytic32, analytic64 = loss.gradient(out32, target32), loss.gradient(output, target)
     assert analytic32.dtype == np.float32
     assert_close_by_norm(analytic32, analytic64, ROUNDING32, "dL/d output (float32)")
-    numeric = numeric_gradient(lambda: loss.value(out32, target32), out32, EPS32,
-                               np.arange(out32.size))
+    # Richardson's extrapolation of the central differences with steps h and h/2 (error
+    # O(h^4)): at the float32 step, a plain central difference of a logarithmic loss is
+    # off by about h^2 / (3 a^2), 1 % at a = 0.05.
+    def differences(step):
+        return numeric_gradient(lambda: loss.value(out32, target32), out32, step,
+                                np.arange(out32.size))
+
+    numeric = (4 * differences(EPS32 / 2) - differences(EPS32)) / 3
     assert_close_by_norm(analytic64, numeric, LOOSE, "dL/d output (float32 differences)")
+
+
+@pytest.mark.parametrize("entry, config", cases("loss"))
+def test_loss_compiled_loop_equals_python_loop(entry, config):
+    x, y = random_data(300, 20, 3)
+    runs = {}
+    for fused in (None, False):
+        model = trainable_model(np.float64)
+        history = model.fit(x, y, epochs=2, batch_size=32, loss=build(entry, config),
+                            optimizer=numrec.SGD(0.5), seed=56, fused=fused)
+        runs[fused] = model, history
+    assert runs[None][1].loop == "compiled" and runs[False][1].loop == "python"
+    assert_same_training(*runs[None], *runs[False], rtol=1e-12)
+    assert runs[None][1].loss[-1] < runs[None][1].loss[0]
+
+
+@pytest.mark.parametrize("entry, config", cases("loss"))
+@pytest.mark.parametrize("dtype", FLOAT_NAMES)
+@pytest.mark.parametrize("batch_size, sizes", [(32, (784, 256, 10)), (512, (100, 64, 10))])
+def test_loss_same_bits_for_one_and_two_threads(entry, config, dtype, batch_size, sizes):
+    # At batch 32 the threads share the 784 x 256 layer's units.  Above a layer's
+    # max_rows (128 for Dense) BLAS threads each product instead, and OpenBLAS's threaded
+    # products of the 784 -> 256 layer at 512 rows do not give the bits of its one-thread
+    # ones (whatever the loss); a smaller model's products it runs on one thread anyway.
+    x = np.random.default_rng(57).uniform(0, 1, (1200, sizes[0])).astype(dtype)
+    y = np.random.default_rng(58).integers(0, 10, 1200)
+    runs = []
+    for threads in (1, 2):
+        model = trainable_model(dtype, sizes=sizes)
+        history = model.fit(x, y, epochs=2, batch_size=batch_size, loss=build(entry, config),
+                            optimizer=numrec.SGD(0.1), seed=59, threads=threads)
+        assert history.loop == "compiled"
+        runs.append((model.parameters(), history.loss))
+    (params_1, loss_1), (params_2, loss_2) = runs
+    for i, (a, b) in enumerate(zip(params_1, params_2)):
+        assert np.array_equal(a, b), f"parameter {i} differs between 1 and 2 threads"
+    assert loss_1 == loss_2
+    assert np.isfinite(loss_1).all() and loss_1[-1] < loss_1[0]
 
 
 # --- optimizers ----------------------------------------------------------------------------

@@ -9,3 +9,15 @@ cdef class Loss:
 
 cdef class MSE(Loss):
     pass
+
+
+cdef class CrossEntropy(Loss):
+    cdef readonly double eps
+
+
+cdef class SoftmaxCrossEntropy(Loss):
+    pass
+
+
+cdef class BinaryCrossEntropy(Loss):
+    pass

@@ -23,3 +23,24 @@ class MSE(Loss):
 
     kernel_dtypes: ClassVar[tuple[str, ...]]
     def __init__(self) -> None: ...
+
+@disjoint_base
+class CrossEntropy(Loss):
+    """Categorical cross-entropy of probabilities, averaged over the batch."""
+
+    kernel_dtypes: ClassVar[tuple[str, ...]]
+    @property
+    def eps(self) -> float: ...
+    def __init__(self, eps: float = 1e-7) -> None: ...
+
+class SoftmaxCrossEntropy(Loss):
+    """Softmax and cross-entropy in one, from logits, averaged over the batch."""
+
+    kernel_dtypes: ClassVar[tuple[str, ...]]
+    def __init__(self) -> None: ...
+
+class BinaryCrossEntropy(Loss):
+    """Binary cross-entropy of probabilities, averaged over the batch."""
+
+    kernel_dtypes: ClassVar[tuple[str, ...]]
+    def __init__(self) -> None: ...
