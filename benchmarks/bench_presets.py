@@ -103,6 +103,14 @@ def optimizer_settings(setup):
     return betas, float(decay)
 
 
+def cross_entropy_eps(setup):
+    """The epsilon of numrec's CrossEntropy (its ``eps`` if it says), for the peers."""
+    try:
+        return float(getattr(setup.loss(), "eps", CROSS_ENTROPY_EPS))
+    except (AttributeError, TypeError, ValueError):    # no numrec loss: the documented value
+        return CROSS_ENTROPY_EPS
+
+
 PEER_LOSSES = ("mse", "cross-entropy", "softmax-cross-entropy")
 
 
@@ -240,7 +248,7 @@ class TorchPresetRunner(PresetRunner, TorchRunner):
             self.optimizer = kind(params, lr=setup.lr, betas=betas, eps=ADAM_EPS,
                                   weight_decay=decay)
         self.batch_size = setup.batch_size
-        eps = CROSS_ENTROPY_EPS
+        eps = cross_entropy_eps(setup)
         f = torch.nn.functional
         self.loss = {
             # sum over the outputs, mean over the batch (numrec's convention)
@@ -292,7 +300,7 @@ class JaxPresetRunner(PresetRunner, JaxRunner):
                   "tanh": jnp.tanh, "sigmoid": jax.nn.sigmoid}[setup.activation]
         output = {"sigmoid": jax.nn.sigmoid, "softmax": lambda z: jax.nn.softmax(z, axis=1),
                   "identity": lambda z: z}[setup.output_activation]
-        eps = np.float32(CROSS_ENTROPY_EPS)
+        eps = np.float32(cross_entropy_eps(setup))
 
         def forward(params, x):
             layers = [params[i:i + 2] for i in range(0, len(params), 2)]
