@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_epoch import (  # noqa: E402  (the helper modules sit beside this script)
     ENV_VARS, SETTLE_SECONDS, blas_info, fmt, load_data, machine_header, settle, table,
 )
-from frameworks import JaxRunner, Runner, TorchRunner, batch_order  # noqa: E402
+from frameworks import JaxRunner, Runner, TorchRunner  # noqa: E402
 
 CONFIGS = ("reference", "seed-rust", "seed-pytorch", "deep-adam")
 PEERS = ("torch", "jax")
@@ -512,7 +512,8 @@ def report_config(out, config, setup, result, labels, rounds):
             seconds = epochs["seconds"][name]
             spread = ((max(seconds) - min(seconds)) / statistics.median(seconds)
                       if len(seconds) > 1 else None)
-            row += [fmt(epochs["median"][name]), "–" if spread is None else f"{100 * spread:.0f} %",
+            row += [fmt(epochs["median"][name]),
+                    "–" if spread is None else f"{100 * spread:.0f} %",
                     fmt(epochs["warm-up seconds"][name], 2),
                     fmt(100 * epochs["accuracy"][name][0], 2)]
         if target:
