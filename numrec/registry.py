@@ -20,7 +20,7 @@ import math
 import numbers
 from dataclasses import dataclass, field
 
-from numrec._core._activations import LeakyReLU, ReLU, Sigmoid
+from numrec._core._activations import Identity, LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
 from numrec._core._layers import Dense
 from numrec._core._losses import MSE
 from numrec._core._optimizers import SGD
@@ -125,3 +125,6 @@ register(MSE, "loss")
 register(SGD, "optimizer",
          examples=({"lr": 0.1}, {"lr": 0.1, "momentum": 0.9},
                    {"lr": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 0.01}))
+register(Tanh, "activation")
+register(Identity, "activation")
+register(Softmax, "activation")
