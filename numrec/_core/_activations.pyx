@@ -526,6 +526,15 @@ cdef inline void _softmax_backward(const floating* a, floating* g, Py_ssize_t ro
             gi[j] = <floating>(ai[j] * (gi[j] - dot))
 
 
+def _check_row_array(value, name):
+    """_check_float_array for a function of the last axis: a 0-d array is refused (and
+    must be caught before numpy.ascontiguousarray turns it into one of shape (1,))."""
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        raise ValueError(f"{name} must have at least one axis (softmax runs over the last), "
+                         f"got a 0-d array")
+    return _check_float_array(value, name)
+
+
 def _rows_of(array):
     """A C-contiguous float array as a 2-D view (rows, last axis)."""
     return array.reshape(-1, array.shape[array.ndim - 1])
@@ -571,10 +580,7 @@ cdef class Softmax(Activation):
         ``z`` is a float32 or float64 array of at least one axis, usually
         ``(n_samples, n_classes)``; the result has its shape and dtype.
         """
-        z = _check_float_array(z, "z")
-        if z.ndim == 0:
-            raise ValueError("z must have at least one axis (softmax runs over the last), "
-                             "got a 0-d array")
+        z = _check_row_array(z, "z")
         a = np.empty_like(z)
         if z.size:
             self._run_forward(_rows_of(z), _rows_of(a))
@@ -593,12 +599,9 @@ cdef class Softmax(Activation):
         ``z``, ``a = forward(z)`` and ``grad_a = dL/da`` share one shape and dtype;
         ``z`` is checked but not needed (``a`` carries what the product needs).
         """
-        z = _check_float_array(z, "z")
-        a = _check_float_array(a, "a")
-        grad_a = _check_float_array(grad_a, "grad_a")
-        if z.ndim == 0:
-            raise ValueError("z must have at least one axis (softmax runs over the last), "
-                             "got a 0-d array")
+        z = _check_row_array(z, "z")
+        a = _check_row_array(a, "a")
+        grad_a = _check_row_array(grad_a, "grad_a")
         for array, name in ((a, "a"), (grad_a, "grad_a")):
             if array.shape != z.shape:
                 raise ValueError(f"{name} must have the shape of z {z.shape}, got {array.shape}")
