@@ -298,3 +298,28 @@ def test_softmax_in_a_shared_hidden_stage(digits, dtype, batch_size):
     # The first layer learned through the softmax's Jacobian.
     assert not np.array_equal(one.parameters()[0], initial[0])
     assert h1.loss[-1] < h1.loss[0]
+
+
+def test_softmax_after_a_python_layer_runs_in_the_segmented_loop():
+    """After a Python-written layer the softmax is a part of its own, called through its
+    Python methods between the compiled parts: the same training as all-compiled."""
+    from python_components import PyDense
+
+    data = np.random.default_rng(8)
+    x, y = data.standard_normal((200, 8)), data.integers(0, 3, 200)
+    runs = {}
+    for kind in ("compiled", "segmented"):
+        rng = np.random.default_rng(9)
+        first = numrec.Dense(8, 16, seed=rng, dtype=np.float64)
+        second = numrec.Dense(16, 3, seed=rng, dtype=np.float64)
+        if kind == "segmented":
+            second = PyDense(second.weights, second.bias)
+        model = numrec.Sequential([first, numrec.Tanh(), second, numrec.Softmax()])
+        history = model.fit(x, y, epochs=2, batch_size=16, optimizer=numrec.SGD(0.5), seed=10)
+        assert history.loop == kind
+        runs[kind] = model, history
+    (compiled, h1), (segmented, h2) = runs["compiled"], runs["segmented"]
+    assert h1.loss[-1] < h1.loss[0]
+    np.testing.assert_allclose(h2.loss, h1.loss, rtol=1e-12)
+    for a, b in zip(segmented.parameters(), compiled.parameters()):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12 * np.abs(b).max())
