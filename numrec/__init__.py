@@ -13,7 +13,8 @@ Build a network from layers and activations, train it with a loss and an optimiz
 from importlib.metadata import PackageNotFoundError, version as _version
 
 # The abstract classes, then the built-ins of numrec.registry (a test keeps the two in step).
-from numrec._core._activations import Activation, LeakyReLU, ReLU, Sigmoid
+from numrec._core._activations import (Activation, Identity, LeakyReLU, ReLU, Sigmoid,
+                                       Softmax, Tanh)
 from numrec._core._layers import Dense, Layer
 from numrec._core._losses import (
     MSE, BinaryCrossEntropy, CrossEntropy, Loss, SoftmaxCrossEntropy,
@@ -33,4 +34,5 @@ __all__ = [
     "MSE", "ModelFileError", "Optimizer", "ReLU", "SGD", "Sequential", "Sigmoid",
     "TrainingWarning", "datasets", "load", "mnist_mlp",
     "CrossEntropy", "SoftmaxCrossEntropy", "BinaryCrossEntropy",
+    "Tanh", "Identity", "Softmax",
 ]

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from numrec._core._activations import Activation, LeakyReLU, Sigmoid
+from numrec._core._activations import Activation, LeakyReLU, Sigmoid, Softmax
 from numrec._core._layers import Dense, Layer
 from numrec._core._losses import MSE, Loss
 from numrec._core._optimizers import SGD, Optimizer
@@ -296,10 +296,7 @@ class Sequential:
     def outputs_probabilities(self):
         """Whether :meth:`predict` gives a softmax: a :class:`Softmax` last, or a loss
         that reads the outputs as logits (:meth:`Loss.probabilities` of its own)."""
-        from numrec._core import _activations
-
-        softmax = getattr(_activations, "Softmax", None)
-        return ((softmax is not None and isinstance(self.components[-1], softmax))
+        return (isinstance(self.components[-1], Softmax)
                 or (self.loss is not None
                     and type(self.loss).probabilities is not Loss.probabilities))
 

@@ -20,7 +20,7 @@ import math
 import numbers
 from dataclasses import dataclass, field
 
-from numrec._core._activations import LeakyReLU, ReLU, Sigmoid
+from numrec._core._activations import Identity, LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
 from numrec._core._layers import Dense
 from numrec._core._losses import MSE, BinaryCrossEntropy, CrossEntropy, SoftmaxCrossEntropy
 from numrec._core._optimizers import SGD
@@ -128,3 +128,6 @@ register(SGD, "optimizer",
 register(CrossEntropy, "loss", examples=({}, {"eps": 0.0}))
 register(SoftmaxCrossEntropy, "loss")
 register(BinaryCrossEntropy, "loss")
+register(Tanh, "activation")
+register(Identity, "activation")
+register(Softmax, "activation")

@@ -43,7 +43,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from numrec._core._activations import LeakyReLU, Sigmoid
+from numrec._core._activations import LeakyReLU, Sigmoid, Softmax
 from numrec._core._layers import Dense
 from numrec._files import atomic_writer
 from numrec.model import Sequential
@@ -166,7 +166,7 @@ def read_seed_model(path, *, output="softmax", dtype=np.float32):
         A file in the seed's format (see :mod:`numrec.seed_format`).
     output : {"softmax", "sigmoid", "none"}, default "softmax"
         The activation after the last layer, which the file does not record:
-        ``"softmax"`` (``numrec.Softmax``, the seed's cross-entropy networks),
+        ``"softmax"`` (:class:`~numrec.Softmax`, the seed's cross-entropy networks),
         ``"sigmoid"`` (:class:`numrec.Sigmoid`, its quadratic-cost networks, the one
         numrec's reference network uses) or ``"none"`` (the last layer's raw scores).
     dtype : numpy.float32 or numpy.float64, default numpy.float32
@@ -245,13 +245,7 @@ def _output_class(output):
     if output == "none":
         return None
     if output == "softmax":
-        import numrec
-
-        softmax = getattr(numrec, "Softmax", None)
-        if softmax is None:
-            raise ValueError("output='softmax' needs numrec.Softmax, which this numrec "
-                             "does not have; choose output='sigmoid' or 'none'")
-        return softmax
+        return Softmax
     raise ValueError(f"output must be one of {', '.join(map(repr, OUTPUTS))}, got {output!r}")
 
 
@@ -395,7 +389,7 @@ def write_seed_model(model, path):
 
     The model must be what the format can describe: :class:`~numrec.Dense` layers with
     one :class:`~numrec.LeakyReLU` slope after every hidden layer, and after the last one
-    :class:`~numrec.Sigmoid`, ``numrec.Softmax`` or nothing (the file does not record
+    :class:`~numrec.Sigmoid`, :class:`~numrec.Softmax` or nothing (the file does not record
     which: give it again when reading).  Each value is written as the shortest decimal
     that reads back to the same float32 (float64 for a float64 model), without an
     exponent, as the seed writes them.  A model without hidden layers gets the seed's
@@ -454,10 +448,7 @@ def _format_list(values):
 
 def _seed_structure(model):
     """Return the Dense layers and the hidden slope, or say why the format cannot hold it."""
-    import numrec
-
-    softmax = getattr(numrec, "Softmax", None)
-    outputs = (Sigmoid,) + ((softmax,) if softmax is not None else ())
+    outputs = (Sigmoid, Softmax)
     what = ("the seed's text format holds only Dense layers with a LeakyReLU after each "
             "hidden one and Sigmoid, Softmax or nothing after the last")
     components = model.components

@@ -17,9 +17,6 @@ from numrec.seed_format import is_seed_model, read_seed_model, write_seed_model
 
 from python_components import PyDense
 
-HAS_SOFTMAX = hasattr(numrec, "Softmax")
-needs_softmax = pytest.mark.skipif(
-    not HAS_SOFTMAX, reason="numrec.Softmax is being added separately; runs once it exists")
 
 # A 3 -> 2 -> 2 network with numbers whose forward pass is exact in float32:
 #   W1 = [[0.5, -1, 2], [1.5, 0.25, -0.75]]   b1 = [0.5, -2]
@@ -145,7 +142,6 @@ def test_tiny_network_sigmoid_output(tmp_path):
                                sigmoid(np.array(TINY_Z2)), rtol=1e-6)
 
 
-@needs_softmax
 def test_tiny_network_softmax_output(tmp_path):
     model = read_seed_model(write(tmp_path, TINY))          # softmax is the default
     assert isinstance(model.components[-1], numrec.Softmax)
@@ -234,7 +230,7 @@ def test_written_text_is_the_seeds_layout(tmp_path):
 
 
 @pytest.mark.parametrize("output", ["sigmoid", "none",
-                                    pytest.param("softmax", marks=needs_softmax)])
+                                    "softmax"])
 def test_round_trip_float32_is_bit_identical(tmp_path, output):
     rng = np.random.default_rng(7)
     model = seed_mlp([20, 16, 9, 5], alpha=0.125, output=output)
@@ -294,7 +290,6 @@ def test_model_without_hidden_layers(tmp_path):
     assert np.array_equal(back.components[0].weights, layer.weights)
 
 
-@needs_softmax
 def test_softmax_model_round_trip_through_load(tmp_path):
     model = seed_mlp([5, 4, 3], alpha=0.2, output="softmax")
     path = tmp_path / "softmax.txt"
@@ -368,11 +363,7 @@ def test_load_recognises_the_format_whatever_the_name(tmp_path):
 
 def test_load_default_output_is_softmax(tmp_path):
     path = write(tmp_path, TINY)
-    if HAS_SOFTMAX:
-        assert isinstance(numrec.load(path).components[-1], numrec.Softmax)
-    else:
-        with pytest.raises(ValueError, match="numrec.Softmax"):
-            numrec.load(path)
+    assert isinstance(numrec.load(path).components[-1], numrec.Softmax)
 
 
 def test_load_options_only_for_seed_files(tmp_path):
@@ -574,7 +565,7 @@ def output_options(output):
     return [] if output == "softmax" else ["--output-activation", output]
 
 
-@pytest.mark.parametrize("output", ["sigmoid", pytest.param("softmax", marks=needs_softmax)])
+@pytest.mark.parametrize("output", ["sigmoid", "softmax"])
 def test_cli_evaluate_seed_model(seed_file, small_data, output):
     path, model = seed_file
     result = run_numrec("evaluate", path, "--data", small_data, "--json",
@@ -589,7 +580,7 @@ def test_cli_evaluate_seed_model(seed_file, small_data, output):
     assert report["test_accuracy"] > 0.5
 
 
-@pytest.mark.parametrize("output", ["sigmoid", pytest.param("softmax", marks=needs_softmax)])
+@pytest.mark.parametrize("output", ["sigmoid", "softmax"])
 def test_cli_predict_seed_model(tmp_path, seed_file, output):
     path, model = seed_file
     _, (x_test, _) = load_mnist(dtype=np.uint8, flatten=False)

@@ -38,3 +38,15 @@ cdef class ReLU(ElementwiseActivation):
 
 cdef class Sigmoid(ElementwiseActivation):
     pass
+
+
+cdef class Tanh(ElementwiseActivation):
+    pass
+
+
+cdef class Identity(ElementwiseActivation):
+    pass
+
+
+cdef class Softmax(Activation):
+    pass

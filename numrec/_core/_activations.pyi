@@ -45,3 +45,22 @@ class Sigmoid(ElementwiseActivation):
 
     kernel_dtypes: ClassVar[tuple[str, ...]]
     def __init__(self) -> None: ...
+
+class Tanh(ElementwiseActivation):
+    """Hyperbolic tangent."""
+
+    kernel_dtypes: ClassVar[tuple[str, ...]]
+    def __init__(self) -> None: ...
+
+class Identity(ElementwiseActivation):
+    """The identity, for a linear output layer."""
+
+    kernel_dtypes: ClassVar[tuple[str, ...]]
+    def __init__(self) -> None: ...
+
+class Softmax(Activation):
+    """Softmax over each row (the last axis)."""
+
+    kernel_dtypes: ClassVar[tuple[str, ...]]
+    rowwise: ClassVar[bool]
+    def __init__(self) -> None: ...

@@ -1,6 +1,7 @@
 """Activation functions: the abstract ``Activation`` and its compiled implementations."""
 from cython cimport floating
-from libc.math cimport exp
+from libc.math cimport exp, expf, tanh, tanhf
+from libc.string cimport memcpy
 
 import numpy as np
 
@@ -398,3 +399,267 @@ cdef class Sigmoid(ElementwiseActivation):
     cdef void map_backward_f64(self, const double* z, const double* a, double* g,
                                Py_ssize_t n) noexcept nogil:
         _sigmoid_backward(a, g, n)
+
+
+# --- Tanh ----------------------------------------------------------------------------------
+
+cdef inline void _tanh_forward(const floating* z, floating* a, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(n):
+        if floating is float:
+            a[i] = tanhf(z[i])
+        else:
+            a[i] = tanh(z[i])
+
+
+cdef inline void _tanh_backward(const floating* a, floating* g, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(n):
+        g[i] *= 1 - a[i] * a[i]
+
+
+cdef class Tanh(ElementwiseActivation):
+    r"""Hyperbolic tangent.
+
+    .. math::
+
+        f(z) = \tanh z \qquad f'(z) = 1 - \tanh^2 z = 1 - a^2
+
+    Elementwise: ``z`` and ``a`` have any shape, typically ``(n_samples, n_features)``.
+    The C library's ``tanhf`` (float32) and ``tanh`` (float64) compute it, one value at a
+    time, so the results do not depend on the batch or the number of threads.
+
+    PyTorch: ``torch.nn.Tanh`` (whose backward is also ``grad * (1 - a * a)``).
+    No parameters.
+    """
+
+    kernel_dtypes = ("float32", "float64")
+
+    cdef void map_forward_f32(self, const float* z, float* a, Py_ssize_t n) noexcept nogil:
+        _tanh_forward(z, a, n)
+
+    cdef void map_forward_f64(self, const double* z, double* a, Py_ssize_t n) noexcept nogil:
+        _tanh_forward(z, a, n)
+
+    cdef void map_backward_f32(self, const float* z, const float* a, float* g,
+                               Py_ssize_t n) noexcept nogil:
+        _tanh_backward(a, g, n)
+
+    cdef void map_backward_f64(self, const double* z, const double* a, double* g,
+                               Py_ssize_t n) noexcept nogil:
+        _tanh_backward(a, g, n)
+
+
+# --- Identity ------------------------------------------------------------------------------
+
+cdef class Identity(ElementwiseActivation):
+    r"""The identity, for a linear output layer.
+
+    .. math::
+
+        f(z) = z \qquad f'(z) = 1
+
+    Elementwise: ``z`` and ``a`` have any shape, typically ``(n_samples, n_features)``.
+    ``forward`` returns a copy of ``z``; ``backward`` returns (a copy of) ``grad_a``
+    unchanged.  A :class:`Dense` layer followed by ``Identity`` computes what the layer
+    alone computes; the activation makes the linear output explicit in a model.
+
+    PyTorch: ``torch.nn.Identity``.  No parameters.
+    """
+
+    kernel_dtypes = ("float32", "float64")
+
+    cdef void map_forward_f32(self, const float* z, float* a, Py_ssize_t n) noexcept nogil:
+        if a != z:
+            memcpy(a, z, n * sizeof(float))
+
+    cdef void map_forward_f64(self, const double* z, double* a, Py_ssize_t n) noexcept nogil:
+        if a != z:
+            memcpy(a, z, n * sizeof(double))
+
+    cdef void map_backward_f32(self, const float* z, const float* a, float* g,
+                               Py_ssize_t n) noexcept nogil:
+        pass  # g *= 1
+
+    cdef void map_backward_f64(self, const double* z, const double* a, double* g,
+                               Py_ssize_t n) noexcept nogil:
+        pass  # g *= 1
+
+
+# --- Softmax -------------------------------------------------------------------------------
+
+# Row by row, each in one fixed order, so that the result of a row depends on that row
+# alone: the same bits whatever the batch and however the threads share the rows.  The
+# sums are kept in double in float32 as well (a row is short: it costs nothing).
+
+cdef inline void _softmax_forward(const floating* z, floating* a, Py_ssize_t rows,
+                                  Py_ssize_t width, Py_ssize_t stride) noexcept nogil:
+    cdef Py_ssize_t i, j
+    cdef const floating* zi
+    cdef floating* ai
+    cdef floating top
+    cdef double total
+    if width <= 0:
+        return
+    for i in range(rows):
+        zi = z + i * stride
+        ai = a + i * stride
+        top = zi[0]
+        for j in range(1, width):
+            if zi[j] > top:
+                top = zi[j]
+        total = 0
+        for j in range(width):
+            # z - max <= 0: exp never overflows, and the largest term is exactly 1.
+            if floating is float:
+                ai[j] = expf(zi[j] - top)
+            else:
+                ai[j] = exp(zi[j] - top)
+            total += ai[j]
+        for j in range(width):
+            ai[j] = <floating>(ai[j] / total)
+
+
+cdef inline void _softmax_backward(const floating* a, floating* g, Py_ssize_t rows,
+                                   Py_ssize_t width, Py_ssize_t stride) noexcept nogil:
+    cdef Py_ssize_t i, j
+    cdef const floating* ai
+    cdef floating* gi
+    cdef double dot
+    for i in range(rows):
+        ai = a + i * stride
+        gi = g + i * stride
+        dot = 0
+        for j in range(width):
+            dot += <double>gi[j] * ai[j]
+        for j in range(width):
+            gi[j] = <floating>(ai[j] * (gi[j] - dot))
+
+
+def _check_row_array(value, name):
+    """_check_float_array for a function of the last axis: a 0-d array is refused (and
+    must be caught before numpy.ascontiguousarray turns it into one of shape (1,))."""
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        raise ValueError(f"{name} must have at least one axis (softmax runs over the last), "
+                         f"got a 0-d array")
+    return _check_float_array(value, name)
+
+
+def _rows_of(array):
+    """A C-contiguous float array as a 2-D view (rows, last axis)."""
+    return array.reshape(-1, array.shape[array.ndim - 1])
+
+
+cdef class Softmax(Activation):
+    r"""Softmax over each row (the last axis), a probability distribution per sample.
+
+    .. math::
+
+        a_{ij} = \frac{e^{z_{ij} - m_i}}{\sum_k e^{z_{ik} - m_i}},
+        \qquad m_i = \max_k z_{ik}
+
+    Subtracting the row's maximum changes nothing mathematically and keeps ``exp`` from
+    overflowing: rows of large values (1000, say) give finite probabilities.  Each row of
+    ``a`` sums to 1.
+
+    The Jacobian mixes the values of a row, so there is no elementwise derivative:
+    ``backward`` computes the vector-Jacobian product
+
+    .. math::
+
+        \frac{\partial L}{\partial z_{ij}} = a_{ij} \Big(\frac{\partial L}{\partial a_{ij}}
+        - \sum_k \frac{\partial L}{\partial a_{ik}}\, a_{ik}\Big)
+
+    and ``derivative`` raises ``NotImplementedError``.
+
+    Shapes: ``z`` and ``a`` are ``(n_samples, n_classes)`` (more generally any shape of at
+    least one axis; softmax runs over the last).  The class declares ``rowwise = True``:
+    the compiled loop calls its kernels on whole rows only.  Use it on a model's output
+    layer with a loss on probabilities, such as :class:`MSE`.
+
+    PyTorch: ``torch.nn.Softmax(dim=1)`` on ``(n_samples, n_classes)`` (``dim=-1`` in
+    general).  No parameters.
+    """
+
+    kernel_dtypes = ("float32", "float64")
+    rowwise = True
+
+    def forward(self, z):
+        """Return the softmax of each row of ``z`` (over its last axis).
+
+        ``z`` is a float32 or float64 array of at least one axis, usually
+        ``(n_samples, n_classes)``; the result has its shape and dtype.
+        """
+        z = _check_row_array(z, "z")
+        a = np.empty_like(z)
+        if z.size:
+            self._run_forward(_rows_of(z), _rows_of(a))
+        return a
+
+    def derivative(self, z, a):
+        """Not available: softmax has no elementwise derivative; use :meth:`backward`."""
+        raise NotImplementedError(
+            "Softmax has no elementwise derivative (each output depends on the whole row): "
+            "use backward(z, a, grad_a), the vector-Jacobian product"
+        )
+
+    def backward(self, z, a, grad_a):
+        """Return ``dL/dz = a * (grad_a - sum(grad_a * a, over the row))``.
+
+        ``z``, ``a = forward(z)`` and ``grad_a = dL/da`` share one shape and dtype;
+        ``z`` is checked but not needed (``a`` carries what the product needs).
+        """
+        z = _check_row_array(z, "z")
+        a = _check_row_array(a, "a")
+        grad_a = _check_row_array(grad_a, "grad_a")
+        for array, name in ((a, "a"), (grad_a, "grad_a")):
+            if array.shape != z.shape:
+                raise ValueError(f"{name} must have the shape of z {z.shape}, got {array.shape}")
+            if array.dtype != z.dtype:
+                raise TypeError(f"{name} must have the dtype of z ({z.dtype}), got {array.dtype}")
+        grad_z = grad_a.copy()
+        if z.size:
+            self._run_backward(_rows_of(z), _rows_of(a), _rows_of(grad_z))
+        return grad_z
+
+    def _run_forward(self, floating[:, ::1] z, floating[:, ::1] a):
+        cdef Py_ssize_t rows = z.shape[0], width = z.shape[1]
+        if a.shape[0] != rows or a.shape[1] != width:
+            raise ValueError(f"a must have the shape of z ({rows}, {width})")
+        if rows == 0 or width == 0:
+            return
+        with nogil:
+            if floating is float:
+                self.forward_f32(&z[0, 0], &a[0, 0], rows, width, width)
+            else:
+                self.forward_f64(&z[0, 0], &a[0, 0], rows, width, width)
+
+    def _run_backward(self, floating[:, ::1] z, floating[:, ::1] a, floating[:, ::1] g):
+        cdef Py_ssize_t rows = z.shape[0], width = z.shape[1]
+        if (a.shape[0] != rows or a.shape[1] != width
+                or g.shape[0] != rows or g.shape[1] != width):
+            raise ValueError(f"z, a and grad must have the same shape")
+        if rows == 0 or width == 0:
+            return
+        with nogil:
+            if floating is float:
+                self.backward_f32(&z[0, 0], &a[0, 0], &g[0, 0], rows, width, width)
+            else:
+                self.backward_f64(&z[0, 0], &a[0, 0], &g[0, 0], rows, width, width)
+
+    cdef void forward_f32(self, const float* z, float* a, Py_ssize_t rows,
+                          Py_ssize_t width, Py_ssize_t stride) noexcept nogil:
+        _softmax_forward(z, a, rows, width, stride)
+
+    cdef void forward_f64(self, const double* z, double* a, Py_ssize_t rows,
+                          Py_ssize_t width, Py_ssize_t stride) noexcept nogil:
+        _softmax_forward(z, a, rows, width, stride)
+
+    cdef void backward_f32(self, const float* z, const float* a, float* g, Py_ssize_t rows,
+                           Py_ssize_t width, Py_ssize_t stride) noexcept nogil:
+        _softmax_backward(a, g, rows, width, stride)
+
+    cdef void backward_f64(self, const double* z, const double* a, double* g,
+                           Py_ssize_t rows, Py_ssize_t width,
+                           Py_ssize_t stride) noexcept nogil:
+        _softmax_backward(a, g, rows, width, stride)
