@@ -16,7 +16,7 @@ from importlib.metadata import PackageNotFoundError, version as _version
 from numrec._core._activations import Activation, LeakyReLU, ReLU, Sigmoid
 from numrec._core._layers import Dense, Layer
 from numrec._core._losses import MSE, Loss
-from numrec._core._optimizers import SGD, Optimizer
+from numrec._core._optimizers import SGD, Adam, AdamW, Optimizer
 from numrec.model import DivergedError, History, Sequential, mnist_mlp
 from numrec.serialization import ModelFileError, load
 from numrec import datasets
@@ -29,5 +29,5 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 __all__ = [
     "Activation", "Dense", "DivergedError", "History", "Layer", "LeakyReLU", "Loss",
     "MSE", "ModelFileError", "Optimizer", "ReLU", "SGD", "Sequential", "Sigmoid", "datasets",
-    "load", "mnist_mlp",
+    "load", "mnist_mlp", "Adam", "AdamW",
 ]
