@@ -284,3 +284,34 @@ def test_adam_schedule_between_fits_in_the_compiled_loop(cls):
     for seed in (13, 14):
         unscheduled.fit(x, y, epochs=1, batch_size=32, optimizer=optimizer, seed=seed)
     assert max_relative(params_a, unscheduled.parameters()) > 1e-4
+
+
+class NumpyLeakyReLU(numrec.Activation):
+    """LeakyReLU(0.2) written in NumPy: its model trains in the segmented loop."""
+
+    def forward(self, z):
+        return np.where(z > 0, z, z * 0.2)
+
+    def derivative(self, z, a):
+        return np.where(z > 0, 1.0, 0.2)
+
+
+@pytest.mark.parametrize("make", [lambda: numrec.Adam(0.01, weight_decay=0.01),
+                                  lambda: numrec.AdamW(0.01),
+                                  lambda: numrec.SGD(0.05, 0.9, classic=True)],
+                         ids=["Adam", "AdamW", "SGD-classic"])
+def test_segmented_loop_computes_what_the_compiled_loop_computes(make):
+    x, y = mnist_like()
+    runs = []
+    for hidden in (numrec.LeakyReLU(0.2), NumpyLeakyReLU()):
+        model = numrec.Sequential([numrec.Dense(60, 48, seed=9, dtype=np.float64), hidden,
+                                   numrec.Dense(48, 10, seed=10, dtype=np.float64),
+                                   numrec.Sigmoid()])
+        optimizer = make()
+        history = model.fit(x, y, epochs=2, batch_size=32, optimizer=optimizer, seed=15)
+        runs.append((history.loop, optimizer.steps, model.parameters()))
+    (loop_a, steps_a, params_a), (loop_b, steps_b, params_b) = runs
+    assert (loop_a, loop_b) == ("compiled", "segmented")
+    assert steps_a == steps_b == 2 * (600 // 32 + 1)
+    for a, b in zip(params_a, params_b):
+        assert np.array_equal(a, b)
