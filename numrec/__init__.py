@@ -19,7 +19,7 @@ from numrec._core._layers import Dense, Layer
 from numrec._core._losses import (
     MSE, BinaryCrossEntropy, CrossEntropy, Loss, SoftmaxCrossEntropy,
 )
-from numrec._core._optimizers import SGD, Optimizer
+from numrec._core._optimizers import SGD, Adam, AdamW, Optimizer
 from numrec.model import DivergedError, History, Sequential, TrainingWarning, mnist_mlp
 from numrec.serialization import ModelFileError, load
 from numrec import datasets
@@ -30,9 +30,12 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0+unknown"
 
 __all__ = [
-    "Activation", "Dense", "DivergedError", "History", "Layer", "LeakyReLU", "Loss",
-    "MSE", "ModelFileError", "Optimizer", "ReLU", "SGD", "Sequential", "Sigmoid",
-    "TrainingWarning", "datasets", "load", "mnist_mlp",
-    "CrossEntropy", "SoftmaxCrossEntropy", "BinaryCrossEntropy",
-    "Tanh", "Identity", "Softmax",
+    # the abstract classes, the model and its helpers
+    "Activation", "DivergedError", "History", "Layer", "Loss", "ModelFileError", "Optimizer",
+    "Sequential", "TrainingWarning", "datasets", "load", "mnist_mlp",
+    # the built-ins, kind by kind
+    "Dense",
+    "LeakyReLU", "ReLU", "Sigmoid", "Tanh", "Identity", "Softmax",
+    "MSE", "CrossEntropy", "SoftmaxCrossEntropy", "BinaryCrossEntropy",
+    "SGD", "Adam", "AdamW",
 ]

@@ -305,6 +305,10 @@ def _add_network_options(train):
                          help="SGD momentum in [0, 1), PyTorch's convention (default: 0)")
     network.add_argument("--nesterov", action="store_true", default=None,
                          help="Nesterov momentum (SGD, with --momentum)")
+    network.add_argument("--classic-momentum", dest="classic", action="store_true",
+                         default=None,
+                         help="the classical form v = mu v + lr g, w -= v (SGD, with "
+                              "--momentum; the reference implementation's)")
     network.add_argument("--betas", type=_fraction_below_one, nargs=2, metavar=("B1", "B2"),
                          help="Adam's moment decay rates (default: 0.9 0.999)")
     network.add_argument("--weight-decay", type=_non_negative_float, metavar="LAMBDA",
@@ -321,7 +325,7 @@ def _add_network_options(train):
 
 #: ``numrec train`` options that change the preset's :class:`~numrec.presets.Setup`.
 _SETUP_OPTIONS = ("hidden", "activation", "alpha", "output_activation", "loss_name",
-                  "optimizer_name", "lr", "momentum", "nesterov", "betas", "weight_decay",
+                  "optimizer_name", "lr", "momentum", "nesterov", "classic", "betas", "weight_decay",
                   "init", "batch_size", "shuffle")
 
 

@@ -65,7 +65,7 @@ INITS = ("he", "glorot", "uniform", "torch")
 class Setup:
     """Every choice of a fully connected digit network and of its training.
 
-    ``momentum`` and ``nesterov`` apply to SGD, ``betas`` to Adam and AdamW, ``alpha``
+    ``momentum``, ``nesterov`` and ``classic`` apply to SGD, ``betas`` to Adam and AdamW, ``alpha``
     to the leaky ReLU; :meth:`check` refuses them elsewhere, and pairs of loss and output
     activation that do not belong together.
     """
@@ -79,6 +79,7 @@ class Setup:
     lr: float = 0.75
     momentum: float = 0.0
     nesterov: bool = False
+    classic: bool = False
     weight_decay: float | None = None
     betas: tuple | None = None
     init: str = "he"
@@ -103,13 +104,15 @@ class Setup:
                 f"{' or '.join(meant_for)}, not {self.output_activation}"
                 + (" (it takes the logits)" if meant_for == ("identity",) else "")
             )
-        if self.optimizer_name != "sgd" and (self.momentum or self.nesterov):
-            raise ValueError(f"momentum and nesterov are SGD's; the optimizer is "
+        if self.optimizer_name != "sgd" and (self.momentum or self.nesterov or self.classic):
+            raise ValueError(f"momentum, nesterov and classic are SGD's; the optimizer is "
                              f"{self.optimizer_name} (use betas)")
         if self.optimizer_name == "sgd" and self.betas is not None:
             raise ValueError("betas are Adam's; the optimizer is sgd (use momentum)")
-        if self.nesterov and not self.momentum:
-            raise ValueError("nesterov needs a momentum above 0")
+        if (self.nesterov or self.classic) and not self.momentum:
+            raise ValueError("nesterov and classic need a momentum above 0")
+        if self.nesterov and self.classic:
+            raise ValueError("classic momentum has no Nesterov form")
         return self
 
     @property
@@ -142,7 +145,8 @@ class Setup:
             settings["weight_decay"] = self.weight_decay
         if self.optimizer_name == "sgd":
             if self.momentum:
-                settings.update(momentum=self.momentum, nesterov=self.nesterov)
+                settings.update(momentum=self.momentum, nesterov=self.nesterov,
+                                classic=self.classic)
         elif self.betas is not None:
             settings["betas"] = tuple(self.betas)
         return getattr(numrec, OPTIMIZERS[self.optimizer_name])(**settings)
@@ -153,7 +157,8 @@ class Setup:
                   else self.activation)
         optimizer = f"{self.optimizer_name} lr {self.lr:g}"
         if self.momentum:
-            optimizer += f" momentum {self.momentum:g}" + (" nesterov" if self.nesterov else "")
+            optimizer += (f" {'classic ' if self.classic else ''}momentum {self.momentum:g}"
+                          + (" nesterov" if self.nesterov else ""))
         if self.betas is not None:
             optimizer += f" betas {self.betas[0]:g} {self.betas[1]:g}"
         if self.weight_decay:

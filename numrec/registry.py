@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from numrec._core._activations import Identity, LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
 from numrec._core._layers import Dense
 from numrec._core._losses import MSE, BinaryCrossEntropy, CrossEntropy, SoftmaxCrossEntropy
-from numrec._core._optimizers import SGD
+from numrec._core._optimizers import SGD, Adam, AdamW
 from numrec._core._validation import check_positive_int
 
 __all__ = ["BUILTINS", "Builtin", "KINDS", "register", "savable"]
@@ -117,17 +117,27 @@ register(Dense, "layer",
          shapes=_dense_shapes,
          examples=({"in_features": 7, "out_features": 5},
                    {"in_features": 300, "out_features": 130}))
+
 register(LeakyReLU, "activation", config={"alpha": _non_negative_float},
          examples=({"alpha": 0.2}, {"alpha": 0.0}))
 register(ReLU, "activation")
 register(Sigmoid, "activation")
-register(MSE, "loss")
-register(SGD, "optimizer",
-         examples=({"lr": 0.1}, {"lr": 0.1, "momentum": 0.9},
-                   {"lr": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 0.01}))
-register(CrossEntropy, "loss", examples=({}, {"eps": 0.0}))
-register(SoftmaxCrossEntropy, "loss")
-register(BinaryCrossEntropy, "loss")
 register(Tanh, "activation")
 register(Identity, "activation")
 register(Softmax, "activation")
+
+register(MSE, "loss")
+register(CrossEntropy, "loss", examples=({}, {"eps": 0.0}))
+register(SoftmaxCrossEntropy, "loss")
+register(BinaryCrossEntropy, "loss")
+
+register(SGD, "optimizer",
+         examples=({"lr": 0.1}, {"lr": 0.1, "momentum": 0.9},
+                   {"lr": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 0.01},
+                   {"lr": 0.01, "momentum": 0.9, "classic": True},
+                   {"lr": 0.01, "momentum": 0.99, "classic": True, "weight_decay": 0.01}))
+register(Adam, "optimizer",
+         examples=({"lr": 0.01}, {"lr": 0.01, "betas": (0.8, 0.99), "weight_decay": 0.05},
+                   {"lr": 0.01, "betas": (0.3, 0.5), "eps": 1e-6}))
+register(AdamW, "optimizer",
+         examples=({"lr": 0.01}, {"lr": 0.01, "betas": (0.85, 0.995), "weight_decay": 0.1}))

@@ -422,6 +422,10 @@ def _sgd_steps(config, params, grad_steps):
     for grads in grad_steps:
         for i, (theta, g) in enumerate(zip(params, grads)):
             d = g + decay * theta if decay else g
+            if config.get("classic", False):   # v <- mu v + lr d; theta <- theta - v
+                velocity[i] = momentum * velocity[i] + lr * d
+                params[i] = theta - velocity[i]
+                continue
             if momentum:
                 velocity[i] = momentum * velocity[i] + d
                 d = d + momentum * velocity[i] if nesterov else velocity[i]
@@ -429,8 +433,45 @@ def _sgd_steps(config, params, grad_steps):
     return params, [[v] if momentum else [] for v in velocity]
 
 
+def _adam_steps(config, params, grad_steps, decoupled=False):
+    """Adam (AdamW if ``decoupled``) as its docstring writes it, in the order of
+    torch.optim.Adam's single-tensor code, in the params' dtype (the per-step scalars in
+    float64, as Python floats, then rounded to the dtype).
+
+    Returns the parameters after the steps and the state ``[m, v]`` of each."""
+    dtype = params[0].dtype.type
+    lr = config.get("lr", 0.001)
+    beta1, beta2 = config.get("betas", (0.9, 0.999))
+    eps = config.get("eps", 1e-8)
+    decay = config.get("weight_decay", 0.01 if decoupled else 0.0)
+    params = [p.copy() for p in params]
+    m = [np.zeros_like(p) for p in params]
+    v = [np.zeros_like(p) for p in params]
+    for t, grads in enumerate(grad_steps, start=1):
+        step_size = lr / (1 - beta1 ** t)
+        bias_correction2_sqrt = (1 - beta2 ** t) ** 0.5
+        for i, (theta, g) in enumerate(zip(params, grads)):
+            if decoupled:
+                theta = theta * dtype(1 - lr * decay)
+            elif decay:
+                g = g + dtype(decay) * theta
+            weight = dtype(1 - beta1)
+            if weight < 0.5:   # torch.lerp(m, g, weight)
+                m[i] = m[i] + weight * (g - m[i])
+            else:
+                m[i] = g - (g - m[i]) * (dtype(1) - weight)
+            v[i] = v[i] * dtype(beta2) + dtype(1 - beta2) * g * g
+            denom = np.sqrt(v[i]) / dtype(bias_correction2_sqrt) + dtype(eps)
+            params[i] = theta + dtype(-step_size) * m[i] / denom
+    return params, [[m_i, v_i] for m_i, v_i in zip(m, v)]
+
+
+def _adamw_steps(config, params, grad_steps):
+    return _adam_steps(config, params, grad_steps, decoupled=True)
+
+
 #: Optimizer name -> ``steps(config, params, grad_steps) -> (params, state)`` in NumPy.
-OPTIMIZER_REFERENCES = {"SGD": _sgd_steps}
+OPTIMIZER_REFERENCES = {"SGD": _sgd_steps, "Adam": _adam_steps, "AdamW": _adamw_steps}
 
 
 def random_parameters(rng, dtype):

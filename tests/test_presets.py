@@ -48,9 +48,10 @@ def test_the_seed_presets_say_what_the_issue_of_each_benchmark_was():
     ({"loss_name": "cross-entropy"}, "needs the output activation softmax, not sigmoid"),
     ({"output_activation": "identity", "loss_name": "binary-cross-entropy"},
      "needs the output activation sigmoid"),
-    ({"optimizer_name": "adam", "momentum": 0.9}, "momentum and nesterov are SGD's"),
+    ({"optimizer_name": "adam", "momentum": 0.9}, "momentum, nesterov and classic are SGD's"),
     ({"betas": (0.9, 0.99)}, "betas are Adam's"),
-    ({"nesterov": True}, "nesterov needs a momentum"),
+    ({"nesterov": True}, "nesterov and classic need a momentum"),
+    ({"classic": True, "momentum": 0.9, "nesterov": True}, "no Nesterov form"),
     ({"activation": "swish"}, "unknown activation 'swish'"),
     ({"init": "orthogonal"}, "unknown init 'orthogonal'"),
 ])
@@ -63,7 +64,7 @@ def test_setups_that_do_not_fit_together_are_refused(changes, words):
     (["--preset", "keras"], "--preset"),
     (["--loss", "softmax-cross-entropy"], "the loss softmax-cross-entropy needs the output "
                                           "activation identity, not sigmoid"),
-    (["--optimizer", "adam", "--momentum", "0.9"], "momentum and nesterov are SGD's"),
+    (["--optimizer", "adam", "--momentum", "0.9"], "momentum, nesterov and classic are SGD's"),
     (["--activation", "relu", "--alpha", "0.1"], "--alpha is the leaky ReLU's slope"),
     (["--momentum", "1"], "--momentum"),
     (["--betas", "0.9"], "--betas"),
@@ -115,3 +116,9 @@ def test_the_seed_presets_reach_96_percent(name, tmp_path):
     assert evaluated.returncode == 0, evaluated.stderr
     assert json.loads(evaluated.stdout)["test_accuracy"] == pytest.approx(
         summary["test_accuracy"], abs=2e-4)
+
+
+def test_classic_momentum_is_the_reference_codes_form():
+    setup = Setup(momentum=0.99, classic=True, lr=0.01)
+    assert setup.optimizer().get_config() == numrec.SGD(0.01, 0.99, classic=True).get_config()
+    assert "classic momentum 0.99" in setup.describe()

@@ -19,7 +19,27 @@ cdef class Optimizer:
 
 
 cdef class SGD(Optimizer):
-    cdef readonly double lr
+    cdef double _lr                 # the property lr (writable, checked)
     cdef readonly double momentum
     cdef readonly bint nesterov
+    cdef readonly bint classic
     cdef readonly double weight_decay
+
+
+cdef class Adam(Optimizer):
+    cdef double _lr                 # the property lr (writable, checked)
+    cdef readonly double beta1
+    cdef readonly double beta2
+    cdef readonly double eps
+    cdef readonly double weight_decay
+    cdef bint _decoupled            # AdamW: theta *= 1 - lr * weight_decay, no L2 term
+    # The scalars of the current step, set by advance() (the same for every parameter):
+    cdef double _neg_step_size      # -lr / (1 - beta1 ** t)
+    cdef double _bias_correction2_sqrt   # (1 - beta2 ** t) ** 0.5
+    cdef double _shrink             # 1 - lr * weight_decay (AdamW), else 1
+    cdef double _l2                 # weight_decay (Adam), else 0
+    cdef void _set_step_scalars(self) noexcept nogil
+
+
+cdef class AdamW(Adam):
+    pass

@@ -31,10 +31,14 @@ class SGD(Optimizer):
     kernel_dtypes: ClassVar[tuple[str, ...]]
     @property
     def lr(self) -> float: ...
+    @lr.setter
+    def lr(self, value: float) -> None: ...
     @property
     def momentum(self) -> float: ...
     @property
     def nesterov(self) -> bool: ...
+    @property
+    def classic(self) -> bool: ...
     @property
     def weight_decay(self) -> float: ...
     def __init__(
@@ -44,4 +48,44 @@ class SGD(Optimizer):
         *,
         nesterov: bool = False,
         weight_decay: float = 0.0,
+        classic: bool = False,
+    ) -> None: ...
+
+@disjoint_base
+class Adam(Optimizer):
+    """Adam (PyTorch's ``torch.optim.Adam``), with an optional L2 weight decay."""
+
+    kernel_dtypes: ClassVar[tuple[str, ...]]
+    @property
+    def lr(self) -> float: ...
+    @lr.setter
+    def lr(self, value: float) -> None: ...
+    @property
+    def betas(self) -> tuple[float, float]: ...
+    @property
+    def beta1(self) -> float: ...
+    @property
+    def beta2(self) -> float: ...
+    @property
+    def eps(self) -> float: ...
+    @property
+    def weight_decay(self) -> float: ...
+    def __init__(
+        self,
+        lr: float = 0.001,
+        betas: Sequence[float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+    ) -> None: ...
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (PyTorch's ``torch.optim.AdamW``)."""
+
+    kernel_dtypes: ClassVar[tuple[str, ...]]
+    def __init__(
+        self,
+        lr: float = 0.001,
+        betas: Sequence[float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.01,
     ) -> None: ...

@@ -1,5 +1,6 @@
 """Optimizers: the abstract ``Optimizer`` and its compiled implementations."""
 from cython cimport floating
+from libc.math cimport pow, sqrt, sqrtf
 from libc.stdlib cimport malloc, free
 cimport numpy as cnp
 
@@ -168,6 +169,23 @@ cdef class Optimizer:
             self._run(param.reshape(-1), grad.reshape(-1), slot)
 
 
+def _check_lr(value):
+    return check_finite_number(value, "lr", positive=True)
+
+
+def _check_fraction(value, name):
+    """A momentum or a beta: a number in [0, 1)."""
+    value = check_finite_number(value, name, minimum=0.0)
+    if value >= 1:
+        raise ValueError(f"{name} must be below 1, got {value!r}")
+    return value
+
+
+def _check_bool(value, name):
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+
+
 def _check_pairs(parameters, gradients):
     parameters, gradients = list(parameters), list(gradients)
     if len(parameters) != len(gradients):
@@ -209,51 +227,83 @@ cdef class SGD(Optimizer):
     With ``momentum=0`` this is plain SGD, :math:`\theta \leftarrow \theta - \eta g`,
     which the compiled loop folds into the layers' gradient products.
 
-    The classic momentum of the reference network's code,
-    :math:`v \leftarrow \mu v + \eta g,\ \theta \leftarrow \theta - v`, is the same
-    sequence of parameters for a constant learning rate: its :math:`v` is
-    :math:`\eta` times this one.
+    ``classic=True`` is the classical momentum of the reference network's code (its
+    :math:`\mu` is 0.99), of Sutskever et al. (2013) and of Keras's ``SGD``, where the
+    velocity carries the learning rate:
+
+    .. math::
+
+        d_t &= g_t + \lambda \theta_{t-1} \\
+        v_t &= \mu v_{t-1} + \eta \, d_t \qquad (v_0 = 0) \\
+        \theta_t &= \theta_{t-1} - v_t
+
+    For a constant learning rate both give the same parameters (up to rounding): the
+    classic :math:`v` is :math:`\eta` times PyTorch's.  They differ when ``lr`` changes
+    between calls of ``fit``: the classic velocity keeps the steps taken at the old rate,
+    PyTorch's applies the new rate to the whole velocity.  PyTorch: ``torch.optim.SGD``
+    (``lr`` :math:`\eta`, ``momentum`` :math:`\mu`, ``dampening=0``) for the default;
+    the classic form has no PyTorch class of its own.
 
     Parameters
     ----------
     lr : float, default 0.5
         Learning rate :math:`\eta`, positive.  With the quadratic cost and a sigmoid
-        output, rates of about 1 and above tend to diverge.
+        output, rates of about 1 and above tend to diverge.  Writable between calls of
+        ``fit`` (a schedule: ``optimizer.lr = 0.1``); the compiled loop reads plain
+        SGD's rate when ``fit`` starts, the other forms' at every batch.
     momentum : float, default 0
         :math:`\mu`, in [0, 1).
     nesterov : bool, default False
-        Nesterov momentum (needs ``momentum > 0``).
+        Nesterov momentum (needs ``momentum > 0``; not with ``classic``).
     weight_decay : float, default 0
         :math:`\lambda \ge 0`, L2 penalty added to the gradient.
+    classic : bool, default False
+        The classical momentum above (needs ``momentum > 0``).  The state (``state()``)
+        is then the classic velocity :math:`v`.
     """
 
     kernel_dtypes = ("float32", "float64")
 
-    def __init__(self, lr=0.5, momentum=0.0, *, nesterov=False, weight_decay=0.0):
-        self.lr = check_finite_number(lr, "lr", positive=True)
-        self.momentum = check_finite_number(momentum, "momentum", minimum=0.0)
-        if self.momentum >= 1:
-            raise ValueError(f"momentum must be below 1, got {self.momentum!r}")
-        if not isinstance(nesterov, (bool, np.bool_)):
-            raise TypeError(f"nesterov must be True or False, got {nesterov!r}")
+    def __init__(self, lr=0.5, momentum=0.0, *, nesterov=False, weight_decay=0.0,
+                 classic=False):
+        self._lr = _check_lr(lr)
+        self.momentum = _check_fraction(momentum, "momentum")
+        _check_bool(nesterov, "nesterov")
+        _check_bool(classic, "classic")
         if nesterov and self.momentum == 0:
             raise ValueError("nesterov=True needs a momentum above 0")
+        if classic and self.momentum == 0:
+            raise ValueError("classic=True needs a momentum above 0")
+        if classic and nesterov:
+            raise ValueError("classic=True and nesterov=True cannot be combined")
         self.nesterov = nesterov
+        self.classic = classic
         self.weight_decay = check_finite_number(weight_decay, "weight_decay", minimum=0.0)
         self.state_per_parameter = 1 if self.momentum > 0 else 0
 
+    @property
+    def lr(self):
+        """The learning rate; assign a positive finite number to change it."""
+        return self._lr
+
+    @lr.setter
+    def lr(self, value):
+        self._lr = _check_lr(value)
+
     def get_config(self):
-        config = {"lr": self.lr}
+        config = {"lr": self._lr}
         if self.momentum:
             config.update(momentum=self.momentum, nesterov=bool(self.nesterov))
         if self.weight_decay:
             config["weight_decay"] = self.weight_decay
+        if self.classic:
+            config["classic"] = True
         return config
 
     def folded_step(self):
         """``-lr`` for plain SGD (no momentum, no weight decay), else None."""
         if self.momentum == 0 and self.weight_decay == 0:
-            return -self.lr
+            return -self._lr
         return None
 
     def step(self, parameters, gradients):
@@ -265,7 +315,11 @@ cdef class SGD(Optimizer):
         cdef float* velocity = NULL
         if self.state_per_parameter:
             velocity = <float*>self._state_data[slot]
-        _sgd_update(param, grad, velocity, begin, end, <float>self.lr, <float>self.momentum,
+        if self.classic:
+            _classic_momentum_update(param, grad, velocity, begin, end, <float>self._lr,
+                                     <float>self.momentum, <float>self.weight_decay)
+            return
+        _sgd_update(param, grad, velocity, begin, end, <float>self._lr, <float>self.momentum,
                     <float>self.weight_decay, self.nesterov)
 
     cdef void update_f64(self, Py_ssize_t slot, double* param, const double* grad,
@@ -273,7 +327,11 @@ cdef class SGD(Optimizer):
         cdef double* velocity = NULL
         if self.state_per_parameter:
             velocity = <double*>self._state_data[slot]
-        _sgd_update(param, grad, velocity, begin, end, self.lr, self.momentum,
+        if self.classic:
+            _classic_momentum_update(param, grad, velocity, begin, end, self._lr,
+                                     self.momentum, self.weight_decay)
+            return
+        _sgd_update(param, grad, velocity, begin, end, self._lr, self.momentum,
                     self.weight_decay, self.nesterov)
 
 
@@ -295,3 +353,218 @@ cdef inline void _sgd_update(floating* param, const floating* grad, floating* ve
             velocity[i] = momentum * velocity[i] + d
             d = d + momentum * velocity[i] if nesterov else velocity[i]
         param[i] -= lr * d
+
+
+cdef inline void _classic_momentum_update(floating* param, const floating* grad,
+                                          floating* velocity, Py_ssize_t begin,
+                                          Py_ssize_t end, floating lr, floating momentum,
+                                          floating weight_decay) noexcept nogil:
+    # v = mu v + lr (g + lambda theta); theta -= v.  weight_decay 0 adds an exact 0.
+    cdef Py_ssize_t i
+    for i in range(begin, end):
+        velocity[i] = momentum * velocity[i] + lr * (grad[i] + weight_decay * param[i])
+        param[i] -= velocity[i]
+
+
+cdef class Adam(Optimizer):
+    r"""Adam: steps scaled by running averages of the gradient and of its square.
+
+    For a parameter :math:`\theta` with gradient :math:`g`, at step :math:`t = 1, 2, \dots`
+    (``steps``; PyTorch's ``torch.optim.Adam`` without ``amsgrad``, its formulas in the
+    order of its single-tensor implementation):
+
+    .. math::
+
+        g_t &\leftarrow g_t + \lambda \theta_{t-1} \\
+        m_t &= \beta_1 m_{t-1} + (1 - \beta_1) g_t \\
+        v_t &= \beta_2 v_{t-1} + (1 - \beta_2) g_t^2 \qquad (m_0 = v_0 = 0) \\
+        \theta_t &= \theta_{t-1} - \frac{\eta}{1 - \beta_1^t} \,
+            \frac{m_t}{\sqrt{v_t} / \sqrt{1 - \beta_2^t} + \epsilon}
+
+    that is :math:`\theta \leftarrow \theta - \eta \hat m / (\sqrt{\hat v} + \epsilon)`
+    with the bias-corrected moments :math:`\hat m = m_t / (1 - \beta_1^t)` and
+    :math:`\hat v = v_t / (1 - \beta_2^t)`.  As in PyTorch, :math:`m` is updated as
+    ``m + (1 - beta1) * (g - m)`` (``torch.lerp``; ``g - beta1 * (g - m)`` when
+    ``beta1 <= 0.5``).  The weight decay :math:`\lambda` is an L2 penalty added to the
+    gradient, which the moments then rescale; :class:`AdamW` decouples it.
+
+    The state of each parameter (``state()``) is ``[m, v]``, of the parameter's shape;
+    ``steps`` is :math:`t`, shared by all parameters.  The compiled loop runs the update
+    on each thread's share of a parameter.  PyTorch's ``amsgrad`` and ``maximize``
+    options are not implemented.
+
+    Parameters
+    ----------
+    lr : float, default 0.001
+        Learning rate :math:`\eta`, positive.  Writable between calls of ``fit`` (a
+        schedule: ``optimizer.lr = 1e-4``); the next step uses the new rate.
+    betas : pair of float, default (0.9, 0.999)
+        :math:`(\beta_1, \beta_2)`, each in [0, 1).
+    eps : float, default 1e-8
+        :math:`\epsilon > 0`, added to the denominator.
+    weight_decay : float, default 0
+        :math:`\lambda \ge 0`, L2 penalty added to the gradient.
+    """
+
+    kernel_dtypes = ("float32", "float64")
+
+    def __init__(self, lr=0.001, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+        self._lr = _check_lr(lr)
+        if isinstance(betas, (str, bytes)) or not hasattr(betas, "__len__") \
+                or len(betas) != 2:
+            raise TypeError(f"betas must be a pair (beta1, beta2), got {betas!r}")
+        self.beta1 = _check_fraction(betas[0], "betas[0]")
+        self.beta2 = _check_fraction(betas[1], "betas[1]")
+        self.eps = check_finite_number(eps, "eps", positive=True)
+        self.weight_decay = check_finite_number(weight_decay, "weight_decay", minimum=0.0)
+        self._decoupled = False
+        self.state_per_parameter = 2
+        self._set_step_scalars()
+
+    @property
+    def lr(self):
+        """The learning rate; assign a positive finite number to change it."""
+        return self._lr
+
+    @lr.setter
+    def lr(self, value):
+        self._lr = _check_lr(value)
+        self._set_step_scalars()
+
+    @property
+    def betas(self):
+        """``(beta1, beta2)``, as given to the constructor."""
+        return (self.beta1, self.beta2)
+
+    def get_config(self):
+        return {"lr": self._lr, "betas": [self.beta1, self.beta2], "eps": self.eps,
+                "weight_decay": self.weight_decay}
+
+    def __repr__(self):
+        return (f"{type(self).__name__}(lr={self._lr!r}, betas={self.betas!r}, "
+                f"eps={self.eps!r}, weight_decay={self.weight_decay!r})")
+
+    def step(self, parameters, gradients):
+        """Apply one step (see the formulas above) to each parameter in place."""
+        self._compiled_step(parameters, gradients)
+
+    def prepare(self, parameters):
+        Optimizer.prepare(self, parameters)
+        self._set_step_scalars()
+
+    cdef void _set_step_scalars(self) noexcept nogil:
+        # The scalars of step t = steps, computed as PyTorch computes them in Python
+        # floats: bias_correction2 ** 0.5 is pow(), as Python's float ** does.
+        cdef double t = <double>self.steps
+        cdef double bias_correction1 = 1.0 - pow(self.beta1, t)
+        cdef double bias_correction2 = 1.0 - pow(self.beta2, t)
+        if self.steps == 0:  # before the first step: nothing to correct, never used
+            bias_correction1 = bias_correction2 = 1.0
+        self._neg_step_size = -(self._lr / bias_correction1)
+        self._bias_correction2_sqrt = pow(bias_correction2, 0.5)
+        if self._decoupled:
+            self._shrink = 1.0 - self._lr * self.weight_decay
+            self._l2 = 0.0
+        else:
+            self._shrink = 1.0
+            self._l2 = self.weight_decay
+
+    cdef void advance(self) noexcept nogil:
+        self.steps += 1
+        self._set_step_scalars()
+
+    cdef void update_f32(self, Py_ssize_t slot, float* param, const float* grad,
+                         Py_ssize_t begin, Py_ssize_t end) noexcept nogil:
+        _adam_update(param, grad, <float*>self._state_data[2 * slot],
+                     <float*>self._state_data[2 * slot + 1], begin, end,
+                     <float>self._shrink, <float>self._l2, <float>(1.0 - self.beta1),
+                     <float>self.beta2, <float>(1.0 - self.beta2),
+                     <float>self._bias_correction2_sqrt, <float>self.eps,
+                     <float>self._neg_step_size)
+
+    cdef void update_f64(self, Py_ssize_t slot, double* param, const double* grad,
+                         Py_ssize_t begin, Py_ssize_t end) noexcept nogil:
+        _adam_update(param, grad, <double*>self._state_data[2 * slot],
+                     <double*>self._state_data[2 * slot + 1], begin, end,
+                     self._shrink, self._l2, 1.0 - self.beta1, self.beta2, 1.0 - self.beta2,
+                     self._bias_correction2_sqrt, self.eps, self._neg_step_size)
+
+
+cdef class AdamW(Adam):
+    r"""Adam with decoupled weight decay (Loshchilov and Hutter).
+
+    The step of :class:`Adam` without its L2 term, after shrinking the parameter
+    (PyTorch's ``torch.optim.AdamW``, which is ``torch.optim.Adam`` with
+    ``decoupled_weight_decay=True``):
+
+    .. math::
+
+        \theta_{t-1} &\leftarrow (1 - \eta \lambda) \, \theta_{t-1} \\
+        m_t &= \beta_1 m_{t-1} + (1 - \beta_1) g_t \\
+        v_t &= \beta_2 v_{t-1} + (1 - \beta_2) g_t^2 \\
+        \theta_t &= \theta_{t-1} - \frac{\eta}{1 - \beta_1^t} \,
+            \frac{m_t}{\sqrt{v_t} / \sqrt{1 - \beta_2^t} + \epsilon}
+
+    The decay therefore does not pass through the moments: every weight shrinks by the
+    same factor :math:`1 - \eta \lambda` per step.  State, ``steps`` and the compiled
+    loop as for :class:`Adam`; ``amsgrad`` is not implemented.
+
+    Parameters
+    ----------
+    lr : float, default 0.001
+        Learning rate :math:`\eta`, positive; writable between calls of ``fit``.
+    betas : pair of float, default (0.9, 0.999)
+        :math:`(\beta_1, \beta_2)`, each in [0, 1).
+    eps : float, default 1e-8
+        :math:`\epsilon > 0`, added to the denominator.
+    weight_decay : float, default 0.01
+        :math:`\lambda \ge 0`, the decoupled decay.
+    """
+
+    kernel_dtypes = ("float32", "float64")
+
+    def __init__(self, lr=0.001, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01):
+        Adam.__init__(self, lr, betas, eps, weight_decay)
+        self._decoupled = True
+        self._set_step_scalars()
+
+
+cdef inline void _adam_update(floating* param, const floating* grad, floating* exp_avg,
+                              floating* exp_avg_sq, Py_ssize_t begin, Py_ssize_t end,
+                              floating shrink, floating l2, floating weight1,
+                              floating beta2, floating weight2,
+                              floating bias_correction2_sqrt, floating eps,
+                              floating neg_step_size) noexcept nogil:
+    # One Adam or AdamW step on begin:end, in the order of PyTorch's _single_tensor_adam.
+    # Branch-free, so that it vectorises: Adam shrinks by exactly 1 and AdamW adds an
+    # exact 0 * theta.  The lerp's form depends on its weight (torch.lerp's rule), a
+    # choice outside the loop.
+    cdef Py_ssize_t i
+    cdef floating g, m, v, denom, theta
+    cdef floating rest = 1 - weight1
+    if weight1 < 0.5:
+        for i in range(begin, end):
+            theta = param[i] * shrink
+            g = grad[i] + l2 * theta
+            m = exp_avg[i] + weight1 * (g - exp_avg[i])
+            v = exp_avg_sq[i] * beta2 + weight2 * g * g
+            if floating is float:
+                denom = sqrtf(v) / bias_correction2_sqrt + eps
+            else:
+                denom = sqrt(v) / bias_correction2_sqrt + eps
+            exp_avg[i] = m
+            exp_avg_sq[i] = v
+            param[i] = theta + neg_step_size * m / denom
+    else:
+        for i in range(begin, end):
+            theta = param[i] * shrink
+            g = grad[i] + l2 * theta
+            m = g - (g - exp_avg[i]) * rest
+            v = exp_avg_sq[i] * beta2 + weight2 * g * g
+            if floating is float:
+                denom = sqrtf(v) / bias_correction2_sqrt + eps
+            else:
+                denom = sqrt(v) / bias_correction2_sqrt + eps
+            exp_avg[i] = m
+            exp_avg_sq[i] = v
+            param[i] = theta + neg_step_size * m / denom
