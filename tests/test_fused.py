@@ -4,6 +4,9 @@ import pytest
 
 import numrec
 
+# Random data and labels: these networks have nothing to learn, and fit says so.
+pytestmark = pytest.mark.filterwarnings("ignore::numrec.TrainingWarning")
+
 
 def _data(n=600, n_in=300, n_out=10, seed=0):
     rng = np.random.default_rng(seed)
