@@ -1,11 +1,15 @@
 """Type stubs for the compiled module ``numrec._core._layers``."""
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import numpy as np
 import numpy.typing as npt
 from typing_extensions import disjoint_base
 
 _SeedLike = int | np.random.Generator | None
+
+#: ``Dense(init=...)`` name -> ``f(rng, (out, in)) -> (weights, bias or None)``.
+INITIALISERS: dict[str, Callable[[np.random.Generator, tuple[int, int]],
+                                 tuple[npt.NDArray[np.float64], npt.NDArray[np.float64] | None]]]
 _Array = npt.NDArray[np.floating[Any]]
 
 @disjoint_base
