@@ -16,9 +16,9 @@ import numrec
 
 torch = pytest.importorskip("torch", reason="the parity tests train the same network in PyTorch")
 
-N_SAMPLES = 3000
-EPOCHS = 2
-TOLERANCE = 1e-9
+from torch_twin import (  # noqa: E402
+    assert_trains_like_pytorch, digits as mnist_digits, quadratic_cost,
+)
 
 # Plain SGD at the reference network's rate; with momentum 0.9 the same effective rate
 # (lr / (1 - momentum) = 0.5): lr 0.5 with momentum saturates the sigmoids within an epoch,
@@ -47,9 +47,7 @@ class PyLeakyReLU(numrec.Activation):
 
 @pytest.fixture(scope="module")
 def digits():
-    """The first 3000 MNIST training images (uint8 rows of 784 pixels) and labels."""
-    (x_train, y_train), _ = numrec.datasets.load_mnist(dtype=np.uint8)
-    return x_train[:N_SAMPLES], y_train[:N_SAMPLES]
+    return mnist_digits()
 
 
 def numrec_model(hidden):
@@ -61,52 +59,17 @@ def numrec_model(hidden):
     ])
 
 
-def torch_training(initial, hidden, optimizer, x, y, batch_size, seed):
-    """Train the PyTorch twin from the parameters ``initial``; return its parameters."""
-    first, second = (torch.nn.Linear(784, 256, dtype=torch.float64),
-                     torch.nn.Linear(256, 10, dtype=torch.float64))
-    with torch.no_grad():
-        for param, value in zip([first.weight, first.bias, second.weight, second.bias],
-                                initial):
-            param.copy_(torch.from_numpy(value))
-    activation = torch.nn.ReLU() if hidden == "relu" else torch.nn.LeakyReLU(0.2)
-    network = torch.nn.Sequential(first, activation, second, torch.nn.Sigmoid())
-    sgd = torch.optim.SGD(network.parameters(), **optimizer)
-    inputs = torch.from_numpy(x / 255.0)
-    targets = torch.nn.functional.one_hot(torch.from_numpy(y.astype(np.int64)), 10).double()
-    rng = np.random.default_rng(seed)
-    for _ in range(EPOCHS):
-        order = torch.from_numpy(rng.permutation(len(x)))
-        for start in range(0, len(x), batch_size):
-            rows = order[start:start + batch_size]
-            sgd.zero_grad()
-            output = network(inputs[rows])
-            loss = ((output - targets[rows]) ** 2).sum(1).mean()
-            loss.backward()
-            sgd.step()
-    return [param.detach().numpy() for param in network.parameters()]
-
-
 def assert_same_training(case, batch_size, digits, *, hidden=None, pixels=False,
                          expected_loop="compiled"):
-    torch_hidden, optimizer = CASES[case]
-    x, y = digits
-    seed = 100 + batch_size
-    model = numrec_model(hidden or torch_hidden)
-    initial = [param.copy() for param in model.parameters()]
-    inputs = x if pixels else x / 255.0   # uint8 pixels are scaled by 1/255 inside fit
-    history = model.fit(inputs, y, epochs=EPOCHS, batch_size=batch_size,
-                        optimizer=numrec.SGD(**optimizer), seed=np.random.default_rng(seed))
-    assert history.loop == expected_loop
-    # A saturated network (loss stuck near 1) would agree with anything: it must learn.
-    assert history.loss[-1] < 0.9 * history.loss[0]
-    expected = torch_training(initial, torch_hidden, optimizer, x, y, batch_size, seed)
-    names = ["weights 1", "bias 1", "weights 2", "bias 2"]
-    for name, got, want, start in zip(names, model.parameters(), expected, initial):
-        assert got.shape == want.shape
-        assert not np.array_equal(got, start), f"{name} did not move"
-        error = np.max(np.abs(got - want)) / np.max(np.abs(want))
-        assert error < TOLERANCE, f"{name}: relative error {error:.3g} against PyTorch"
+    torch_hidden, settings = CASES[case]
+    hidden = hidden or torch_hidden
+    substitutes = {1: torch.nn.LeakyReLU(0.2)} if hidden == "python_leaky_relu" else None
+    assert_trains_like_pytorch(
+        numrec_model(hidden), digits, loss=numrec.MSE(), torch_loss=quadratic_cost,
+        optimizer=numrec.SGD(**settings),
+        torch_optimizer=lambda params: torch.optim.SGD(params, **settings),
+        batch_size=batch_size, seed=100 + batch_size, expected_loop=expected_loop,
+        pixels=pixels, substitutes=substitutes)
 
 
 @pytest.mark.parametrize("batch_size", [32, 128])

@@ -16,9 +16,8 @@ import numrec
 
 torch = pytest.importorskip("torch", reason="the parity tests train the same network in PyTorch")
 
-N_SAMPLES = 3000
-EPOCHS = 2
-TOLERANCE = 1e-9
+from torch_twin import assert_trains_like_pytorch, digits as mnist_digits  # noqa: E402
+
 EPS = 1e-7  # CrossEntropy's default
 
 
@@ -60,9 +59,7 @@ CASES = {
 
 @pytest.fixture(scope="module")
 def digits():
-    """The first 3000 MNIST training images (uint8 rows of 784 pixels) and labels."""
-    (x_train, y_train), _ = numrec.datasets.load_mnist(dtype=np.uint8)
-    return x_train[:N_SAMPLES], y_train[:N_SAMPLES]
+    return mnist_digits()
 
 
 def numrec_model(hidden, output):
@@ -74,54 +71,14 @@ def numrec_model(hidden, output):
     return numrec.Sequential(components)
 
 
-def torch_training(initial, hidden, output, loss, lr, x, y, batch_size, seed):
-    """Train the PyTorch twin from the parameters ``initial``; return its parameters."""
-    first, second = (torch.nn.Linear(784, 256, dtype=torch.float64),
-                     torch.nn.Linear(256, 10, dtype=torch.float64))
-    with torch.no_grad():
-        for param, value in zip([first.weight, first.bias, second.weight, second.bias],
-                                initial):
-            param.copy_(torch.from_numpy(value))
-    layers = [first, torch.nn.ReLU() if hidden == "relu" else torch.nn.LeakyReLU(0.2), second]
-    if output == "sigmoid":
-        layers.append(torch.nn.Sigmoid())
-    elif output == "python_softmax":
-        layers.append(torch.nn.Softmax(dim=1))
-    network = torch.nn.Sequential(*layers)
-    sgd = torch.optim.SGD(network.parameters(), lr=lr)
-    inputs = torch.from_numpy(x / 255.0)
-    labels = torch.from_numpy(y.astype(np.int64))
-    targets = torch.nn.functional.one_hot(labels, 10).double()
-    rng = np.random.default_rng(seed)
-    for _ in range(EPOCHS):
-        order = torch.from_numpy(rng.permutation(len(x)))
-        for start in range(0, len(x), batch_size):
-            rows = order[start:start + batch_size]
-            sgd.zero_grad()
-            loss(network(inputs[rows]), targets[rows], labels[rows]).backward()
-            sgd.step()
-    return [param.detach().numpy() for param in network.parameters()]
-
-
 def assert_same_training(case, batch_size, digits, expected_loop):
     hidden, output, loss_class, torch_loss, lr = CASES[case]
-    x, y = digits
-    seed = 200 + batch_size
-    model = numrec_model(hidden, output)
-    initial = [param.copy() for param in model.parameters()]
-    history = model.fit(x / 255.0, y, epochs=EPOCHS, batch_size=batch_size,
-                        loss=loss_class(), optimizer=numrec.SGD(lr),
-                        seed=np.random.default_rng(seed))
-    assert history.loop == expected_loop
-    # A network that no longer learns would agree with anything: it must learn.
-    assert history.loss[-1] < 0.9 * history.loss[0]
-    expected = torch_training(initial, hidden, output, torch_loss, lr, x, y, batch_size, seed)
-    names = ["weights 1", "bias 1", "weights 2", "bias 2"]
-    for name, got, want, start in zip(names, model.parameters(), expected, initial):
-        assert got.shape == want.shape
-        assert not np.array_equal(got, start), f"{name} did not move"
-        error = np.max(np.abs(got - want)) / np.max(np.abs(want))
-        assert error < TOLERANCE, f"{name}: relative error {error:.3g} against PyTorch"
+    substitutes = {3: torch.nn.Softmax(dim=1)} if output == "python_softmax" else None
+    assert_trains_like_pytorch(
+        numrec_model(hidden, output), digits, loss=loss_class(), torch_loss=torch_loss,
+        optimizer=numrec.SGD(lr), torch_optimizer=lambda params: torch.optim.SGD(params, lr=lr),
+        batch_size=batch_size, seed=200 + batch_size, expected_loop=expected_loop,
+        substitutes=substitutes)
 
 
 @pytest.mark.parametrize("batch_size", [32, 512])

@@ -17,7 +17,9 @@ import numrec
 
 torch = pytest.importorskip("torch", reason="the parity tests train the same network in PyTorch")
 
-from test_torch_parity import EPOCHS, N_SAMPLES, TOLERANCE, digits  # noqa: E402,F401
+from torch_twin import (  # noqa: E402
+    EPOCHS, assert_trains_like_pytorch, digits as mnist_digits, quadratic_cost,
+)
 
 # name -> (numrec optimizer, PyTorch optimizer from its parameters)
 CASES = {
@@ -38,57 +40,24 @@ CASES = {
 }
 
 
-def torch_training(initial, make_optimizer, x, y, batch_size, seed):
-    """Train the PyTorch twin from the parameters ``initial``; return its parameters."""
-    first, second = (torch.nn.Linear(784, 256, dtype=torch.float64),
-                     torch.nn.Linear(256, 10, dtype=torch.float64))
-    with torch.no_grad():
-        for param, value in zip([first.weight, first.bias, second.weight, second.bias],
-                                initial):
-            param.copy_(torch.from_numpy(value))
-    network = torch.nn.Sequential(first, torch.nn.LeakyReLU(0.2), second, torch.nn.Sigmoid())
-    optimizer = make_optimizer(network.parameters())
-    inputs = torch.from_numpy(x / 255.0)
-    targets = torch.nn.functional.one_hot(torch.from_numpy(y.astype(np.int64)), 10).double()
-    rng = np.random.default_rng(seed)
-    for _ in range(EPOCHS):
-        order = torch.from_numpy(rng.permutation(len(x)))
-        for start in range(0, len(x), batch_size):
-            rows = order[start:start + batch_size]
-            optimizer.zero_grad()
-            output = network(inputs[rows])
-            loss = ((output - targets[rows]) ** 2).sum(1).mean()
-            loss.backward()
-            optimizer.step()
-    return [param.detach().numpy() for param in network.parameters()]
+@pytest.fixture(scope="module")
+def digits():
+    return mnist_digits()
 
 
 @pytest.mark.parametrize("batch_size", [32, 512])
 @pytest.mark.parametrize("case", list(CASES))
 def test_compiled_loop_matches_pytorch(case, batch_size, digits):
     make_numrec, make_torch = CASES[case]
-    x, y = digits
-    assert len(x) == N_SAMPLES
-    seed = 200 + batch_size
     model = numrec.Sequential([
         numrec.Dense(784, 256, seed=1, dtype=np.float64), numrec.LeakyReLU(0.2),
         numrec.Dense(256, 10, seed=2, dtype=np.float64), numrec.Sigmoid(),
     ])
-    initial = [param.copy() for param in model.parameters()]
     optimizer = make_numrec()
-    history = model.fit(x / 255.0, y, epochs=EPOCHS, batch_size=batch_size,
-                        optimizer=optimizer, seed=np.random.default_rng(seed))
-    assert history.loop == "compiled"
-    assert optimizer.steps == EPOCHS * -(-len(x) // batch_size)
-    # A saturated network (loss stuck near 1) would agree with anything: it must learn.
-    assert history.loss[-1] < 0.9 * history.loss[0]
-    expected = torch_training(initial, make_torch, x, y, batch_size, seed)
-    names = ["weights 1", "bias 1", "weights 2", "bias 2"]
-    for name, got, want, start in zip(names, model.parameters(), expected, initial):
-        assert got.shape == want.shape
-        assert not np.array_equal(got, start), f"{name} did not move"
-        error = np.max(np.abs(got - want)) / np.max(np.abs(want))
-        assert error < TOLERANCE, f"{name}: relative error {error:.3g} against PyTorch"
+    assert_trains_like_pytorch(
+        model, digits, loss=numrec.MSE(), torch_loss=quadratic_cost, optimizer=optimizer,
+        torch_optimizer=make_torch, batch_size=batch_size, seed=200 + batch_size)
+    assert optimizer.steps == EPOCHS * -(-len(digits[0]) // batch_size)
 
 
 STEP_CASES = {

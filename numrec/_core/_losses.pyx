@@ -87,6 +87,18 @@ cdef class Loss:
                              finite=False)
         return output, target
 
+    def _kernel_value(self, output, target):
+        """``value`` of a compiled loss: its kernel on the checked arrays."""
+        output, target = self._checked_pair(output, target)
+        return float(self._run(output, target, np.empty_like(output)))
+
+    def _kernel_gradient(self, output, target):
+        """``gradient`` of a compiled loss: its kernel on the checked arrays."""
+        output, target = self._checked_pair(output, target)
+        grad = np.empty_like(output)
+        self._run(output, target, grad)
+        return grad
+
     def _run(self, floating[:, ::1] a, floating[:, ::1] y, floating[:, ::1] g):
         cdef Py_ssize_t m = a.shape[0], n = a.shape[1]
         cdef double total
@@ -135,15 +147,11 @@ cdef class MSE(Loss):
 
     def value(self, output, target):
         """Return :math:`L`, the summed squared error averaged over the batch (a float)."""
-        output, target = self._checked_pair(output, target)
-        return float(self._run(output, target, np.empty_like(output)))
+        return self._kernel_value(output, target)
 
     def gradient(self, output, target):
         """Return :math:`2 (a - y) / n`, shaped like ``output``."""
-        output, target = self._checked_pair(output, target)
-        grad = np.empty_like(output)
-        self._run(output, target, grad)
-        return grad
+        return self._kernel_gradient(output, target)
 
     cdef double value_and_gradient_f32(self, const float* a, const float* y, float* g,
                                        Py_ssize_t m, Py_ssize_t n) noexcept nogil:
@@ -212,15 +220,11 @@ cdef class CrossEntropy(Loss):
 
     def value(self, output, target):
         """Return :math:`L`, the cross-entropy averaged over the batch (a float)."""
-        output, target = self._checked_pair(output, target)
-        return float(self._run(output, target, np.empty_like(output)))
+        return self._kernel_value(output, target)
 
     def gradient(self, output, target):
         """Return :math:`-y / ((\\varepsilon + a) m)`, shaped like ``output``."""
-        output, target = self._checked_pair(output, target)
-        grad = np.empty_like(output)
-        self._run(output, target, grad)
-        return grad
+        return self._kernel_gradient(output, target)
 
     cdef double value_and_gradient_f32(self, const float* a, const float* y, float* g,
                                        Py_ssize_t m, Py_ssize_t n) noexcept nogil:
@@ -297,16 +301,12 @@ cdef class SoftmaxCrossEntropy(Loss):
 
     def value(self, output, target):
         """Return :math:`L`, the cross-entropy of the softmax averaged over the batch."""
-        output, target = self._checked_pair(output, target)
-        return float(self._run(output, target, np.empty_like(output)))
+        return self._kernel_value(output, target)
 
     def gradient(self, output, target):
         """Return :math:`(\\operatorname{softmax}(a) \\sum_k y_k - y) / m`, shaped like
         ``output``."""
-        output, target = self._checked_pair(output, target)
-        grad = np.empty_like(output)
-        self._run(output, target, grad)
-        return grad
+        return self._kernel_gradient(output, target)
 
     def probabilities(self, output):
         """Return the row-wise softmax of the scores ``output`` ``(n_samples,
@@ -383,8 +383,8 @@ cdef class BinaryCrossEntropy(Loss):
 
     kernel_dtypes = ("float32", "float64")
 
-    def _checked_probabilities(self, output, target):
-        output, target = self._checked_pair(output, target)
+    def _checked_pair(self, output, target):
+        output, target = Loss._checked_pair(self, output, target)
         if output.size and not (output.min() >= 0 and output.max() <= 1):
             raise ValueError("output must hold probabilities in [0, 1] (BinaryCrossEntropy "
                              "follows a Sigmoid)")
@@ -392,15 +392,11 @@ cdef class BinaryCrossEntropy(Loss):
 
     def value(self, output, target):
         """Return :math:`L`, the binary cross-entropy averaged over the batch (a float)."""
-        output, target = self._checked_probabilities(output, target)
-        return float(self._run(output, target, np.empty_like(output)))
+        return self._kernel_value(output, target)
 
     def gradient(self, output, target):
         """Return :math:`(a - y) / (a (1 - a) m)`, shaped like ``output``."""
-        output, target = self._checked_probabilities(output, target)
-        grad = np.empty_like(output)
-        self._run(output, target, grad)
-        return grad
+        return self._kernel_gradient(output, target)
 
     cdef double value_and_gradient_f32(self, const float* a, const float* y, float* g,
                                        Py_ssize_t m, Py_ssize_t n) noexcept nogil:
