@@ -40,6 +40,8 @@ ALPHA = 0.2
 SEED_OUTPUT_ACTIVATIONS = ("softmax", "sigmoid")
 #: Exit status after Ctrl-C (128 + SIGINT), as shells report it.
 EXIT_INTERRUPTED = 130
+#: Exit status after SIGTERM (128 + 15): a scheduler's or ``timeout``'s stop.
+EXIT_TERMINATED = 143
 
 N_CLASSES = 10
 N_PIXELS = 784
@@ -47,6 +49,14 @@ N_PIXELS = 784
 
 class CommandError(Exception):
     """A user mistake, reported as ``numrec: error: <message>`` with exit status 1."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so that it stops training as Ctrl-C does."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
 
 
 class UsageError(CommandError):
@@ -146,7 +156,8 @@ that many epochs run; with --epochs and --target-accuracy, at most that many.
 
 Each epoch prints its mean training loss, test accuracy and seconds (training plus the
 test pass); a live bar is drawn when the output is a terminal.  Ctrl-C saves the model
-trained so far and exits with status 130.
+trained so far and exits with status 130;
+SIGTERM (a scheduler's stop, 'timeout') does the same with status 143.
 
 --json ends the output with one JSON object: epochs, test_accuracy (a fraction),
 train_seconds (training plus per-epoch evaluation, without start-up and data loading),
@@ -360,7 +371,7 @@ def main(argv=None):
     """Run the ``numrec`` command with ``argv`` (default ``sys.argv[1:]``).
 
     Returns the exit status: 0 on success, 1 for an error, 2 for a usage error, 130
-    after Ctrl-C.
+    after Ctrl-C, 143 after SIGTERM.
     """
     parser = build_parser()
     try:
@@ -376,10 +387,11 @@ def main(argv=None):
     except UsageError as exc:
         print(f"{exc} (see 'numrec {args.command} --help')", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         _flush_quietly()
-        print("numrec: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        terminated = isinstance(exc, Terminated)
+        print(f"numrec: {'terminated' if terminated else 'interrupted'}", file=sys.stderr)
+        return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
     except BrokenPipeError:
         # The reader went away (``numrec ... | head``): nothing left to say.
         _silence_stdout()
@@ -578,6 +590,15 @@ def _isatty(stream):
 
 
 def _train(args):
+    """``numrec train``: SIGTERM stops it as Ctrl-C does (the model so far is saved)."""
+    previous = _handle_sigterm()
+    try:
+        return _train_and_save(args)
+    finally:
+        _restore_sigterm(previous)
+
+
+def _train_and_save(args):
     import numrec
 
     setup = _setup(args)
@@ -634,20 +655,24 @@ def _train(args):
             f"training diverged: the loss became NaN or infinite in epoch {epoch}; "
             f"try a lower learning rate than --lr {setup.lr:g}"
         ) from None
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         progress.clear()
         history = state["history"]
         _save_uninterrupted(model, output)
         done = history.epochs if history is not None else 0
-        print(f"numrec: interrupted in epoch {done + 1}; the model trained so far is saved "
+        how = "terminated" if isinstance(exc, Terminated) else "interrupted"
+        print(f"numrec: {how} in epoch {done + 1}; the model trained so far is saved "
               f"to {output}", file=sys.stderr, flush=True)
         if args.json:
             print(json.dumps(_train_summary(args, setup, history, output, target,
                                             interrupted=True)),
                   flush=True)
-        return EXIT_INTERRUPTED
+        return EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
 
-    model.save(output)
+    terminated = _save_uninterrupted(model, output, after_signal=False)
+    if terminated:  # SIGTERM during the save, which completed first
+        print(f"numrec: terminated; the model is saved to {output}", file=sys.stderr)
+        return EXIT_TERMINATED
     summary = _train_summary(args, setup, history, output, target)
     train_seconds = summary["train_seconds"]
     accuracy = 100 * summary["test_accuracy"]
@@ -687,18 +712,45 @@ def _epochs(n):
     return f"{n} epoch" if n == 1 else f"{n} epochs"
 
 
-def _save_uninterrupted(model, path):
-    """Save ``model``, letting a second Ctrl-C wait until the file is complete."""
-    previous = signal.getsignal(signal.SIGINT)
+def _handle_sigterm():
+    """Make SIGTERM stop training as Ctrl-C does; return the handler it replaces."""
     try:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        return signal.signal(signal.SIGTERM, _raise_terminated)
+    except ValueError:  # not in the main thread: SIGTERM keeps its handler
+        return None
+
+
+def _restore_sigterm(previous):
+    if previous is not None:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _save_uninterrupted(model, path, *, after_signal=True):
+    """Save ``model``; Ctrl-C waits until the file is complete.
+
+    SIGTERM during the save stops at once if the save follows a first signal (the atomic
+    save removes its temporary file; an earlier model file stays as it was); otherwise
+    the save completes first.  Returns True if a SIGTERM arrived and waited.
+    """
+    arrived = []
+
+    def on_sigterm(signum, frame):
+        if after_signal:
+            raise Terminated()
+        arrived.append(signum)
+
+    try:
+        previous = (signal.signal(signal.SIGINT, signal.SIG_IGN),
+                    signal.signal(signal.SIGTERM, on_sigterm))
     except ValueError:  # not in the main thread: the save is atomic anyway
         previous = None
     try:
         model.save(path)
     finally:
         if previous is not None:
-            signal.signal(signal.SIGINT, previous)
+            signal.signal(signal.SIGINT, previous[0])
+            signal.signal(signal.SIGTERM, previous[1])
+    return bool(arrived)
 
 
 def _train_summary(args, setup, history, output, target, *, interrupted=False):

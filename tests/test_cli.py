@@ -230,7 +230,11 @@ def test_train_divergence(tmp_path, small_data):
     assert not out.exists()
 
 
-def test_train_ctrl_c_saves_the_model(tmp_path):
+@pytest.mark.parametrize("signum, status, word", [(signal.SIGINT, 130, "interrupted"),
+                                                (signal.SIGTERM, 143, "terminated")],
+                         ids=["ctrl-c", "sigterm"])
+def test_train_stopped_by_a_signal_saves_the_model(tmp_path, signum, status, word):
+    """Ctrl-C, or SIGTERM (a scheduler's stop), saves the model trained so far."""
     out = tmp_path / "interrupted.npz"
     process = subprocess.Popen(
         [sys.executable, "-m", "numrec", "train", "--epochs", "50", "--output", str(out)],
@@ -251,18 +255,39 @@ def test_train_ctrl_c_saves_the_model(tmp_path):
                 if line.startswith("epoch "):
                     break
         assert seen and seen[-1].startswith("epoch "), seen
-        process.send_signal(signal.SIGINT)
+        process.send_signal(signum)
         stdout, stderr = process.communicate(timeout=120)
     finally:
         if process.poll() is None:
             process.kill()
             process.wait()
-    assert process.returncode == 130, stderr
+    assert process.returncode == status, stderr
     assert "Traceback" not in stderr
-    assert str(out) in stderr
+    assert f"numrec: {word} in epoch" in stderr and str(out) in stderr
     model = numrec.load(out)
     x_test = load_mnist(dtype=np.uint8)[1][0][:100]
     assert model.predict_classes(x_test).shape == (100,)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["interrupted.npz"]  # no temporary
+
+
+def test_a_second_sigterm_during_the_save_stops_at_once_leaving_nothing(tmp_path, monkeypatch):
+    """The save after a first signal: a second SIGTERM ends it, the temporary file goes."""
+    import os
+
+    def slow_savez(file, **arrays):
+        file.write(b"PK\x03\x04 part of an archive")
+        os.kill(os.getpid(), signal.SIGTERM)   # the second signal arrives mid-save
+        raise AssertionError("SIGTERM did not stop the save")
+
+    monkeypatch.setattr(np, "savez", slow_savez)
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        with pytest.raises(cli.Terminated):
+            cli._save_uninterrupted(numrec.mnist_mlp(seed=0), tmp_path / "m.npz")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert list(tmp_path.iterdir()) == []
+    assert signal.getsignal(signal.SIGTERM) is previous
 
 
 # --- evaluate ------------------------------------------------------------------------------
