@@ -3,6 +3,8 @@ import io
 import json
 import pickle
 
+import os
+
 import numpy as np
 import pytest
 
@@ -504,3 +506,19 @@ def test_a_save_into_a_read_only_directory_names_the_file(tmp_path):
         small_model().save(tmp_path / "ro" / "m.npz")
     assert ".tmp" not in str(caught.value) and "m.npz" in str(caught.value)
     assert list((tmp_path / "ro").iterdir()) == []
+
+
+def test_temporary_files_of_killed_saves_are_removed_by_the_next_save(tmp_path):
+    import subprocess
+    import sys
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    abandoned = tmp_path / f".m.npz.{dead}.abcd1234.tmp"
+    abandoned.write_bytes(b"PK\x03\x04 half an archive")
+    in_progress = tmp_path / f".m.npz.{os.getpid()}.live5678.tmp"  # this process: alive
+    in_progress.write_bytes(b"being written")
+    other = tmp_path / f".other.npz.{dead}.abcd1234.tmp"   # another path's: not ours
+    other.write_bytes(b"x")
+    small_model().save(tmp_path / "m.npz")
+    assert not abandoned.exists() and in_progress.exists() and other.exists()
+    assert isinstance(load(tmp_path / "m.npz"), numrec.Sequential)
