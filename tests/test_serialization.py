@@ -1,9 +1,8 @@
 """Model files: round trips, atomic writes, and every kind of broken file."""
 import io
 import json
-import pickle
-
 import os
+import pickle
 
 import numpy as np
 import pytest
