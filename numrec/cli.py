@@ -73,8 +73,9 @@ class _Parser(argparse.ArgumentParser):
 
 # --- option values -------------------------------------------------------------------------
 
-def _int_at_least(minimum, wording):
-    """An argparse type: a whole number >= ``minimum``, described by ``wording``."""
+def _int_at_least(minimum, wording, maximum=2**31 - 1):
+    """An argparse type: a whole number from ``minimum`` (described by ``wording``) to
+    ``maximum``."""
 
     def parse(text):
         try:
@@ -83,13 +84,19 @@ def _int_at_least(minimum, wording):
             raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
         if value < minimum:
             raise argparse.ArgumentTypeError(f"must be {wording}, got {value}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"must be at most {maximum}, got {value}")
         return value
 
     return parse
 
 
 _positive_int = _int_at_least(1, "at least 1")
-_non_negative_int = _int_at_least(0, "0 or more")
+_non_negative_int = _int_at_least(0, "0 or more", maximum=None)  # seeds: any size
+#: Threads: more than any machine has is a typing mistake.
+_thread_count = _int_at_least(1, "at least 1", maximum=1024)
+#: Layer widths: a million units already make gigabytes of weights.
+_layer_width = _int_at_least(1, "at least 1", maximum=1_000_000)
 
 
 def _number_where(accept, wording):
@@ -241,7 +248,7 @@ def build_parser():
     train.add_argument("--seed", type=_non_negative_int, default=DEFAULT_SEED, metavar="N",
                        help="seed for the initial weights and the shuffling; the same seed "
                             f"gives the same model (default: {DEFAULT_SEED})")
-    train.add_argument("--threads", type=_positive_int, default=None, metavar="N",
+    train.add_argument("--threads", type=_thread_count, default=None, metavar="N",
                        help="threads of the compiled training loop (default: the cores "
                             "this process may use); 1 is kinder to a busy machine")
     train.add_argument("--output", "-o", metavar="PATH", default=DEFAULT_OUTPUT,
@@ -296,7 +303,7 @@ def _add_network_options(train):
         "network and training (each option overrides the preset's setting)")
     network.add_argument("--preset", choices=list(PRESETS), default="reference",
                          help="the starting setup (default: reference; see below)")
-    network.add_argument("--hidden", type=_positive_int, nargs="+", metavar="SIZE",
+    network.add_argument("--hidden", type=_layer_width, nargs="+", metavar="SIZE",
                          help="hidden layer widths, e.g. --hidden 512 128 "
                               f"(reference: {' '.join(map(str, DEFAULT_HIDDEN))})")
     network.add_argument("--activation", choices=list(ACTIVATIONS),
@@ -395,6 +402,11 @@ def main(argv=None):
     except BrokenPipeError:
         # The reader went away (``numrec ... | head``): nothing left to say.
         _silence_stdout()
+        return 1
+    except MemoryError:
+        _flush_quietly()
+        print("numrec: error: not enough memory for this network and data (try smaller "
+              "--hidden widths or --batch-size)", file=sys.stderr)
         return 1
     except (CommandError, ValueError, TypeError, OSError, EOFError, zlib.error) as exc:
         _flush_quietly()

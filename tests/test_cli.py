@@ -473,3 +473,11 @@ def test_the_example_checks_its_output_before_training(tmp_path):
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "no such directory" in result.stderr
     assert "MNIST" not in result.stdout and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("option, value", [("--threads", "3000000000"), ("--threads", "5000"),
+                                           ("--batch-size", "3000000000"),
+                                           ("--hidden", "3000000000")])
+def test_huge_counts_are_usage_errors(option, value):
+    line = assert_one_line_error(run_numrec("train", option, value), status=2)
+    assert option in line and "at most" in line

@@ -371,3 +371,14 @@ def test_checksums_match_the_design_notes():
         "t10k-labels-idx1-ubyte":
             "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
     }
+
+
+@pytest.mark.parametrize("sizes", [(0, 0xFFFFFFFF, 0xFFFFFFFF), (0xFFFFFFFF,) * 3])
+def test_a_header_beyond_any_array_is_refused_by_name(tmp_path, sizes):
+    """Dimensions whose product no array can hold (even with a zero among them)."""
+    import struct
+    path = tmp_path / "huge-idx3-ubyte"
+    path.write_bytes(b"\x00\x00\x08" + bytes([len(sizes)]) + struct.pack(">3I", *sizes))
+    with pytest.raises(DataFormatError, match="huge-idx3-ubyte: the header's dimensions "
+                                              r".* more elements than any array can hold"):
+        read_idx(path)

@@ -262,3 +262,10 @@ def test_predict_proba_gives_rows_summing_to_one_and_the_model_is_callable():
     model.loss = LogitsMSE()
     assert model.outputs_probabilities
     np.testing.assert_array_equal(model.predict_proba(x), model.predict(x))
+
+
+@pytest.mark.parametrize("make", [lambda: numrec.Dense(3_000_000_000, 2),
+                                  lambda: numrec.mnist_mlp(hidden=(2**31,))])
+def test_sizes_beyond_a_c_int_are_refused_by_name(make):
+    with pytest.raises(ValueError, match="must be at most 2147483647"):
+        make()

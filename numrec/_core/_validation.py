@@ -21,12 +21,18 @@ def check_dtype(dtype, name="dtype"):
     return resolved
 
 
+#: Largest count the kernels take (a C int): sizes, batch sizes, thread counts.
+MAX_INT = 2**31 - 1
+
+
 def check_positive_int(value, name):
     """Return ``value`` as an ``int`` if it is a whole number >= 1."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
     if value < 1:
         raise ValueError(f"{name} must be at least 1, got {value}")
+    if value > MAX_INT:
+        raise ValueError(f"{name} must be at most {MAX_INT}, got {value}")
     return int(value)
 
 

@@ -18,8 +18,10 @@ whole header against the length of the data *before* allocating the array, so a 
 or hostile header (say, one claiming four billion images) fails at once with a
 :class:`DataFormatError` instead of exhausting memory.
 """
+import math
 import os
 import struct
+import sys
 import zlib
 
 import numpy as np
@@ -164,7 +166,15 @@ def _read_header(stream, path, data_size):
             f"before their sizes)"
         )
     shape = struct.unpack(f">{ndim}I", sizes)
-    return magic + sizes, IDX_DTYPES[code], shape
+    dtype = IDX_DTYPES[code]
+    # NumPy refuses a shape whose nonzero sizes multiply beyond its index range, even
+    # with no data (a zero size): say what is wrong before it does.
+    if math.prod(d for d in shape if d) * dtype.itemsize > sys.maxsize:
+        raise DataFormatError(
+            f"{path}: the header's dimensions {' x '.join(map(str, shape))} multiply to "
+            f"more elements than any array can hold"
+        )
+    return magic + sizes, dtype, shape
 
 
 def _check_length(path, actual, expected, at_least=False):
