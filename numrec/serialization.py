@@ -36,6 +36,7 @@ import json
 import math
 import os
 import struct
+import tokenize
 import zipfile
 import zlib
 
@@ -277,15 +278,30 @@ def _read_npy_header(path, archive, name):
     """Return ``(shape, fortran_order, dtype)`` from an entry's header, without its data."""
     with archive.zip.open(name + ".npy") as member:
         version = np.lib.format.read_magic(member)
-        if version == (1, 0):
-            header = np.lib.format.read_array_header_1_0(member)
-        elif version == (2, 0):
-            header = np.lib.format.read_array_header_2_0(member)
-        else:
-            raise ModelFileError(
-                f"{path}: entry {name!r} uses an unsupported .npy version {version}"
-            )
+        try:
+            if version == (1, 0):
+                header = np.lib.format.read_array_header_1_0(member)
+            elif version == (2, 0):
+                header = np.lib.format.read_array_header_2_0(member)
+            else:
+                raise ModelFileError(
+                    f"{path}: entry {name!r} uses an unsupported .npy version {version}"
+                )
+        except (ValueError, SyntaxError, tokenize.TokenError) as error:
+            raise ModelFileError(f"{path}: entry {name!r} has a damaged .npy header "
+                                 f"({type(error).__name__})") from None
+        header_length = member.tell()
     shape, _, dtype = header
+    if not dtype.hasobject:
+        # Before anything is allocated: the member must hold exactly the data its header
+        # announces (a header may declare any shape).
+        declared = header_length + math.prod(shape) * dtype.itemsize
+        stored = archive.zip.getinfo(name + ".npy").file_size
+        if stored != declared:
+            raise ModelFileError(
+                f"{path}: entry {name!r} announces shape {tuple(shape)} of {dtype} "
+                f"({declared} bytes with its header) but holds {stored} bytes"
+            )
     if dtype.hasobject:
         raise ModelFileError(
             f"{path}: not a valid numrec model file (entry {name!r} holds Python objects, "

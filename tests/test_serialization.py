@@ -521,3 +521,59 @@ def test_temporary_files_of_killed_saves_are_removed_by_the_next_save(tmp_path):
     small_model().save(tmp_path / "m.npz")
     assert not abandoned.exists() and in_progress.exists() and other.exists()
     assert isinstance(load(tmp_path / "m.npz"), numrec.Sequential)
+
+
+def _rewrite_member(source, target, name, transform):
+    import zipfile
+    with zipfile.ZipFile(source) as old, zipfile.ZipFile(target, "w") as new:
+        for info in old.infolist():
+            data = old.read(info.filename)
+            new.writestr(info.filename, transform(data) if info.filename == name else data)
+
+
+def _architecture_for(tmp_path, n_in, n_out):
+    """A model file whose architecture says Dense(n_in, n_out), Sigmoid, with the
+    parameters of a small model (whose members the tests then rewrite)."""
+    import zipfile
+    source = tmp_path / "small.npz"
+    numrec.Sequential([numrec.Dense(3, 2), numrec.Sigmoid()]).save(source)
+    architecture = {"format": "numrec-model", "version": 1, "dtype": "float32",
+                    "components": [{"type": "Dense", "config": {
+                        "in_features": n_in, "out_features": n_out, "dtype": "float32"}},
+                        {"type": "Sigmoid", "config": {}}]}
+    buffer = io.BytesIO()
+    np.save(buffer, np.frombuffer(json.dumps(architecture).encode(), dtype=np.uint8))
+    target = tmp_path / "edited.npz"
+    _rewrite_member(source, target, "architecture.npy", lambda data: buffer.getvalue())
+    return target
+
+
+def _npy_header(shape):
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        buffer, {"descr": "<f4", "fortran_order": False, "shape": shape})
+    return buffer.getvalue()
+
+
+def test_a_member_declaring_a_huge_shape_is_refused_before_allocating(tmp_path):
+    """Dense(100000, 100000) declared, 12 bytes of data: 37 GiB must not be asked for."""
+    path = _architecture_for(tmp_path, 100000, 100000)
+    edited = tmp_path / "huge.npz"
+    _rewrite_member(path, edited, "param_0.npy",
+                    lambda data: _npy_header((100000, 100000)) + b"\0" * 12)
+    assert_model_file_error(edited, r"param_0' announces shape \(100000, 100000\) .* but "
+                                    r"holds \d+ bytes")
+
+
+def test_a_flipped_byte_in_a_member_header_is_a_model_file_error(tmp_path):
+    source = tmp_path / "m.npz"
+    small_model().save(source)
+
+    def flip(data):
+        data = bytearray(data)
+        data[data.index(b"(")] = ord("[")   # the shape's bracket: the header no longer parses
+        return bytes(data)
+
+    edited = tmp_path / "flipped.npz"
+    _rewrite_member(source, edited, "param_0.npy", flip)
+    assert_model_file_error(edited, "param_0' has a damaged .npy header")
