@@ -95,8 +95,12 @@ def _positive_int(value):
 
 
 def _non_negative_float(value):
-    return (isinstance(value, numbers.Real) and not isinstance(value, bool)
-            and math.isfinite(value) and value >= 0)
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value) and value >= 0
+    except OverflowError:  # an integer beyond any float (401 digits in the JSON)
+        return False
 
 
 def _float_dtype_name(value):

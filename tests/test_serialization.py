@@ -345,6 +345,7 @@ def _architecture_cases():
         (edit(set_config(0, "seed", 1)), "config with the keys"),
         (edit(set_config(1, "alpha", "0.2")), "invalid alpha"),
         (edit(set_config(1, "alpha", -1.0)), "invalid alpha"),
+        (edit(set_config(1, "alpha", 10 ** 401)), "invalid alpha"),
         (edit(lambda a: a["components"][5].__setitem__("config", {"x": 1})), "config with the keys"),
         (edit(lambda a: a["components"].insert(2, {"type": "Dense", "config": {
             "in_features": 5, "out_features": 5, "dtype": "float32"}})),
