@@ -16,15 +16,13 @@ the rest of the package needs to know about it:
 
 A new built-in is its class plus one :func:`register` call below (and its tests).
 """
-import math
-import numbers
 from dataclasses import dataclass, field
 
 from numrec._core._activations import Identity, LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
 from numrec._core._layers import Dense
 from numrec._core._losses import MSE, BinaryCrossEntropy, CrossEntropy, SoftmaxCrossEntropy
 from numrec._core._optimizers import SGD, Adam, AdamW
-from numrec._core._validation import check_positive_int
+from numrec._core._validation import check_positive_int, is_finite_real
 
 __all__ = ["BUILTINS", "Builtin", "KINDS", "register", "savable"]
 
@@ -95,12 +93,7 @@ def _positive_int(value):
 
 
 def _non_negative_float(value):
-    if not isinstance(value, numbers.Real) or isinstance(value, bool):
-        return False
-    try:
-        return math.isfinite(value) and value >= 0
-    except OverflowError:  # an integer beyond any float (401 digits in the JSON)
-        return False
+    return is_finite_real(value) and value >= 0
 
 
 def _float_dtype_name(value):

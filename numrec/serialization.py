@@ -42,6 +42,7 @@ import zlib
 
 import numpy as np
 
+from numrec._core._validation import is_finite_real
 from numrec._files import atomic_writer
 
 from numrec.model import Sequential
@@ -405,22 +406,13 @@ def _read_loss(path, entry):
     if spec is None or spec.kind != "loss":
         losses = [n for n, e in BUILTINS.items() if e.kind == "loss"]
         raise ModelFileError(f"{path}: unknown loss {name!r} (known: {', '.join(losses)})")
-    if not isinstance(config, dict) or not all(map(_is_finite_number, config.values())):
+    if not isinstance(config, dict) or not all(map(is_finite_real, config.values())):
         raise ModelFileError(f"{path}: the config of the loss {name} must map names to "
                              f"finite numbers, got {config!r}")
     try:
         return spec.cls(**config)
     except (TypeError, ValueError, OverflowError) as error:
         raise ModelFileError(f"{path}: invalid config for the loss {name} ({error})") from None
-
-
-def _is_finite_number(value):
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
-        return False
-    try:
-        return math.isfinite(value)
-    except OverflowError:  # an integer beyond any float
-        return False
 
 
 def _read_param(path, archive, index, shape, dtype_name):

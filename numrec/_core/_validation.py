@@ -3,6 +3,7 @@
 The compiled kernels run without bounds checks, so everything that reaches them passes
 through these functions first.  Each error names the argument and what was expected.
 """
+import math
 import numbers
 
 import numpy as np
@@ -23,6 +24,17 @@ def check_dtype(dtype, name="dtype"):
 
 #: Largest count the kernels take (a C int): sizes, batch sizes, thread counts.
 MAX_INT = 2**31 - 1
+
+
+def is_finite_real(value):
+    """Whether ``value`` is a finite real number (not a bool; an integer beyond any
+    float, as a 401-digit one in a JSON file, is not)."""
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def check_positive_int(value, name):
