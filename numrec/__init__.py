@@ -22,7 +22,7 @@ from numrec._core._losses import (
 from numrec._core._optimizers import SGD, Adam, AdamW, Optimizer
 from numrec.model import DivergedError, History, Sequential, TrainingWarning, mnist_mlp
 from numrec.serialization import ModelFileError, load
-from numrec import datasets
+from numrec import callbacks, datasets
 
 try:
     __version__ = _version("numrec")
@@ -32,7 +32,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 __all__ = [
     # the abstract classes, the model and its helpers
     "Activation", "DivergedError", "History", "Layer", "Loss", "ModelFileError", "Optimizer",
-    "Sequential", "TrainingWarning", "datasets", "load", "mnist_mlp",
+    "Sequential", "TrainingWarning", "callbacks", "datasets", "load", "mnist_mlp",
     # the built-ins, kind by kind
     "Dense",
     "LeakyReLU", "ReLU", "Sigmoid", "Tanh", "Identity", "Softmax",

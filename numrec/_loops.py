@@ -39,6 +39,7 @@ class FusedEpoch:
         batch = self.trainer.batch_size
         chunk = max(1, PROGRESS_SAMPLES // batch) * batch
         total = 0.0
+        self.trainer.refresh_step()  # a schedule may have changed the learning rate
         with self.trainer.holding(x):  # one choice of kernels for the epoch's chunks
             for start in range(0, len(order), chunk):
                 stop = min(start + chunk, len(order))
@@ -148,6 +149,9 @@ class SegmentedEpoch:
     def train(self, x, targets, order, on_progress):
         total = 0.0
         self._data = (x, order)
+        for part in self.parts:  # a schedule may have changed the learning rate
+            if isinstance(part, FusedTrainer):
+                part.refresh_step()
         with contextlib.ExitStack() as epochs:
             first, last = self.parts[0], self.parts[-1]
             if isinstance(first, FusedTrainer):

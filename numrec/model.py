@@ -51,6 +51,10 @@ class History:
         True if training stopped because validation accuracy exceeded ``target_accuracy``.
     fused : bool
         True if the whole epochs ran in the compiled training loop.
+    lr : list of float
+        The optimizer's learning rate in each epoch (when it has one, ``lr``).
+    stopped_early : bool
+        True if a callback stopped training (:mod:`numrec.callbacks`).
     stalled : bool
         True if the last validation accuracy is no better (within
         :data:`CHANCE_MARGIN`) than always answering the most frequent class: the
@@ -69,6 +73,8 @@ class History:
     fused: bool = False
     loop: str = "compiled"
     stalled: bool = False
+    lr: list = field(default_factory=list)
+    stopped_early: bool = False
 
     @property
     def epochs(self):
@@ -361,7 +367,7 @@ class Sequential:
 
     def fit(self, x, y, *, epochs=1, batch_size=32, loss=None, optimizer=None,
             validation_data=None, seed=None, shuffle=True, target_accuracy=None,
-            on_epoch=None, on_progress=None, fused=None, threads=None):
+            on_epoch=None, on_progress=None, callbacks=None, fused=None, threads=None):
         """Train the model by minibatch gradient descent.
 
         Parameters
@@ -390,6 +396,9 @@ class Sequential:
             (needs ``validation_data``).
         on_epoch : callable, optional
             Called after each epoch as ``on_epoch(epoch, history)`` (epoch counts from 1).
+        callbacks : list of numrec.callbacks.Callback, optional
+            Run between epochs: early stopping, checkpoints, learning-rate schedules or
+            your own (see :mod:`numrec.callbacks`).
         on_progress : callable, optional
             Called as ``on_progress(samples_done, samples_total)`` during each epoch.
             In the compiled loop the model's parameter arrays may lag behind until the
@@ -467,9 +476,16 @@ class Sequential:
                                                      threads)
         history = History(fused=isinstance(run_epoch, FusedEpoch),
                           loop=_LOOP_NAMES[type(run_epoch)])
+        callbacks = _check_callbacks(callbacks, self, optimizer)
         with _blas_threads(blas_threads):
-            _run_epochs(run_epoch, history, x, train_targets, validation, epochs, rng,
-                        target_accuracy, on_epoch, on_progress)
+            for callback in callbacks:
+                callback.on_train_begin(history)
+            try:
+                _run_epochs(run_epoch, history, x, train_targets, validation, epochs, rng,
+                            target_accuracy, on_epoch, on_progress, callbacks, optimizer)
+            finally:
+                for callback in callbacks:
+                    callback.on_train_end(history)
         if validation is not None:
             _check_learning(history, validation[1])
         return history
@@ -524,9 +540,13 @@ _LOOP_NAMES = {FusedEpoch: "compiled", SegmentedEpoch: "segmented", PythonEpoch:
 
 
 def _run_epochs(run_epoch, history, x, targets, validation, epochs, rng, target_accuracy,
-                on_epoch, on_progress):
+                on_epoch, on_progress, callbacks, optimizer):
     """The epoch loop of :meth:`Sequential.fit`, appending to ``history``."""
     for epoch in range(1, epochs + 1):
+        for callback in callbacks:
+            callback.on_epoch_begin(epoch)
+        if hasattr(optimizer, "lr"):
+            history.lr.append(float(optimizer.lr))
         start = time.perf_counter()
         order = rng.permutation(len(x)) if rng is not None else np.arange(len(x))
         mean_loss = run_epoch.train(x, targets, order, on_progress) / len(x)
@@ -541,9 +561,26 @@ def _run_epochs(run_epoch, history, x, targets, validation, epochs, rng, target_
         history.seconds.append(time.perf_counter() - start)
         if on_epoch is not None:
             on_epoch(epoch, history)
+        stops = [bool(callback.on_epoch_end(epoch, history)) for callback in callbacks]
+        if any(stops):
+            history.stopped_early = True
+            return
         if target_accuracy is not None and history.val_accuracy[-1] > target_accuracy:
             history.reached_target = True
             return
+
+
+def _check_callbacks(callbacks, model, optimizer):
+    """``callbacks`` as a list, each checked and told the model and optimizer."""
+    from numrec.callbacks import Callback
+
+    callbacks = list(callbacks or ())
+    for index, callback in enumerate(callbacks):
+        if not isinstance(callback, Callback):
+            raise TypeError(f"callbacks[{index}] must be a numrec.callbacks.Callback, got "
+                            f"{type(callback).__name__}")
+        callback.model, callback.optimizer = model, optimizer
+    return callbacks
 
 
 def _check_learning(history, labels):

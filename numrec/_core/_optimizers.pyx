@@ -248,9 +248,10 @@ cdef class SGD(Optimizer):
     ----------
     lr : float, default 0.5
         Learning rate :math:`\eta`, positive.  With the quadratic cost and a sigmoid
-        output, rates of about 1 and above tend to diverge.  Writable between calls of
-        ``fit`` (a schedule: ``optimizer.lr = 0.1``); the compiled loop reads plain
-        SGD's rate when ``fit`` starts, the other forms' at every batch.
+        output, rates of about 1 and above tend to diverge.  Writable (a schedule:
+        ``optimizer.lr = 0.1``, or :class:`numrec.callbacks.LearningRateScheduler`);
+        the compiled loop reads plain SGD's rate at the start of every epoch, the other
+        forms' at every batch.
     momentum : float, default 0
         :math:`\mu`, in [0, 1).
     nesterov : bool, default False

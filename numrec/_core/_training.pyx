@@ -412,6 +412,17 @@ cdef class FusedTrainer:
             if sparse:
                 (<Layer>self._stages[0].layer)._sparse_inputs(False)
 
+    def refresh_step(self):
+        """Read the optimizer's folded step again: its learning rate may have changed
+        since the trainer was built (a schedule between epochs)."""
+        if not self._fold:
+            return
+        step = (<Optimizer>self._optimizer).folded_step()
+        if step is None:
+            raise ValueError("the optimizer's update can no longer be folded into the "
+                             "gradient products: build a new trainer")
+        self._step = step
+
     @contextmanager
     def holding(self, x):
         """A context manager that keeps the first layer's kernels chosen for ``x``.
