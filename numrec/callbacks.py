@@ -101,7 +101,8 @@ class EarlyStopping(Callback):
     monitor : {"val_accuracy", "loss"}, default "val_accuracy"
         Larger is better for the validation accuracy, smaller for the training loss.
     patience : int, default 2
-        Epochs without improvement to wait before stopping.
+        Stop after this many epochs in a row without improvement (Keras' count: with
+        2, training stops two epochs after the best one).
     min_delta : float, default 0
         The smallest change that counts as an improvement.
     restore_best_weights : bool, default False
@@ -130,7 +131,7 @@ class EarlyStopping(Callback):
             if self.restore_best_weights:
                 self._best_parameters = [param.copy() for param in self.model.parameters()]
             return False
-        return epoch - self.best_epoch > self.patience
+        return epoch - self.best_epoch >= self.patience
 
     def on_train_end(self, history):
         if self.restore_best_weights and self._best_parameters is not None:
