@@ -99,6 +99,10 @@ class Sequential:
 
     Attributes
     ----------
+    components : list of Layer and Activation
+        The components, in order (the list given to the constructor).
+    dtype : numpy.dtype
+        The parameters' dtype, float32 or float64 (float32 without any parameters).
     loss : Loss or None
         The loss of the last :meth:`fit` (or given to the constructor): :meth:`fit` and
         :meth:`evaluate` use it when not given another, :meth:`predict` reports

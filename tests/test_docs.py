@@ -97,3 +97,16 @@ def test_cli_page_shows_every_command(html):
     text = _text(html / "cli.html")
     for usage in ("usage: numrec train", "usage: numrec evaluate", "usage: numrec predict"):
         assert usage in text
+
+
+def test_the_api_reference_lists_every_public_name_and_sequentials_methods():
+    import re
+    import numrec
+    text = (DOCS / "api.rst").read_text(encoding="utf-8")
+    missing = [name for name in numrec.__all__
+               if not re.search(rf"^\.\. auto\w+:: (numrec\.)?{name}\b", text, re.MULTILINE)]
+    assert not missing, f"docs/api.rst lacks entries for {missing}"
+    members = re.search(r"^\.\. autoclass:: Sequential\n   :members: (.*)$", text,
+                        re.MULTILINE).group(1).split(", ")
+    public = [name for name in vars(numrec.Sequential) if not name.startswith("_")]
+    assert sorted(set(public) - set(members)) == []
