@@ -9,10 +9,11 @@ import tempfile
 def atomic_writer(path):
     """Yield a binary file that replaces ``path`` only once it is completely written.
 
-    The data goes to a temporary file in the same directory (``.NAME.PID.XXXXXXXX.tmp``),
-    which is flushed to disk and then renamed over ``path``.  Temporary files that a
-    killed process left for the same path are removed first.  On any exception, ``KeyboardInterrupt`` included, the
-    temporary file is removed and ``path`` is left as it was.
+    The data goes to a temporary file in the same directory
+    (``.NAME.PID.XXXXXXXX.tmp``), which is flushed to disk and then renamed over
+    ``path``.  Temporary files that a killed process left for the same path are removed
+    first.  On any exception, ``KeyboardInterrupt`` included, the temporary file is
+    removed and ``path`` is left as it was.
     """
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):

@@ -148,7 +148,8 @@ Run 'numrec COMMAND --help' for a command's options.
 _TRAIN_EPILOG = f"""\
 presets (--preset; the other options change one setting each):
   reference     784-256-10, leaky ReLU (slope {ALPHA}), sigmoid outputs, quadratic cost
-                (mse), plain SGD with learning rate {DEFAULT_LR:g}, batch {DEFAULT_BATCH_SIZE}, He initialisation
+                (mse), plain SGD with learning rate {DEFAULT_LR:g}, batch {DEFAULT_BATCH_SIZE},
+                He initialisation
   seed-rust     784-256-10, leaky ReLU, softmax outputs, categorical cross-entropy,
                 SGD lr 0.8, batch 512, He initialisation
   seed-pytorch  784-256-10, ReLU, cross-entropy on the logits (PyTorch's
@@ -156,15 +157,18 @@ presets (--preset; the other options change one setting each):
                 normal) weights and zero biases
 
 The losses expect their outputs: mse any, cross-entropy softmax, binary-cross-entropy
-sigmoid, softmax-cross-entropy the logits (--output-activation identity).  Without --epochs, training stops after the first epoch whose test
-accuracy exceeds the target (checked after every epoch), or after {MAX_EPOCHS} epochs; in
-that case the model is saved and the exit status is 1.  With --epochs alone, exactly
-that many epochs run; with --epochs and --target-accuracy, at most that many.
+sigmoid, softmax-cross-entropy the logits (--output-activation identity).
+
+Without --epochs, training stops after the first epoch whose test accuracy exceeds the
+target (checked after every epoch), or after {MAX_EPOCHS} epochs; in that case the model is
+saved and the exit status is 1.  With --epochs alone, exactly that many epochs run; with
+--epochs and --target-accuracy, at most that many.  A network that does not learn (test
+accuracy at chance level) is saved too, with a warning, and the exit status is 1.
 
 Each epoch prints its mean training loss, test accuracy and seconds (training plus the
 test pass); a live bar is drawn when the output is a terminal.  Ctrl-C saves the model
-trained so far and exits with status 130;
-SIGTERM (a scheduler's stop, 'timeout') does the same with status 143.
+trained so far and exits with status 130; SIGTERM (a scheduler's stop, or timeout's)
+does the same with status 143.
 
 --json ends the output with one JSON object: epochs, test_accuracy (a fraction),
 train_seconds (training plus per-epoch evaluation, without start-up and data loading),
@@ -343,8 +347,8 @@ def _add_network_options(train):
 
 #: ``numrec train`` options that change the preset's :class:`~numrec.presets.Setup`.
 _SETUP_OPTIONS = ("hidden", "activation", "alpha", "output_activation", "loss_name",
-                  "optimizer_name", "lr", "momentum", "nesterov", "classic", "betas", "weight_decay",
-                  "init", "batch_size", "shuffle")
+                  "optimizer_name", "lr", "momentum", "nesterov", "classic", "betas",
+                  "weight_decay", "init", "batch_size", "shuffle")
 
 
 def _setup(args):

@@ -344,8 +344,9 @@ class Sequential:
 
         The file is written at exactly ``path`` (no suffix is added; ``.npz`` is the
         conventional one) and atomically: an existing file is only replaced once the new
-        one is complete.  Load it with :func:`numrec.load`.  Only models made of
-        built-in components can be saved (see :mod:`numrec.serialization`).
+        one is complete.  Load it with :func:`numrec.load`.  Models made of built-in
+        components can be saved, and of components of your own registered with
+        :func:`numrec.registry.register_custom` (see :mod:`numrec.serialization`).
 
         A path ending in ``.txt`` writes the seed's text format instead (see
         :mod:`numrec.seed_format`), which holds Dense layers with one LeakyReLU slope
@@ -358,7 +359,8 @@ class Sequential:
         Raises
         ------
         TypeError
-            If a component is not a built-in (for example a Python-written layer).
+            If a component is neither a built-in nor registered (for example a
+            Python-written layer).
         ValueError
             If a parameter is not finite, or for a ``.txt`` path if the seed's format
             cannot describe the model (the message says why).

@@ -24,7 +24,8 @@ from numrec._core._losses import MSE, BinaryCrossEntropy, CrossEntropy, SoftmaxC
 from numrec._core._optimizers import SGD, Adam, AdamW
 from numrec._core._validation import check_positive_int, is_finite_real
 
-__all__ = ["BUILTINS", "Builtin", "KINDS", "register", "savable"]
+__all__ = ["BUILTINS", "Builtin", "CUSTOM", "KINDS", "register", "register_custom", "savable",
+           "unregister_custom"]
 
 #: The kinds of component, in the order the API reference lists them.
 KINDS = ("layer", "activation", "loss", "optimizer")
@@ -80,10 +81,63 @@ def register(cls, kind, *, config=None, shapes=None, examples=({},)):
     return cls
 
 
+#: Name -> :class:`Builtin` for the user's own layers and activations that model files may
+#: hold (:func:`register_custom`).
+CUSTOM: dict[str, Builtin] = {}
+
+
+def register_custom(cls, kind, *, config=None, shapes=None):
+    """Let model files hold ``cls``, a layer or activation of your own.
+
+    :meth:`Sequential.save <numrec.Sequential.save>` then writes it as its class name
+    with ``get_config()``, and :func:`numrec.load` rebuilds it as ``cls(**config)``
+    and copies its parameters into the arrays ``parameters()`` returns, in place.
+    Register the class again (under the same name) in the program that loads the file:
+    loading never imports code named by a file.
+
+    Parameters
+    ----------
+    cls : type
+        A subclass of :class:`~numrec.Layer` or :class:`~numrec.Activation`.
+    kind : {"layer", "activation"}
+    config : dict, optional
+        Each ``get_config()`` key and a check of its JSON value (True when valid); the
+        file's config must have exactly these keys.
+    shapes : callable, optional
+        ``shapes(config) -> list of tuple``: the parameters' shapes, checked against the
+        file's arrays before anything is built (required for a layer with parameters).
+    """
+    from numrec._core._activations import Activation
+    from numrec._core._layers import Layer
+
+    base = {"layer": Layer, "activation": Activation}.get(kind)
+    if base is None:
+        raise ValueError(f"kind must be 'layer' or 'activation', got {kind!r}")
+    if not (isinstance(cls, type) and issubclass(cls, base)):
+        raise TypeError(f"a {kind} must subclass numrec.{base.__name__}, got {cls!r}")
+    name = cls.__name__
+    if name in BUILTINS or (name in CUSTOM and CUSTOM[name].cls is not cls):
+        taken_by = (BUILTINS | CUSTOM)[name].cls
+        raise ValueError(f"the name {name} is taken already (by {taken_by!r})")
+    for key, check in dict(config or {}).items():
+        if not callable(check):
+            raise TypeError(f"config[{key!r}] must be a check of the value (a callable)")
+    CUSTOM[name] = Builtin(cls, kind, dict(config or {}), shapes, ())
+    return cls
+
+
+def unregister_custom(cls):
+    """Undo :func:`register_custom` for ``cls``."""
+    if CUSTOM.get(cls.__name__, None) is None or CUSTOM[cls.__name__].cls is not cls:
+        raise ValueError(f"{cls!r} is not registered")
+    del CUSTOM[cls.__name__]
+
+
 def savable():
-    """The built-ins a model file can hold (layers and activations), by name."""
-    return {name: entry for name, entry in BUILTINS.items()
-            if entry.kind in ("layer", "activation")}
+    """What a model file can hold, by name: the built-in layers and activations, then
+    those registered with :func:`register_custom`."""
+    return {**{name: entry for name, entry in BUILTINS.items()
+               if entry.kind in ("layer", "activation")}, **CUSTOM}
 
 
 # --- checks of JSON values in model files -----------------------------------------------------

@@ -13,8 +13,9 @@ with these entries:
                         {"type": "LeakyReLU", "config": {"alpha": 0.2}},
                         ...]}
 
-    Each component is a built-in type named in :data:`COMPONENTS` with the arguments of
-    its ``get_config()``.  An optional ``"loss"`` entry of the same form
+    Each component is a built-in type named in :data:`COMPONENTS`, or one registered
+    with :func:`numrec.registry.register_custom`, with the arguments of its
+    ``get_config()``.  An optional ``"loss"`` entry of the same form
     (``{"type": "SoftmaxCrossEntropy", "config": {}}``) names the built-in loss the model
     was trained with (:attr:`numrec.Sequential.loss`); a Python-written loss is not kept.
 ``param_0``, ``param_1``, ...
@@ -107,12 +108,12 @@ def save_model(model, path):
     components = []
     for index, component in enumerate(model.components):
         kind = type(component)
-        spec = COMPONENTS.get(kind.__name__)
+        spec = savable().get(kind.__name__)
         if spec is None or kind is not spec.cls:
             raise TypeError(
                 f"cannot save components[{index}] ({kind.__module__}.{kind.__qualname__}): "
-                f"model files hold only the built-in components "
-                f"{', '.join(COMPONENTS)}, not Python-written ones"
+                f"model files hold the built-in components {', '.join(COMPONENTS)} and "
+                f"those registered with numrec.registry.register_custom"
             )
         config = component.get_config()
         components.append({"type": kind.__name__, "config": config})
@@ -373,10 +374,12 @@ def _check_component(path, index, entry, dtype_name):
     if not isinstance(entry, dict) or set(entry) != {"type", "config"}:
         raise ModelFileError(f"{where} must be an object with the keys 'type' and 'config'")
     name, config = entry["type"], entry["config"]
-    spec = COMPONENTS.get(name) if isinstance(name, str) else None
+    known = savable()
+    spec = known.get(name) if isinstance(name, str) else None
     if spec is None:
         raise ModelFileError(
-            f"{where} has unknown type {name!r} (known: {', '.join(COMPONENTS)})"
+            f"{where} has unknown type {name!r} (known: {', '.join(known)}; register a "
+            f"class of your own with numrec.registry.register_custom)"
         )
     if not isinstance(config, dict) or set(config) != set(spec.config):
         got = sorted(config) if isinstance(config, dict) else type(config).__name__

@@ -578,3 +578,87 @@ def test_a_flipped_byte_in_a_member_header_is_a_model_file_error(tmp_path):
     edited = tmp_path / "flipped.npz"
     _rewrite_member(source, edited, "param_0.npy", flip)
     assert_model_file_error(edited, "param_0' has a damaged .npy header")
+
+
+class Scaled(numrec.Activation):
+    """f(z) = scale * z, a Python activation with a setting."""
+
+    def __init__(self, scale):
+        self.scale = scale
+
+    def forward(self, z):
+        return z * self.scale
+
+    def derivative(self, z, a):
+        return np.full_like(z, self.scale)
+
+    def get_config(self):
+        return {"scale": self.scale}
+
+
+class Diagonal(numrec.Layer):
+    """z = x * w + b elementwise, a Python layer with parameters."""
+
+    def __init__(self, width):
+        self.width = width
+        self.w, self.b = np.ones(width, np.float32), np.zeros(width, np.float32)
+
+    def forward(self, x):
+        return x * self.w + self.b
+
+    def parameters(self):
+        return [self.w, self.b]
+
+    def gradients(self):
+        return [np.zeros_like(self.w), np.zeros_like(self.b)]
+
+    def get_config(self):
+        return {"width": self.width}
+
+
+@pytest.fixture
+def registered():
+    from numrec.registry import register_custom, unregister_custom
+    register_custom(Scaled, "activation", config={"scale": lambda v: isinstance(v, float)})
+    register_custom(Diagonal, "layer", config={"width": lambda v: isinstance(v, int)},
+                    shapes=lambda config: [(config["width"],), (config["width"],)])
+    yield
+    unregister_custom(Scaled)
+    unregister_custom(Diagonal)
+
+
+def test_components_of_ones_own_save_and_load_once_registered(tmp_path, registered):
+    diagonal = Diagonal(4)
+    diagonal.w[...] = [1.5, -2.0, 0.25, 3.0]
+    model = numrec.Sequential([numrec.Dense(6, 4, seed=0), Scaled(0.5), diagonal,
+                               numrec.Sigmoid()])
+    model.save(tmp_path / "own.npz")
+    loaded = load(tmp_path / "own.npz")
+    assert [type(c) for c in loaded.components] == [numrec.Dense, Scaled, Diagonal,
+                                                    numrec.Sigmoid]
+    assert loaded.components[1].scale == 0.5
+    x = np.random.default_rng(0).random((5, 6)).astype(np.float32)
+    np.testing.assert_array_equal(loaded.predict(x), model.predict(x))
+
+
+def test_unregistered_components_say_how_to_register_them(tmp_path, registered):
+    model = numrec.Sequential([numrec.Dense(6, 4, seed=0), Scaled(0.5)])
+    model.save(tmp_path / "own.npz")
+    from numrec.registry import unregister_custom, register_custom
+    unregister_custom(Scaled)
+    try:
+        assert_model_file_error(tmp_path / "own.npz", "unknown type 'Scaled' .*register_custom")
+        with pytest.raises(TypeError, match="registered with numrec.registry.register_custom"):
+            model.save(tmp_path / "again.npz")
+    finally:
+        register_custom(Scaled, "activation", config={"scale": lambda v: isinstance(v, float)})
+
+
+def test_register_custom_refuses_what_it_cannot_save():
+    from numrec.registry import register_custom
+    with pytest.raises(ValueError, match="the name Sigmoid is taken already"):
+        register_custom(type("Sigmoid", (numrec.Activation,), {}), "activation")
+    with pytest.raises(TypeError, match="must subclass numrec.Layer"):
+        register_custom(Scaled, "layer")
+    with pytest.raises(ValueError, match="kind must be 'layer' or 'activation'"):
+        register_custom(Scaled, "loss")

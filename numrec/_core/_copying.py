@@ -3,9 +3,10 @@
 The compiled classes keep their state in C fields, which Python's default pickling cannot
 see, so each abstract base's ``__reduce__`` calls :func:`reduce_component`:
 
-- a built-in, or a component whose class has a ``get_config`` of its own, is rebuilt as ``cls(**component.get_config())`` (the documented meaning of
-  ``get_config``), its parameters are copied in, and its instance ``__dict__`` (a
-  Python subclass's attributes) is restored;
+- a built-in, or a component whose class has a ``get_config`` of its own, is rebuilt
+  as ``cls(**component.get_config())`` (the documented meaning of ``get_config``), its
+  parameters are copied in, and its instance ``__dict__`` (a Python subclass's
+  attributes) is restored;
 - a Python-written component that keeps its own ``get_config`` default is restored from
   its ``__dict__`` alone, without calling its constructor, as Python does for plain
   classes.
