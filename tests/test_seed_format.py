@@ -11,7 +11,7 @@ from PIL import Image
 
 import numrec
 from numrec import ModelFileError
-from numrec.datasets import MNIST_FILES, load_mnist, write_idx
+from numrec.datasets import load_mnist
 from numrec.images import load_digit
 from numrec.seed_format import is_seed_model, read_seed_model, write_seed_model
 
@@ -528,18 +528,6 @@ def assert_one_line_error(result, status=1):
     lines = result.stderr.splitlines()
     assert len(lines) == 1, result.stderr
     return lines[0]
-
-
-@pytest.fixture(scope="module")
-def small_data(tmp_path_factory):
-    """MNIST-format data: 3000 training and 500 test images."""
-    (x_train, y_train), (x_test, y_test) = load_mnist(dtype=np.uint8, flatten=False)
-    directory = tmp_path_factory.mktemp("small-mnist")
-    arrays = (x_train[:3000], y_train[:3000].astype(np.uint8),
-              x_test[:500], y_test[:500].astype(np.uint8))
-    for name, array in zip(MNIST_FILES, arrays):
-        write_idx(directory / name, array)
-    return directory
 
 
 @pytest.fixture(scope="module")
