@@ -4,6 +4,7 @@ from libc.math cimport exp, log, log1p
 
 import numpy as np
 
+from numrec._core._activations import Softmax
 from numrec._core._copying import reduce_component
 
 from numrec._core._validation import check_array, check_finite_number, FLOAT_DTYPES
@@ -310,14 +311,14 @@ cdef class SoftmaxCrossEntropy(Loss):
 
     def probabilities(self, output):
         """Return the row-wise softmax of the scores ``output`` ``(n_samples,
-        n_outputs)``, in its dtype: each row is non-negative and sums to 1."""
+        n_outputs)``, in its dtype: each row is non-negative and sums to 1 (the kernel of
+        :class:`~numrec.Softmax`)."""
         output = check_array(output, "output", shape=(None, None))
         if output.dtype not in FLOAT_DTYPES:
             raise TypeError(f"output must have dtype float32 or float64, got {output.dtype}")
         if output.shape[1] == 0:
             return output.copy()
-        shifted = np.exp(output - output.max(axis=1, keepdims=True))
-        return shifted / shifted.sum(axis=1, keepdims=True)
+        return Softmax().forward(output)
 
     cdef double value_and_gradient_f32(self, const float* a, const float* y, float* g,
                                        Py_ssize_t m, Py_ssize_t n) noexcept nogil:
