@@ -103,6 +103,9 @@ class Sequential:
         The components, in order (the list given to the constructor).
     dtype : numpy.dtype
         The parameters' dtype, float32 or float64 (float32 without any parameters).
+    training : bool
+        The mode set by :meth:`train` and :meth:`eval` (True, training mode, to begin
+        with), which every layer's :attr:`~numrec.Layer.training` follows.
     loss : Loss or None
         The loss of the last :meth:`fit` (or given to the constructor): :meth:`fit` and
         :meth:`evaluate` use it when not given another, :meth:`predict` reports
@@ -133,6 +136,43 @@ class Sequential:
         self.dtype = self._common_dtype()
         self._check_widths()
         self._forward_done = False
+        self.training = True
+
+    # --- modes --------------------------------------------------------------------------
+
+    def train(self, mode=True):
+        """Put the model in training mode (``mode=True``) or evaluation mode; return it.
+
+        As PyTorch's ``Module.train``: it sets :attr:`training` and every layer's
+        :attr:`~numrec.Layer.training`, which layers such as dropout read in
+        :meth:`forward`.  :meth:`fit` trains in training mode and :meth:`predict` and
+        :meth:`evaluate` run in evaluation mode whatever the mode; each leaves the mode
+        as it found it.
+        """
+        if not isinstance(mode, (bool, np.bool_)):
+            raise TypeError(f"mode must be True or False, got {mode!r}")
+        self.training = bool(mode)
+        for component in self.components:
+            if isinstance(component, Layer):
+                component.training = self.training
+        return self
+
+    def eval(self):
+        """Put the model in evaluation mode (``train(False)``); return it."""
+        return self.train(False)
+
+    @contextlib.contextmanager
+    def _mode(self, training):
+        """Run the ``with`` block in training mode or not, then restore every mode."""
+        layers = [c for c in self.components if isinstance(c, Layer)]
+        previous = self.training, [layer.training for layer in layers]
+        self.train(training)
+        try:
+            yield
+        finally:
+            self.training = previous[0]
+            for layer, mode in zip(layers, previous[1]):
+                layer.training = mode
 
     def _common_dtype(self):
         dtypes = {param.dtype for param in self.parameters()}
@@ -268,8 +308,9 @@ class Sequential:
         """The last component's outputs for ``x``, ``batch_size`` rows at a time."""
         batch_size = check_positive_int(batch_size, "batch_size")
         x = _check_inputs(x, "x", self.n_inputs)
-        outputs = [self._predict_batch(x[i:i + batch_size])
-                   for i in range(0, max(len(x), 1), batch_size)]
+        with self._mode(False):
+            outputs = [self._predict_batch(x[i:i + batch_size])
+                       for i in range(0, max(len(x), 1), batch_size)]
         return np.concatenate(outputs)
 
     def _predict_batch(self, x):
@@ -459,7 +500,8 @@ class Sequential:
             x = np.ascontiguousarray(x, dtype=self.dtype)
         if len(x) == 0:
             raise ValueError("x must hold at least one sample")
-        n_outputs = self._predict_batch(x[:batch_size]).shape[1]  # a batch as fit runs it
+        with self._mode(False):  # a batch as fit runs it
+            n_outputs = self._predict_batch(x[:batch_size]).shape[1]
         targets, labels = _prepare_targets(y, len(x), n_outputs, self.dtype, "y")
         train_targets = labels if y.ndim == 1 else targets
         validation = self._check_validation(validation_data, n_outputs)
@@ -483,12 +525,13 @@ class Sequential:
         history = History(fused=isinstance(run_epoch, FusedEpoch),
                           loop=_LOOP_NAMES[type(run_epoch)])
         callbacks = _check_callbacks(callbacks, self, optimizer)
-        with _blas_threads(blas_threads):
+        with _blas_threads(blas_threads), self._mode(True):
             for callback in callbacks:
                 callback.on_train_begin(history)
             try:
                 _run_epochs(run_epoch, history, x, train_targets, validation, epochs, rng,
-                            target_accuracy, on_epoch, on_progress, callbacks, optimizer)
+                            target_accuracy, on_epoch, on_progress, callbacks, optimizer,
+                            self._mode)
             finally:
                 for callback in callbacks:
                     callback.on_train_end(history)
@@ -546,8 +589,11 @@ _LOOP_NAMES = {FusedEpoch: "compiled", SegmentedEpoch: "segmented", PythonEpoch:
 
 
 def _run_epochs(run_epoch, history, x, targets, validation, epochs, rng, target_accuracy,
-                on_epoch, on_progress, callbacks, optimizer):
-    """The epoch loop of :meth:`Sequential.fit`, appending to ``history``."""
+                on_epoch, on_progress, callbacks, optimizer, mode):
+    """The epoch loop of :meth:`Sequential.fit`, appending to ``history``.
+
+    ``mode(training)`` is the model's context manager for its training mode.
+    """
     for epoch in range(1, epochs + 1):
         for callback in callbacks:
             callback.on_epoch_begin(epoch)
@@ -563,7 +609,8 @@ def _run_epochs(run_epoch, history, x, targets, validation, epochs, rng, target_
             )
         history.loss.append(mean_loss)
         if validation is not None:
-            history.val_accuracy.append(run_epoch.accuracy(*validation))
+            with mode(False):
+                history.val_accuracy.append(run_epoch.accuracy(*validation))
         history.seconds.append(time.perf_counter() - start)
         if on_epoch is not None:
             on_epoch(epoch, history)

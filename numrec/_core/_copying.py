@@ -11,6 +11,8 @@ see, so each abstract base's ``__reduce__`` calls :func:`reduce_component`:
   its ``__dict__`` alone, without calling its constructor, as Python does for plain
   classes.
 
+A layer's :attr:`~numrec.Layer.training` mode is kept.
+
 An optimizer's state (momentum, Adam's moments) belongs to the parameter arrays it was
 prepared for, so a copy starts afresh, as after :meth:`~numrec.Optimizer.prepare` on new
 parameters.
@@ -24,24 +26,30 @@ def reduce_component(component, base):
     cls = type(component)
     attributes = dict(getattr(component, "__dict__", None) or {})
     written_in_python = not cls.__module__.startswith("numrec._core.")
+    training = getattr(component, "training", None)
     if written_in_python and cls.get_config is base.get_config:
-        return _restore_attributes, (cls, attributes)
+        return _restore_attributes, (cls, attributes, training)
     parameters = component.parameters() if hasattr(component, "parameters") else []
     return _rebuild, (cls, component.get_config(), [param.copy() for param in parameters],
-                      attributes)
+                      attributes, training)
 
 
-def _rebuild(cls, config, parameters, attributes):
+def _rebuild(cls, config, parameters, attributes, training=None):
     component = cls(**config)
     for target, value in zip(component.parameters() if parameters else (), parameters):
         target[...] = value
-    if attributes:
-        component.__dict__.update(attributes)
+    _restore(component, attributes, training)
     return component
 
 
-def _restore_attributes(cls, attributes):
+def _restore_attributes(cls, attributes, training=None):
     component = cls.__new__(cls)
+    _restore(component, attributes, training)
+    return component
+
+
+def _restore(component, attributes, training):
     if attributes:
         component.__dict__.update(attributes)
-    return component
+    if training is not None:
+        component.training = training

@@ -76,6 +76,13 @@ cdef class Layer:
     - ``parameters()`` and ``gradients()`` list its parameter arrays and their gradient
       arrays in matching order; an optimizer updates the parameter arrays in place.
 
+    ``training`` is True in training mode (the default) and False in evaluation mode,
+    as PyTorch's ``Module.training``: :meth:`Sequential.train` and
+    :meth:`Sequential.eval` set it on every layer, :meth:`Sequential.fit` trains in
+    training mode, and :meth:`Sequential.predict` and :meth:`Sequential.evaluate` run in
+    evaluation mode.  Only layers that behave differently in training (such as dropout)
+    read it.
+
     To write one in Python, subclass it and implement these methods.  Inside a model,
     a Python-written layer runs per batch between the compiled parts, which stay
     compiled (see :doc:`architecture`).
@@ -97,6 +104,7 @@ cdef class Layer:
     def __cinit__(self, *args, **kwargs):
         if type(self) is Layer:
             raise TypeError("Layer is abstract: subclass it and implement forward and backward")
+        self.training = True
 
     def __reduce__(self):
         """For ``pickle`` and ``copy``: see :mod:`numrec._core._copying`."""
