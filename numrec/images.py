@@ -82,6 +82,8 @@ def read_grey(path, *, max_pixels=None):
         raise ImageError(f"{name} is a directory, not an image")
     try:
         with warnings.catch_warnings():
+            # Pillow warns of damaged metadata it skips: the picture is read or refused.
+            warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(name) as image:
                 width, height = image.size
@@ -125,7 +127,8 @@ def _grey_levels(image, name):
     """Return the grey levels of a decoded Pillow image, float64 in [0, 1]."""
     if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
         # 16-bit or float grey (PGM with maxval > 255, TIFF, ...): scale by the file's range.
-        grey = np.asarray(image, dtype=np.float64)
+        with np.errstate(all="ignore"):  # NaN and infinity are reported below
+            grey = np.asarray(image, dtype=np.float64)
         if not np.isfinite(grey).all():
             raise ImageError(f"{name} holds NaN or infinite values")
         top = 65535.0 if image.mode.startswith("I;16") else max(float(grey.max()), 1.0)

@@ -218,7 +218,8 @@ def load(path, *, output=None, dtype=None, max_bytes=None):
         if isinstance(error, FileNotFoundError):
             raise
         raise ModelFileError(
-            f"{path}: not a valid numrec model file (damaged or truncated archive: {error})"
+            f"{path}: not a valid numrec model file (damaged or truncated archive: "
+            f"{_show(' '.join(str(error).split()), width=120, quote=False)})"
         ) from None
 
 
