@@ -88,7 +88,9 @@ def save_model(model, path):
         conventional one).  A path ending in ``.txt`` (in any case) is written in the
         seed's text format instead (:func:`numrec.seed_format.write_seed_model`).  An
         existing file is replaced atomically: it stays intact if saving fails or is
-        interrupted, and no temporary file is left behind.
+        interrupted, and no temporary file is left behind.  It keeps its permission
+        bits.  A symbolic link is followed (the file it points to is replaced); a
+        device, a pipe or a socket is never replaced.
 
     Raises
     ------
@@ -101,7 +103,8 @@ def save_model(model, path):
         a ``.txt`` path, if the seed's format cannot describe the model (the message
         says why).
     OSError
-        If the file cannot be written.
+        If the file cannot be written (the error names ``path``, not a temporary file),
+        or ``path`` is a device, a pipe or a socket.
     """
     if not isinstance(model, Sequential):
         raise TypeError(f"model must be a numrec.Sequential, got {type(model).__name__}")

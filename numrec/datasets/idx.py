@@ -314,6 +314,8 @@ def write_idx(path, array):
 
     The file is written atomically: the data goes to a temporary file in the same
     directory, which then replaces ``path``, so a failure never leaves a partial file.
+    A replaced file keeps its permission bits; a symbolic link is followed, and a device,
+    a pipe or a socket is never replaced (``OSError``).
 
     Parameters
     ----------
