@@ -187,8 +187,8 @@ def load(path, *, output=None, dtype=None, max_bytes=None):
         parameters whose number, shapes, dtypes or values (NaN, infinity) do not match
         the architecture, an entry whose header announces more or less data than it
         holds, parameters larger than ``max_bytes``, an encrypted entry or one
-        compressed otherwise than by deflate; or a seed text file that does not follow its format (the
-        message names the line).  No code from the file is ever run.
+        compressed otherwise than by deflate; or a seed text file that does not follow
+        its format (the message names the line).  No code from the file is ever run.
     ValueError
         If ``output`` or ``dtype`` is given for a ``.npz`` file, or is not one of the
         accepted values, or ``max_bytes`` is not a positive whole number.
@@ -451,7 +451,8 @@ def _check_component(path, index, entry, dtype_name):
             raise ModelFileError(f"{where} ({name}) has an invalid {key}: {_show(config[key])}")
     if "dtype" in config and config["dtype"] != dtype_name:
         raise ModelFileError(
-            f"{where} ({name}) has dtype {_show(config['dtype'])} but the model's is {dtype_name!r}"
+            f"{where} ({name}) has dtype {_show(config['dtype'])} but the model's is "
+            f"{dtype_name!r}"
         )
     return spec, config
 

@@ -20,7 +20,6 @@ import json
 import os
 import resource
 import struct
-import sys
 import tempfile
 import zipfile
 import zlib
