@@ -168,7 +168,9 @@ accuracy at chance level) is saved too, with a warning, and the exit status is 1
 Each epoch prints its mean training loss, test accuracy and seconds (training plus the
 test pass); a live bar is drawn when the output is a terminal.  Ctrl-C saves the model
 trained so far and exits with status 130; SIGTERM (a scheduler's stop, or timeout's)
-does the same with status 143.
+does the same with status 143.  A second Ctrl-C or SIGTERM during that save stops at
+once without saving (a file already at the output path stays as it was).  The output
+must be a regular file or a link to one: a device or a pipe is never replaced.
 
 --json ends the output with one JSON object: epochs, test_accuracy (a fraction),
 train_seconds (training plus per-epoch evaluation, without start-up and data loading),
@@ -477,9 +479,16 @@ def _load_data(directory):
 
 def _check_output(path):
     """Fail before training if the model could not be saved at ``path``."""
+    from numrec._files import writable_target
+
     path = os.path.expanduser(path)
     if os.path.isdir(path):
         raise CommandError(f"--output is a directory: {path} (give a file name)")
+    if os.path.exists(path):
+        try:  # a device, a pipe, a socket: never replaced
+            writable_target(path)
+        except OSError as exc:
+            raise CommandError(f"cannot save the model to {path}: {exc.strerror}") from None
     parent = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(parent):
         raise CommandError(f"cannot save the model to {path}: no such directory {parent}")
@@ -657,12 +666,16 @@ def _train_and_save(args):
         with warnings.catch_warnings():  # a stalled network is reported below, in one line
             warnings.simplefilter("ignore", numrec.TrainingWarning)
             history = model.fit(
-                x_train, y_train, epochs=max_epochs, batch_size=setup.batch_size,
+                x_train, y_train, epochs=max_epochs,
+                # Buffers are sized by the batch: no larger than the data.
+                batch_size=min(setup.batch_size, len(x_train)),
                 optimizer=optimizer, shuffle=setup.shuffle,
                 validation_data=(x_test, y_test), seed=args.seed,
                 target_accuracy=None if target is None else target / 100,
-                on_epoch=on_epoch, on_progress=progress.bar, threads=args.threads,
+                on_epoch=on_epoch, on_progress=progress.bar, threads=_threads(args.threads),
             )
+        # In the try: a signal between the end of training and the save still saves.
+        waited = _save_uninterrupted(model, output, after_signal=False)
     except numrec.DivergedError:
         progress.clear()
         history = state["history"]
@@ -674,21 +687,28 @@ def _train_and_save(args):
     except KeyboardInterrupt as exc:
         progress.clear()
         history = state["history"]
-        _save_uninterrupted(model, output)
+        how, status = _stop(exc)
+        try:
+            _save_uninterrupted(model, output)
+        except KeyboardInterrupt as again:  # a second signal: stop at once
+            print(f"numrec: {how}, then {_stop(again)[0]} during the save: stopped without "
+                  f"saving ({output} is as it was)", file=sys.stderr, flush=True)
+            return _stop(again)[1]
         done = history.epochs if history is not None else 0
-        how = "terminated" if isinstance(exc, Terminated) else "interrupted"
-        print(f"numrec: {how} in epoch {done + 1}; the model trained so far is saved "
-              f"to {output}", file=sys.stderr, flush=True)
+        finished = done == max_epochs or (history is not None and history.reached_target)
+        when = f"after the last epoch ({done})" if finished else f"in epoch {done + 1}"
+        print(f"numrec: {how} {when}; the model trained so far is saved to {output}",
+              file=sys.stderr, flush=True)
         if args.json:
             print(json.dumps(_train_summary(args, setup, history, output, target,
                                             interrupted=True)),
                   flush=True)
-        return EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
+        return status
 
-    terminated = _save_uninterrupted(model, output, after_signal=False)
-    if terminated:  # SIGTERM during the save, which completed first
-        print(f"numrec: terminated; the model is saved to {output}", file=sys.stderr)
-        return EXIT_TERMINATED
+    if waited is not None:  # a signal during the save, which completed first
+        how, status = _stop(waited)
+        print(f"numrec: {how}; the model is saved to {output}", file=sys.stderr)
+        return status
     summary = _train_summary(args, setup, history, output, target)
     train_seconds = summary["train_seconds"]
     accuracy = 100 * summary["test_accuracy"]
@@ -724,6 +744,25 @@ def _train_and_save(args):
     return 1 if failed or history.stalled else 0
 
 
+def _stop(exc):
+    """How a signal's exception is reported: ``(word, exit status)``."""
+    if isinstance(exc, Terminated):
+        return "terminated", EXIT_TERMINATED
+    return "interrupted", EXIT_INTERRUPTED
+
+
+def _threads(requested):
+    """Threads for training: as asked, but no more than the cores this process may use
+    (the results do not depend on the count)."""
+    if requested is None:
+        return None
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return min(requested, max(cores, 1))
+
+
 def _epochs(n):
     return f"{n} epoch" if n == 1 else f"{n} epochs"
 
@@ -742,22 +781,24 @@ def _restore_sigterm(previous):
 
 
 def _save_uninterrupted(model, path, *, after_signal=True):
-    """Save ``model``; Ctrl-C waits until the file is complete.
+    """Save ``model``, deciding what Ctrl-C or SIGTERM during the save does.
 
-    SIGTERM during the save stops at once if the save follows a first signal (the atomic
-    save removes its temporary file; an earlier model file stays as it was); otherwise
-    the save completes first.  Returns True if a SIGTERM arrived and waited.
+    If the save follows a first signal, a second one stops it at once: the atomic save
+    removes its temporary file, and an earlier model file stays as it was.  Otherwise
+    the save completes first.  Returns the exception (:class:`KeyboardInterrupt` or
+    :class:`Terminated`) of a signal that waited, or None.
     """
     arrived = []
 
-    def on_sigterm(signum, frame):
+    def on_signal(signum, frame):
+        stop = Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
         if after_signal:
-            raise Terminated()
-        arrived.append(signum)
+            raise stop
+        arrived.append(stop)
 
     try:
-        previous = (signal.signal(signal.SIGINT, signal.SIG_IGN),
-                    signal.signal(signal.SIGTERM, on_sigterm))
+        previous = (signal.signal(signal.SIGINT, on_signal),
+                    signal.signal(signal.SIGTERM, on_signal))
     except ValueError:  # not in the main thread: the save is atomic anyway
         previous = None
     try:
@@ -766,7 +807,7 @@ def _save_uninterrupted(model, path, *, after_signal=True):
         if previous is not None:
             signal.signal(signal.SIGINT, previous[0])
             signal.signal(signal.SIGTERM, previous[1])
-    return bool(arrived)
+    return arrived[0] if arrived else None
 
 
 def _train_summary(args, setup, history, output, target, *, interrupted=False):

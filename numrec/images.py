@@ -6,10 +6,13 @@ so that its centre of mass sits at the field's centre; the digit is light on a b
 background.  :func:`load_digit` repeats those steps for any picture Pillow can read (PNG,
 BMP, PGM, JPEG, ...), of any size, in colour or grey, dark on light or light on dark.
 """
+import math
 import os
 import warnings
 
 import numpy as np
+
+from numrec._limits import how_to_raise, limit
 
 #: Side of the square the digit is scaled into, in pixels.
 BOX = 20
@@ -22,19 +25,26 @@ CENTRE = (14.0, 14.0)
 INK_THRESHOLD = 0.25
 #: Images whose grey levels span less than this fraction of full scale hold no digit.
 MIN_CONTRAST = 0.05
+#: Pictures wider or taller than this are first reduced (by averaging blocks of pixels)
+#: below it, before any float conversion: the digit ends up 20 pixels tall anyway.
+WORK_SIDE = 1024
 
 
 class ImageError(ValueError):
     """A picture could not be read, or holds no digit."""
 
 
-def load_digit(path):
+def load_digit(path, *, max_pixels=None):
     """Read a picture of one digit and return it in MNIST's form.
 
     Parameters
     ----------
     path : str or os.PathLike
         Any file Pillow can decode.
+    max_pixels : int, optional
+        The largest picture read, in pixels, checked before it is decoded (default: the
+        environment variable ``NUMREC_MAX_IMAGE_PIXELS``, else 50 million).  Pictures
+        larger than :data:`WORK_SIDE` on a side are reduced below it once decoded.
 
     Returns
     -------
@@ -47,20 +57,24 @@ def load_digit(path):
     FileNotFoundError
         If ``path`` does not exist.
     ImageError
-        If the file is not a picture Pillow can read, or the picture is blank.
+        If the file is not a picture Pillow can read, has more than ``max_pixels``
+        pixels, holds NaN or infinite values (a float TIFF), or the picture is blank.
     """
-    grey = read_grey(path)
+    grey = read_grey(path, max_pixels=max_pixels)
     return to_mnist(grey, name=os.fspath(path))
 
 
-def read_grey(path):
+def read_grey(path, *, max_pixels=None):
     """Decode a picture and return its grey levels as a float array in [0, 1].
 
     Transparent parts are laid over a background that contrasts with the opaque parts, so
-    a digit drawn on a transparent canvas keeps its strokes.
+    a digit drawn on a transparent canvas keeps its strokes.  Pictures of more than
+    ``max_pixels`` pixels are refused before they are decoded (see :func:`load_digit`);
+    pictures larger than :data:`WORK_SIDE` on a side are reduced below it.
     """
     from PIL import Image, UnidentifiedImageError
 
+    max_pixels = limit("MAX_IMAGE_PIXELS", max_pixels)
     name = os.fspath(path)
     if not os.path.exists(name):
         raise FileNotFoundError(f"image not found: {name}")
@@ -68,10 +82,21 @@ def read_grey(path):
         raise ImageError(f"{name} is a directory, not an image")
     try:
         with warnings.catch_warnings():
+            # Pillow warns of damaged metadata it skips: the picture is read or refused.
+            warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(name) as image:
+                width, height = image.size
+                if width * height > max_pixels:
+                    raise ImageError(
+                        f"{name} is {width} x {height} pixels, more than the limit of "
+                        f"{max_pixels} ({how_to_raise('MAX_IMAGE_PIXELS', 'max_pixels')})"
+                    )
+                image.draft(image.mode, (WORK_SIDE, WORK_SIDE))  # JPEG: decode smaller
                 image.load()
-                return _grey_levels(image)
+                return _grey_levels(_reduced(image), name)
+    except ImageError:
+        raise
     except UnidentifiedImageError:
         raise ImageError(f"{name} is not an image file Pillow can read") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
@@ -81,19 +106,36 @@ def read_grey(path):
         raise ImageError(f"cannot read image {name}: {exc}") from None
 
 
-def _grey_levels(image):
+def _reduced(image):
+    """``image``, reduced by averaging blocks of pixels if a side exceeds WORK_SIDE."""
+    factor = math.ceil(max(image.size) / WORK_SIDE)
+    if factor <= 1:
+        return image
+    if image.mode not in ("L", "LA", "RGB", "RGBA", "I", "F"):
+        image = image.convert("I" if image.mode.startswith("I;16") else
+                              "RGBA" if _has_alpha(image) else "RGB")
+    return image.reduce(factor)
+
+
+def _has_alpha(image):
+    return image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
+        image.mode == "P" and "transparency" in image.info
+    )
+
+
+def _grey_levels(image, name):
     """Return the grey levels of a decoded Pillow image, float64 in [0, 1]."""
     if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
         # 16-bit or float grey (PGM with maxval > 255, TIFF, ...): scale by the file's range.
-        grey = np.asarray(image, dtype=np.float64)
+        with np.errstate(all="ignore"):  # NaN and infinity are reported below
+            grey = np.asarray(image, dtype=np.float64)
+        if not np.isfinite(grey).all():
+            raise ImageError(f"{name} holds NaN or infinite values")
         top = 65535.0 if image.mode.startswith("I;16") else max(float(grey.max()), 1.0)
         if image.mode == "I" and grey.max() <= 255:
             top = 255.0
         return np.clip(grey / top, 0.0, 1.0)
-    has_alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
-        image.mode == "P" and "transparency" in image.info
-    )
-    if has_alpha:
+    if _has_alpha(image):
         rgba = np.asarray(image.convert("RGBA"), dtype=np.float64) / 255
         grey = np.asarray(image.convert("RGBA").convert("L"), dtype=np.float64) / 255
         alpha = rgba[..., 3]

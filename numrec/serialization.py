@@ -45,6 +45,7 @@ import numpy as np
 
 from numrec._core._validation import is_finite_real
 from numrec._files import atomic_writer
+from numrec._limits import how_to_raise, limit
 
 from numrec.model import Sequential
 from numrec.registry import BUILTINS, savable
@@ -58,6 +59,11 @@ FORMAT_VERSION = 1
 _FLOAT_NAMES = ("float32", "float64")
 #: Largest JSON architecture read, in bytes.
 _MAX_ARCHITECTURE_BYTES = 1 << 20
+#: The largest expansion deflate can achieve (a run of one byte value), rounded up: a
+#: deflated entry announcing more than this many times its compressed size lies.
+_MAX_DEFLATE_RATIO = 1040
+#: Entry names listed at most in an error message.
+_NAMES_SHOWN = 5
 
 #: Component type name -> how it is stored (:class:`numrec.registry.Builtin`): the
 #: layers and activations of :data:`numrec.registry.BUILTINS`.
@@ -82,7 +88,9 @@ def save_model(model, path):
         conventional one).  A path ending in ``.txt`` (in any case) is written in the
         seed's text format instead (:func:`numrec.seed_format.write_seed_model`).  An
         existing file is replaced atomically: it stays intact if saving fails or is
-        interrupted, and no temporary file is left behind.
+        interrupted, and no temporary file is left behind.  It keeps its permission
+        bits.  A symbolic link is followed (the file it points to is replaced); a
+        device, a pipe or a socket is never replaced.
 
     Raises
     ------
@@ -95,7 +103,8 @@ def save_model(model, path):
         a ``.txt`` path, if the seed's format cannot describe the model (the message
         says why).
     OSError
-        If the file cannot be written.
+        If the file cannot be written (the error names ``path``, not a temporary file),
+        or ``path`` is a device, a pipe or a socket.
     """
     if not isinstance(model, Sequential):
         raise TypeError(f"model must be a numrec.Sequential, got {type(model).__name__}")
@@ -141,7 +150,7 @@ def save_model(model, path):
 
 # --- loading -----------------------------------------------------------------------------
 
-def load(path, *, output=None, dtype=None):
+def load(path, *, output=None, dtype=None, max_bytes=None):
     """Load a model saved by :meth:`numrec.Sequential.save`, or by the seed.
 
     Parameters
@@ -155,6 +164,12 @@ def load(path, *, output=None, dtype=None):
         file does not record (default ``"softmax"``).  A ``.npz`` file records its own.
     dtype : numpy.float32 or numpy.float64, optional
         For a seed text file only, the model's dtype (default float32).
+    max_bytes : int, optional
+        The largest total size of the parameters a ``.npz`` file may declare, in bytes,
+        checked before any parameter is read (default: the environment variable
+        ``NUMREC_MAX_MODEL_BYTES``, else 256 MiB: 67 million float32 parameters).
+        Loading takes about four times the parameters' size in memory: the model's
+        parameters and gradients, and the values read and first drawn.
 
     Returns
     -------
@@ -170,13 +185,16 @@ def load(path, *, output=None, dtype=None):
         a ``.npz`` archive, a pickle, an archive holding Python objects, a missing or
         malformed architecture, an unknown format version or component type, or
         parameters whose number, shapes, dtypes or values (NaN, infinity) do not match
-        the architecture; or a seed text file that does not follow its format (the
-        message names the line).  No code from the file is ever run.
+        the architecture, an entry whose header announces more or less data than it
+        holds, parameters larger than ``max_bytes``, an encrypted entry or one
+        compressed otherwise than by deflate; or a seed text file that does not follow
+        its format (the message names the line).  No code from the file is ever run.
     ValueError
         If ``output`` or ``dtype`` is given for a ``.npz`` file, or is not one of the
-        accepted values.
+        accepted values, or ``max_bytes`` is not a positive whole number.
     """
     path = os.fspath(path)
+    max_bytes = limit("MAX_MODEL_BYTES", max_bytes)
     with open(path, "rb") as file:
         start = file.readline(64)
         size = os.fstat(file.fileno()).st_size
@@ -195,15 +213,16 @@ def load(path, *, output=None, dtype=None):
         with np.load(path, allow_pickle=False) as archive:
             if not isinstance(archive, np.lib.npyio.NpzFile):
                 raise ModelFileError(f"{path}: not a numrec model file (not a .npz archive)")
-            return _load_archive(path, archive)
+            return _load_archive(path, archive, max_bytes)
     except ModelFileError:
         raise
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, KeyError,
-            NotImplementedError, struct.error) as error:
+            NotImplementedError, struct.error, OverflowError) as error:
         if isinstance(error, FileNotFoundError):
             raise
         raise ModelFileError(
-            f"{path}: not a valid numrec model file (damaged or truncated archive: {error})"
+            f"{path}: not a valid numrec model file (damaged or truncated archive: "
+            f"{_show(' '.join(str(error).split()), width=120, quote=False)})"
         ) from None
 
 
@@ -225,7 +244,8 @@ def _check_start(path, start, size):
                              f"a seed text model starting with the line [layers])")
 
 
-def _load_archive(path, archive):
+def _load_archive(path, archive, max_bytes):
+    _check_entries(path, archive.zip)
     if "architecture" not in archive.files:
         raise ModelFileError(f"{path}: not a numrec model file (no 'architecture' entry)")
     architecture = _read_architecture(path, archive)
@@ -236,6 +256,12 @@ def _load_archive(path, archive):
         spec, config = _check_component(path, index, entry, dtype_name)
         specs.append((spec, config))
         shapes.extend(spec.parameter_shapes(config))
+    total = sum(math.prod(shape) for shape in shapes) * np.dtype(dtype_name).itemsize
+    if total > max_bytes:
+        raise ModelFileError(
+            f"{path}: the architecture's parameters take {total} bytes, more than the "
+            f"limit of {max_bytes} ({how_to_raise('MAX_MODEL_BYTES')})"
+        )
     expected = {"architecture"} | {f"param_{i}" for i in range(len(shapes))}
     found = set(archive.files)
     if found != expected:
@@ -243,9 +269,9 @@ def _load_archive(path, archive):
         extra = sorted(found - expected, key=_entry_order)
         problems = []
         if missing:
-            problems.append("missing " + ", ".join(missing))
+            problems.append("missing " + _listing(missing))
         if extra:
-            problems.append("unexpected " + ", ".join(extra))
+            problems.append("unexpected " + _listing(extra))
         raise ModelFileError(
             f"{path}: the parameters do not match the architecture, which needs "
             f"{len(shapes)} arrays ({'; '.join(problems)})"
@@ -268,6 +294,39 @@ def _load_archive(path, archive):
         return Sequential(components, loss=_read_loss(path, architecture.get("loss")))
     except (TypeError, ValueError) as error:
         raise ModelFileError(f"{path}: inconsistent architecture ({error})") from None
+
+
+def _check_entries(path, archive):
+    """Refuse, before any entry is read, entries that cannot be read safely."""
+    for info in archive.infolist():
+        name = _show(info.filename)
+        if info.flag_bits & 0x1:
+            raise ModelFileError(f"{path}: entry {name} is encrypted, which model files "
+                                 f"never are")
+        if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+            raise ModelFileError(
+                f"{path}: entry {name} is compressed with zip method {info.compress_type}; "
+                f"model files hold stored or deflated entries"
+            )
+        if (info.compress_type == zipfile.ZIP_DEFLATED
+                and info.file_size > _MAX_DEFLATE_RATIO * info.compress_size + 1024):
+            raise ModelFileError(
+                f"{path}: entry {name} announces {info.file_size} bytes, more than its "
+                f"{info.compress_size} compressed bytes can hold"
+            )
+
+
+def _listing(names):
+    """The first few of ``names``, and how many more."""
+    shown = ", ".join(_show(name, quote=False) for name in names[:_NAMES_SHOWN])
+    more = len(names) - _NAMES_SHOWN
+    return f"{shown} and {more} more" if more > 0 else shown
+
+
+def _show(value, width=40, quote=True):
+    """A short ``repr`` of a value read from a file (which may be megabytes long)."""
+    text = repr(value) if quote else str(value)
+    return text if len(text) <= width else text[:width - 3] + "..."
 
 
 def _entry_order(name):
@@ -336,13 +395,13 @@ def _read_architecture(path, archive):
         raise ModelFileError(f"{path}: the architecture must be a JSON object")
     if architecture.get("format") != FORMAT:
         raise ModelFileError(
-            f"{path}: not a numrec model file (format is {architecture.get('format')!r}, "
+            f"{path}: not a numrec model file (format is {_show(architecture.get('format'))}, "
             f"expected {FORMAT!r})"
         )
     version = architecture.get("version")
     if not (isinstance(version, int) and not isinstance(version, bool) and version >= 1):
         raise ModelFileError(f"{path}: the format version must be a positive integer, "
-                             f"got {version!r}")
+                             f"got {_show(version)}")
     if version > FORMAT_VERSION:
         raise ModelFileError(
             f"{path}: format version {version} was written by a newer numrec; this one "
@@ -352,12 +411,12 @@ def _read_architecture(path, archive):
     if not expected_keys <= set(architecture) <= expected_keys | {"loss"}:
         raise ModelFileError(
             f"{path}: the architecture must have the keys {sorted(expected_keys)} "
-            f"(and optionally 'loss'), got {sorted(architecture)}"
+            f"(and optionally 'loss'), got {_listing(sorted(architecture))}"
         )
     if architecture["dtype"] not in _FLOAT_NAMES:
         raise ModelFileError(
             f"{path}: the model dtype must be 'float32' or 'float64', "
-            f"got {architecture['dtype']!r}"
+            f"got {_show(architecture['dtype'])}"
         )
     components = architecture["components"]
     if not isinstance(components, list) or not components:
@@ -378,21 +437,22 @@ def _check_component(path, index, entry, dtype_name):
     spec = known.get(name) if isinstance(name, str) else None
     if spec is None:
         raise ModelFileError(
-            f"{where} has unknown type {name!r} (known: {', '.join(known)}; register a "
+            f"{where} has unknown type {_show(name)} (known: {', '.join(known)}; register a "
             f"class of your own with numrec.registry.register_custom)"
         )
     if not isinstance(config, dict) or set(config) != set(spec.config):
-        got = sorted(config) if isinstance(config, dict) else type(config).__name__
+        got = _listing(sorted(config)) if isinstance(config, dict) else type(config).__name__
         raise ModelFileError(
             f"{where} ({name}) must have a config with the keys {sorted(spec.config)}, "
             f"got {got}"
         )
     for key, check in spec.config.items():
         if not check(config[key]):
-            raise ModelFileError(f"{where} ({name}) has an invalid {key}: {config[key]!r}")
+            raise ModelFileError(f"{where} ({name}) has an invalid {key}: {_show(config[key])}")
     if "dtype" in config and config["dtype"] != dtype_name:
         raise ModelFileError(
-            f"{where} ({name}) has dtype {config['dtype']!r} but the model's is {dtype_name!r}"
+            f"{where} ({name}) has dtype {_show(config['dtype'])} but the model's is "
+            f"{dtype_name!r}"
         )
     return spec, config
 
@@ -408,10 +468,10 @@ def _read_loss(path, entry):
     spec = BUILTINS.get(name) if isinstance(name, str) else None
     if spec is None or spec.kind != "loss":
         losses = [n for n, e in BUILTINS.items() if e.kind == "loss"]
-        raise ModelFileError(f"{path}: unknown loss {name!r} (known: {', '.join(losses)})")
+        raise ModelFileError(f"{path}: unknown loss {_show(name)} (known: {', '.join(losses)})")
     if not isinstance(config, dict) or not all(map(is_finite_real, config.values())):
         raise ModelFileError(f"{path}: the config of the loss {name} must map names to "
-                             f"finite numbers, got {config!r}")
+                             f"finite numbers, got {_show(config)}")
     try:
         return spec.cls(**config)
     except (TypeError, ValueError, OverflowError) as error:

@@ -21,7 +21,8 @@ FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 
 def test_pages_exist():
     assert {"index.rst", "quickstart.rst", "worked_example.rst", "custom_components.rst",
-            "cli.rst", "file_format.rst", "benchmarks.rst", "api.rst"} <= set(PAGES)
+            "cli.rst", "file_format.rst", "security.rst", "benchmarks.rst",
+            "api.rst"} <= set(PAGES)
 
 
 @pytest.mark.parametrize("page", [

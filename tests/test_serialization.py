@@ -562,8 +562,11 @@ def test_a_member_declaring_a_huge_shape_is_refused_before_allocating(tmp_path):
     edited = tmp_path / "huge.npz"
     _rewrite_member(path, edited, "param_0.npy",
                     lambda data: _npy_header((100000, 100000)) + b"\0" * 12)
-    assert_model_file_error(edited, r"param_0' announces shape \(100000, 100000\) .* but "
-                                    r"holds \d+ bytes")
+    assert_model_file_error(edited, r"parameters take 40000400000 bytes, more than the "
+                                    r"limit of 268435456 \(pass max_bytes=")
+    with pytest.raises(ModelFileError, match=r"param_0' announces shape \(100000, 100000\) "
+                                             r".* but holds \d+ bytes"):
+        load(edited, max_bytes=10**12)   # within the limit, but the data is not there
 
 
 def test_a_flipped_byte_in_a_member_header_is_a_model_file_error(tmp_path):

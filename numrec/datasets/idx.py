@@ -16,10 +16,13 @@ then       the elements
 Files are often gzipped (``train-images-idx3-ubyte.gz``).  :func:`read_idx` checks the
 whole header against the length of the data *before* allocating the array, so a damaged
 or hostile header (say, one claiming four billion images) fails at once with a
-:class:`DataFormatError` instead of exhausting memory.
+:class:`DataFormatError` instead of exhausting memory.  Gzipped data, whose length is
+known only once decompressed, is bounded by a limit (``max_bytes``), and the array grows
+as the data actually comes.
 """
 import math
 import os
+import re
 import struct
 import sys
 import zlib
@@ -27,6 +30,7 @@ import zlib
 import numpy as np
 
 from numrec._files import atomic_writer
+from numrec._limits import how_to_raise, limit
 
 __all__ = ["DataFormatError", "read_idx", "write_idx"]
 
@@ -48,6 +52,12 @@ MAX_NDIM = 32
 _GZIP_MAGIC = b"\x1f\x8b"
 #: Largest piece decompressed at once (bounds the memory a wrong header can claim).
 _CHUNK = 1 << 20
+#: Compressed bytes handed to the decompressor at once: what is left of them is copied
+#: at the end of each gzip member, so that many small members cost linear time.
+_INPUT_CHUNK = 1 << 14
+#: Array capacity first allocated for gzip data, in bytes (then doubled as data comes).
+_FIRST_CAPACITY = 1 << 24
+_NON_ZERO = re.compile(rb"[^\x00]")
 #: The largest expansion deflate can achieve (a run of one byte value), rounded up.
 _MAX_DEFLATE_RATIO = 1040
 
@@ -59,7 +69,7 @@ class DataFormatError(ValueError):
     """
 
 
-def read_idx(path):
+def read_idx(path, *, max_bytes=None):
     """Read an IDX file, gzipped or raw, into a numpy array.
 
     Parameters
@@ -67,6 +77,10 @@ def read_idx(path):
     path : str or os.PathLike
         The file.  Gzip-compressed files (conventionally named ``*.gz``) are recognised
         by their content and decompressed on the fly.
+    max_bytes : int, optional
+        The largest data a gzipped file's header may announce, in bytes (default: the
+        environment variable ``NUMREC_MAX_DATA_BYTES``, else 1 GiB; MNIST's training
+        images take 47 MB).  A raw file's data is bounded by the file's own size.
 
     Returns
     -------
@@ -83,15 +97,19 @@ def read_idx(path):
     DataFormatError
         If the file is empty, does not start with an IDX magic number, names an
         unknown element type, holds fewer or more data bytes than its header
-        announces, or is a damaged gzip stream.  Header and length are checked before
-        any array is allocated.
+        announces, announces more than ``max_bytes`` of gzipped data, or is a damaged
+        gzip stream.  Header and length are checked before any array is allocated.
+    ValueError
+        If ``max_bytes`` is not a positive whole number.
     """
-    return _read_idx(path)
+    return _read_idx(path, max_bytes=max_bytes)
 
 
-def _read_idx(path, hasher=None):
-    """:func:`read_idx`, feeding the uncompressed bytes to ``hasher`` if one is given."""
+def _read_idx(path, hasher=None, *, check=None, max_bytes=None):
+    """:func:`read_idx`, feeding the uncompressed bytes to ``hasher`` if one is given and
+    calling ``check(dtype, shape)`` on the header before any array is allocated."""
     path = os.fspath(path)
+    max_bytes = limit("MAX_DATA_BYTES", max_bytes)
     with open(path, "rb") as file:
         size = os.fstat(file.fileno()).st_size
         if size == 0:
@@ -105,6 +123,8 @@ def _read_idx(path, hasher=None):
             stream = file
             data_size = size
         header, dtype, shape = _read_header(stream, path, data_size)
+        if check is not None:
+            check(dtype, shape)
         if hasher is not None:
             hasher.update(header)
         expected = int(np.prod(shape, dtype=object)) * dtype.itemsize
@@ -125,8 +145,12 @@ def _read_idx(path, hasher=None):
                     f"{path}: truncated data (the header announces {expected} bytes of data, "
                     f"more than a gzip file of {size} bytes can hold)"
                 )
-            array = np.empty(expected // dtype.itemsize, dtype=dtype)
-            filled = stream.readinto(memoryview(array).cast("B"))
+            if expected > max_bytes:
+                raise DataFormatError(
+                    f"{path}: the header announces {expected} bytes of data, more than the "
+                    f"limit of {max_bytes} ({how_to_raise('MAX_DATA_BYTES')})"
+                )
+            array, filled = _read_growing(stream, dtype, expected)
             extra = stream.read(1)
             _check_length(path, filled + len(extra), expected, at_least=bool(extra))
         if hasher is not None:
@@ -191,6 +215,25 @@ def _check_length(path, actual, expected, at_least=False):
         )
 
 
+def _read_growing(stream, dtype, expected):
+    """Read up to ``expected`` bytes of ``stream``; return ``(array, count)``.
+
+    The 1-D array starts small and doubles as the data comes, so that a header announcing
+    more than the stream holds costs at most twice the data really there.  It holds the
+    data if ``count == expected``; otherwise the data is too short and the array is of no
+    use.
+    """
+    capacity = min(expected, _FIRST_CAPACITY)
+    array = np.empty(capacity // dtype.itemsize, dtype=dtype)
+    filled = 0
+    while True:
+        filled += stream.readinto(memoryview(array).cast("B")[filled:])
+        if filled < capacity or capacity == expected:
+            return array, filled
+        capacity = min(2 * capacity, expected)
+        array.resize(capacity // dtype.itemsize, refcheck=False)
+
+
 def _read_exactly(file, array, path, expected):
     view = memoryview(array.reshape(-1).view(np.uint8))
     done = 0
@@ -207,30 +250,46 @@ class _GzipStream:
     """Bounded reads from the bytes of a gzip file (one or more members).
 
     ``read(n)`` never produces more than ``n`` bytes, so reading ``expected + 1`` bytes
-    detects trailing data without decompressing the rest of a large stream.
+    detects trailing data without decompressing the rest of a large stream.  The
+    compressed bytes are fed to the decompressor a small piece at a time, so that the
+    input left over at the end of a member (which zlib copies) stays small: a file of
+    many members takes time in proportion to its size.
     """
 
     def __init__(self, data, path):
         self._path = path
         self._decompressor = zlib.decompressobj(wbits=31)
-        self._input = data
+        self._data = memoryview(data)
+        self._position = 0       # of the first byte not yet given to the decompressor
+        self._pending = b""      # input given but not yet consumed (max_length reached)
+
+    def _next_member(self):
+        """Start the next member after the end of one; False at the end of the stream."""
+        self._position -= len(self._decompressor.unused_data)
+        self._pending = b""
+        # Zero bytes after the last member are padding, which gzip allows.
+        if _NON_ZERO.search(self._data, self._position) is None:
+            self._position = len(self._data)
+            return False
+        self._decompressor = zlib.decompressobj(wbits=31)
+        return True
 
     def read(self, n):
         pieces = []
         need = n
         while need > 0:
-            if self._decompressor.eof:
-                rest = self._decompressor.unused_data
-                if not rest.strip(b"\x00"):  # end of the stream (zero padding is allowed)
-                    break
-                self._decompressor = zlib.decompressobj(wbits=31)
-                self._input = rest
+            if self._decompressor.eof and not self._next_member():
+                break
+            if not self._pending:
+                self._pending = self._data[self._position:self._position + _INPUT_CHUNK]
+                self._position += len(self._pending)
             try:
-                piece = self._decompressor.decompress(self._input, min(need, _CHUNK))
+                piece = self._decompressor.decompress(self._pending, min(need, _CHUNK))
             except zlib.error as error:
                 raise DataFormatError(f"{self._path}: damaged gzip data ({error})") from None
-            self._input = self._decompressor.unconsumed_tail
-            if not piece and not self._input and not self._decompressor.eof:
+            self._pending = self._decompressor.unconsumed_tail
+            if (not piece and not self._pending and not self._decompressor.eof
+                    and self._position >= len(self._data)):
                 raise DataFormatError(
                     f"{self._path}: truncated gzip stream (the compressed data ends early)"
                 )
@@ -255,6 +314,8 @@ def write_idx(path, array):
 
     The file is written atomically: the data goes to a temporary file in the same
     directory, which then replaces ``path``, so a failure never leaves a partial file.
+    A replaced file keeps its permission bits; a symbolic link is followed, and a device,
+    a pipe or a socket is never replaced (``OSError``).
 
     Parameters
     ----------

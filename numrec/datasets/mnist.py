@@ -123,7 +123,7 @@ def _load_directory(directory, source=""):
             f"data directory {directory}{source} lacks " + ", ".join(missing)
             + " (expected the four MNIST-format files, raw or gzipped)"
         )
-    return [_checked(_read_idx(path), path, name)
+    return [_checked(_read_idx(path, check=_header_check(path, name)), path, name)
             for path, name in zip(paths, MNIST_FILES)]
 
 
@@ -140,7 +140,7 @@ def _load_bundled():
                     f"directory or set {DATA_ENV}"
                 )
             hasher = hashlib.sha256()
-            array = _read_idx(path, hasher)
+            array = _read_idx(path, hasher, check=_header_check(path, name))
             if hasher.hexdigest() != MNIST_SHA256[name]:
                 raise DataFormatError(
                     f"{path}: the bundled MNIST file is damaged (SHA-256 of its contents is "
@@ -150,26 +150,41 @@ def _load_bundled():
     return arrays
 
 
-def _checked(array, path, name):
-    """Check one file's array: images (n, 28, 28) of uint8, or labels (n,) of integers."""
+def _header_check(path, name):
+    """A check of a file's header (dtype, shape), before its data is read."""
+
+    def check(dtype, shape):
+        _check_layout(path, name, len(shape), tuple(shape), dtype.newbyteorder("="))
+
+    return check
+
+
+def _check_layout(path, name, ndim, shape, dtype):
     if "images" in name:
-        if array.ndim != 3 or array.shape[1:] != _IMAGE_SHAPE:
+        if ndim != 3 or shape[1:] != _IMAGE_SHAPE:
             raise DataFormatError(
                 f"{path}: images must be a 3-D array of shape (n, 28, 28), found a "
-                f"{array.ndim}-D array of shape {array.shape}"
+                f"{ndim}-D array of shape {shape}"
             )
-        if array.dtype != np.uint8:
+        if dtype != np.uint8:
             raise DataFormatError(
-                f"{path}: images must be unsigned bytes (IDX type 0x08), found {array.dtype}"
+                f"{path}: images must be unsigned bytes (IDX type 0x08), found {dtype}"
             )
     else:
-        if array.ndim != 1:
+        if ndim != 1:
             raise DataFormatError(
-                f"{path}: labels must be a 1-D array, found a {array.ndim}-D array of "
-                f"shape {array.shape}"
+                f"{path}: labels must be a 1-D array, found a {ndim}-D array of "
+                f"shape {shape}"
             )
-        if array.dtype.kind not in "iu":
-            raise DataFormatError(f"{path}: labels must be integers, found {array.dtype}")
+        if dtype.kind not in "iu":
+            raise DataFormatError(f"{path}: labels must be integers, found {dtype}")
+
+
+def _checked(array, path, name):
+    """Check one file's array: images (n, 28, 28) of uint8, or labels (n,) of integers
+    from 0 to 9."""
+    _check_layout(path, name, array.ndim, array.shape, array.dtype)
+    if "images" not in name:
         if array.size and (array.min() < 0 or array.max() >= _N_CLASSES):
             bad = np.flatnonzero((array < 0) | (array >= _N_CLASSES))
             raise DataFormatError(
