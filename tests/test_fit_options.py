@@ -296,3 +296,17 @@ def test_validation_split_splits_the_weights_too():
     h2 = given.fit(x[:40], y[:40], seed=0, validation_data=(x[40:], y[40:]),
                    sample_weight=weights[:40])
     assert h1.loss == h2.loss and h1.val_loss == h2.val_loss
+
+
+@pytest.mark.parametrize("monitor, pick", [("val_loss", np.argmin), ("accuracy", np.argmax)])
+def test_early_stopping_watches_the_new_history_fields(monitor, pick):
+    from numrec.callbacks import EarlyStopping
+
+    x, y = data(n=200, seed=11)
+    stopper = EarlyStopping(monitor, patience=2)
+    history = small_model("compiled").fit(x, y, epochs=40, batch_size=4, seed=0,
+                                          optimizer=numrec.SGD(lr=1.5),
+                                          validation_split=0.7, callbacks=[stopper])
+    values = getattr(history, monitor)
+    assert stopper.best_epoch == pick(values) + 1
+    assert history.stopped_early and history.epochs == stopper.best_epoch + 2
