@@ -422,10 +422,18 @@ class Sequential:
 
     # --- training -----------------------------------------------------------------------
 
+    #: The data the model was trained on, as :meth:`fit` records it with ``dataset=``: a
+    #: dict ``{"name": str, "input_shape": [int, ...], "n_classes": int, "class_names":
+    #: [str, ...] or None, "source": str or None}`` (``source``: where the data was
+    #: read from, None for a copy bundled with numrec), or None if unknown.  Model files
+    #: keep it; ``numrec evaluate`` evaluates on that data by default.
+    dataset = None
+
     def fit(self, x, y, *, epochs=1, batch_size=32, loss=None, optimizer=None,
             validation_data=None, seed=None, shuffle=True, target_accuracy=None,
             on_epoch=None, on_progress=None, callbacks=None, fused=None, threads=None,
-            validation_split=None, sample_weight=None, class_weight=None, verbose=0):
+            validation_split=None, sample_weight=None, class_weight=None, verbose=0,
+            dataset=None):
         """Train the model by minibatch gradient descent.
 
         Parameters
@@ -460,6 +468,11 @@ class Sequential:
         verbose : int or bool, default 0
             1 (or True) prints one line per epoch on standard error: the training loss
             and accuracy, the validation loss and accuracy, and the seconds.
+        dataset : dict, optional
+            What the data is, recorded as :attr:`dataset`: ``{"name": "Fashion-MNIST"}``
+            at least, optionally ``"class_names"`` (one string per output),
+            ``"source"`` (where it was read from) and ``"input_shape"`` (the shape of
+            one sample, e.g. ``[28, 28]`` for flattened images; by default ``x``'s).
         seed : int or numpy.random.Generator, optional
             Shuffles the samples each epoch; the same seed gives the same result.
         shuffle : bool, default True
@@ -532,6 +545,14 @@ class Sequential:
         targets, labels = _prepare_targets(y, len(x), n_outputs, self.dtype, "y")
         train_targets = labels if y.ndim == 1 else targets
         weights = _sample_weights(sample_weight, class_weight, labels, n_outputs)
+        if dataset is not None:
+            dataset = check_dataset(dict(dataset, n_classes=n_outputs,
+                                         input_shape=dataset.get("input_shape",
+                                                                 list(x.shape[1:])))
+                                    if isinstance(dataset, dict) else dataset)
+            if math.prod(dataset["input_shape"]) != math.prod(x.shape[1:]):
+                raise ValueError(f"dataset's input_shape {dataset['input_shape']} does not "
+                                 f"hold the {math.prod(x.shape[1:])} values of a sample")
         verbose = _check_verbose(verbose)
         if validation_split is not None:
             if validation_data is not None:
@@ -554,6 +575,8 @@ class Sequential:
                    else _default_threads())
 
         self.loss = loss
+        if dataset is not None:
+            self.dataset = dataset
         optimizer.prepare(self.parameters())
         run_epoch, blas_threads = self._epoch_runner(fused, x, loss, optimizer, batch_size,
                                                      threads)
@@ -741,6 +764,45 @@ def _sample_weights(sample_weight, class_weight, labels, n_outputs):
 def _check_weight_values(weights, name):
     if not np.all(np.isfinite(weights)) or np.any(weights < 0):
         raise ValueError(f"{name} must hold finite weights >= 0")
+
+
+_DATASET_KEYS = ("name", "input_shape", "n_classes", "class_names", "source")
+
+
+def check_dataset(dataset):
+    """Return :attr:`Sequential.dataset`'s dict with every key, checked.
+
+    ``dataset`` needs ``name``, ``input_shape`` and ``n_classes``; ``class_names`` and
+    ``source`` may be missing or None.  Raises ``TypeError`` or ``ValueError`` naming
+    the bad entry.
+    """
+    if not isinstance(dataset, dict):
+        raise TypeError(f"dataset must be a dict, got {type(dataset).__name__}")
+    unknown = set(dataset) - set(_DATASET_KEYS)
+    if unknown:
+        raise ValueError(f"dataset has unknown keys {sorted(unknown)} "
+                         f"(known: {', '.join(_DATASET_KEYS)})")
+    name, shape = dataset.get("name"), dataset.get("input_shape")
+    n_classes, names = dataset.get("n_classes"), dataset.get("class_names")
+    source = dataset.get("source")
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"dataset needs a name (a non-empty string), got {name!r}")
+    if not (isinstance(shape, (list, tuple)) and shape and all(
+            isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d > 0
+            for d in shape)):
+        raise ValueError(f"dataset's input_shape must be a list of positive integers, "
+                         f"got {shape!r}")
+    if isinstance(n_classes, bool) or not isinstance(n_classes, (int, np.integer)) \
+            or n_classes < 1:
+        raise ValueError(f"dataset's n_classes must be a positive integer, got {n_classes!r}")
+    if names is not None and not (isinstance(names, (list, tuple)) and len(names) == n_classes
+                                  and all(isinstance(n, str) for n in names)):
+        raise ValueError(f"dataset's class_names must be {n_classes} strings, one per "
+                         f"class, got {names!r}")
+    if source is not None and not isinstance(source, str):
+        raise ValueError(f"dataset's source must be a string, got {source!r}")
+    return {"name": name, "input_shape": [int(d) for d in shape], "n_classes": int(n_classes),
+            "class_names": None if names is None else list(names), "source": source}
 
 
 def _check_callbacks(callbacks, model, optimizer):
