@@ -55,9 +55,6 @@ class FusedEpoch:
                     on_progress(stop, len(order))
         return total, self.trainer.correct - correct_before
 
-    def accuracy(self, x, labels):
-        return self.trainer.count_correct(x, labels) / len(labels) if len(labels) else 0.0
-
     def validate(self, x, targets):
         return self.trainer.evaluate(x, targets)
 
@@ -90,11 +87,6 @@ class PythonEpoch:
             self.optimizer.step(parameters, gradients)
             _report(on_progress, start + len(rows), len(order), self.batch_size)
         return total, correct
-
-    def accuracy(self, x, labels):
-        if not len(labels):
-            return 0.0
-        return float(np.mean(self.model.predict_classes(x) == labels))
 
     def validate(self, x, targets):
         output = self.model._outputs(x, EVAL_ROWS)
@@ -243,15 +235,6 @@ class SegmentedEpoch:
         part reads them itself)."""
         x, order = self._data
         return self.model._as_input(x[order[start:start + m]])
-
-    def accuracy(self, x, labels):
-        if not len(labels):
-            return 0.0
-        correct = 0
-        for start in range(0, len(x), EVAL_ROWS):
-            output = self.forward(x[start:start + EVAL_ROWS])
-            correct += int(np.count_nonzero(output.argmax(axis=1) == labels[start:start + EVAL_ROWS]))
-        return correct / len(labels)
 
     def validate(self, x, targets):
         total, correct = 0.0, 0

@@ -474,7 +474,11 @@ class Sequential:
             ``"source"`` (where it was read from) and ``"input_shape"`` (the shape of
             one sample, e.g. ``[28, 28]`` for flattened images; by default ``x``'s).
         seed : int or numpy.random.Generator, optional
-            Shuffles the samples each epoch; the same seed gives the same result.
+            Shuffles the samples each epoch; the same seed gives the same result.  An
+            int starts a new Generator at each call, so a loop of
+            ``fit(..., epochs=1, seed=0)`` visits the samples in the same order every
+            time: give every call the same ``numpy.random.default_rng(0)`` to go on
+            with its sequence (or use ``epochs`` and callbacks).
         shuffle : bool, default True
             Visit the samples in a new random order each epoch (``rng.permutation``);
             False keeps their order, as a PyTorch ``DataLoader`` without shuffling.
@@ -546,13 +550,7 @@ class Sequential:
         train_targets = labels if y.ndim == 1 else targets
         weights = _sample_weights(sample_weight, class_weight, labels, n_outputs)
         if dataset is not None:
-            dataset = check_dataset(dict(dataset, n_classes=n_outputs,
-                                         input_shape=dataset.get("input_shape",
-                                                                 list(x.shape[1:])))
-                                    if isinstance(dataset, dict) else dataset)
-            if math.prod(dataset["input_shape"]) != math.prod(x.shape[1:]):
-                raise ValueError(f"dataset's input_shape {dataset['input_shape']} does not "
-                                 f"hold the {math.prod(x.shape[1:])} values of a sample")
+            dataset = _fit_dataset(dataset, x.shape[1:], n_outputs)
         verbose = _check_verbose(verbose)
         if validation_split is not None:
             if validation_data is not None:
@@ -767,6 +765,19 @@ def _check_weight_values(weights, name):
 
 
 _DATASET_KEYS = ("name", "input_shape", "n_classes", "class_names", "source")
+
+
+def _fit_dataset(dataset, sample_shape, n_outputs):
+    """``fit``'s ``dataset`` completed with the number of classes (the outputs) and,
+    unless given, the shape of a sample, then checked (:func:`check_dataset`)."""
+    if not isinstance(dataset, dict):
+        raise TypeError(f"dataset must be a dict, got {type(dataset).__name__}")
+    dataset = check_dataset({"input_shape": list(sample_shape), **dataset,
+                             "n_classes": n_outputs})
+    if math.prod(dataset["input_shape"]) != math.prod(sample_shape):
+        raise ValueError(f"dataset's input_shape {dataset['input_shape']} does not hold "
+                         f"the {math.prod(sample_shape)} values of a sample")
+    return dataset
 
 
 def check_dataset(dataset):
