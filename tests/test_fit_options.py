@@ -310,3 +310,30 @@ def test_early_stopping_watches_the_new_history_fields(monitor, pick):
     values = getattr(history, monitor)
     assert stopper.best_epoch == pick(values) + 1
     assert history.stopped_early and history.epochs == stopper.best_epoch + 2
+
+
+@pytest.mark.parametrize("loss, last", [
+    (numrec.MSE(), None), (numrec.SoftmaxCrossEntropy(), None),
+    (numrec.CrossEntropy(), numrec.Softmax()), (numrec.BinaryCrossEntropy(), numrec.Sigmoid()),
+])
+def test_every_builtin_loss_weighs_as_duplicated_rows(loss, last):
+    """The compiled loop's row-by-row weighted loss, for each built-in loss, against the
+    unweighted loss on repeated rows (full batch, learning rates scaled as above)."""
+    x, y = data(n=10, seed=12)
+    weights = np.array([2, 1, 3, 1, 1, 2, 1, 1, 4, 1])
+    n, total = len(x), int(weights.sum())
+    models = []
+    for _ in range(2):
+        model = small_model("compiled")
+        if last is not None:
+            model = numrec.Sequential([*model.components, last])
+        models.append(model)
+    h_w = models[0].fit(x, y, epochs=2, batch_size=n, shuffle=False, loss=loss,
+                        optimizer=numrec.SGD(lr=0.3), sample_weight=weights)
+    h_d = models[1].fit(np.repeat(x, weights, axis=0), np.repeat(y, weights), epochs=2,
+                        batch_size=total, shuffle=False, loss=loss,
+                        optimizer=numrec.SGD(lr=0.3 * total / n))
+    assert h_w.loop == h_d.loop == "compiled"
+    for a, b in zip(models[0].parameters(), models[1].parameters()):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(np.array(h_w.loss) * n / total, h_d.loss, rtol=1e-12)
