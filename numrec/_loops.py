@@ -13,6 +13,12 @@ Three ways to run an epoch's batches, chosen by what the model is made of:
 ``PythonEpoch``
     Every component through its Python methods (``fused=False``): the reference the
     other two agree with.
+
+Each has ``train(x, targets, order, on_progress, weights)``, which returns the epoch's
+summed (weighted) loss and how many of its training rows the model classified right as
+it trained on them, and ``validate(x, targets)``, which returns the summed loss and the
+correct rows on other data.  With sample weights, the loss of a batch of m rows is
+:math:`\\sum_i w_i l_i / m` and its gradient likewise (:func:`weighted_loss`).
 """
 import contextlib
 
@@ -35,21 +41,22 @@ class FusedEpoch:
     def __init__(self, trainer):
         self.trainer = trainer
 
-    def train(self, x, targets, order, on_progress):
+    def train(self, x, targets, order, on_progress, weights=None):
         batch = self.trainer.batch_size
         chunk = max(1, PROGRESS_SAMPLES // batch) * batch
         total = 0.0
+        correct_before = self.trainer.correct
         self.trainer.refresh_step()  # a schedule may have changed the learning rate
         with self.trainer.holding(x):  # one choice of kernels for the epoch's chunks
             for start in range(0, len(order), chunk):
                 stop = min(start + chunk, len(order))
-                total += self.trainer.train(x, targets, order, start, stop)
+                total += self.trainer.train(x, targets, order, start, stop, weights)
                 if on_progress is not None:
                     on_progress(stop, len(order))
-        return total
+        return total, self.trainer.correct - correct_before
 
-    def accuracy(self, x, labels):
-        return self.trainer.count_correct(x, labels) / len(labels) if len(labels) else 0.0
+    def validate(self, x, targets):
+        return self.trainer.evaluate(x, targets)
 
 
 class PythonEpoch:
@@ -59,27 +66,31 @@ class PythonEpoch:
         self.model, self.loss, self.optimizer = model, loss, optimizer
         self.batch_size = batch_size
 
-    def train(self, x, targets, order, on_progress):
+    def train(self, x, targets, order, on_progress, weights=None):
         model = self.model
         parameters, gradients = model.parameters(), model.gradients()
-        total = 0.0
+        total, correct = 0.0, 0
         for start in range(0, len(order), self.batch_size):
             rows = order[start:start + self.batch_size]
             output = model.forward(x[rows])
             target = batch_targets(targets, rows, output.shape[1], model.dtype)
-            batch_loss = float(self.loss.value(output, target))
+            if weights is None:
+                batch_loss = float(self.loss.value(output, target)) * len(rows)
+                grad = None
+            else:
+                batch_loss, grad = weighted_loss(self.loss, output, target, weights[rows])
             if not np.isfinite(batch_loss):
-                return batch_loss  # diverged: fit reports it
-            total += batch_loss * len(rows)
-            model.backward(self.loss.gradient(output, target))
+                return batch_loss, correct  # diverged: fit reports it
+            total += batch_loss
+            correct += count_matches(output, target)
+            model.backward(self.loss.gradient(output, target) if grad is None else grad)
             self.optimizer.step(parameters, gradients)
             _report(on_progress, start + len(rows), len(order), self.batch_size)
-        return total
+        return total, correct
 
-    def accuracy(self, x, labels):
-        if not len(labels):
-            return 0.0
-        return float(np.mean(self.model.predict_classes(x) == labels))
+    def validate(self, x, targets):
+        output = self.model._outputs(x, EVAL_ROWS)
+        return chunked_loss(self.loss, output, targets, self.model.dtype)
 
 
 class _PythonPart:
@@ -135,6 +146,7 @@ class SegmentedEpoch:
         self.loss_in_trainer = isinstance(self.parts[-1], FusedTrainer) and compiled_loss
         self._forwards, self._backwards = self._steps()
         self._data = None
+        self._weights, self._correct = None, 0
 
     def _trainer(self, members, first, slot, x, threads, loss):
         stages = plan_stages(members, self.model.dtype)
@@ -146,23 +158,27 @@ class SegmentedEpoch:
                             self.model.dtype, split, exact, first_slot=slot,
                             input_gradient=first > 0)
 
-    def train(self, x, targets, order, on_progress):
+    def train(self, x, targets, order, on_progress, weights=None):
         total = 0.0
         self._data = (x, order)
+        self._weights, self._correct = weights, 0
+        counted_before = self.parts[-1].correct if self.loss_in_trainer else 0
         for part in self.parts:  # a schedule may have changed the learning rate
             if isinstance(part, FusedTrainer):
                 part.refresh_step()
         with contextlib.ExitStack() as epochs:
             first, last = self.parts[0], self.parts[-1]
             if isinstance(first, FusedTrainer):
-                epochs.enter_context(first.epoch(x, targets, order))
+                epochs.enter_context(first.epoch(x, targets, order, weights))
             if self.loss_in_trainer and last is not first:
-                epochs.enter_context(last.epoch(None, targets, order))
+                epochs.enter_context(last.epoch(None, targets, order, weights))
             for start in range(0, len(order), self.batch_size):
                 m = min(self.batch_size, len(order) - start)
                 total += self._batch(x, targets, order, start, m)
                 _report(on_progress, start + m, len(order), self.batch_size)
-        return total
+        if self.loss_in_trainer:
+            self._correct += self.parts[-1].correct - counted_before
+        return total, self._correct
 
     def _batch(self, x, targets, order, start, m):
         """One batch: forward through every part, the loss, backward, the updates."""
@@ -175,10 +191,15 @@ class SegmentedEpoch:
             batch_loss = self.parts[-1].loss_batch(start, m)
             grad = None
         else:
-            target = batch_targets(targets, order[start:start + m], output.shape[1],
-                                   self.model.dtype)
-            batch_loss = float(self.loss.value(output, target)) * m
-            grad = self.loss.gradient(output, target)
+            rows = order[start:start + m]
+            target = batch_targets(targets, rows, output.shape[1], self.model.dtype)
+            if self._weights is None:
+                batch_loss = float(self.loss.value(output, target)) * m
+                grad = self.loss.gradient(output, target)
+            else:
+                batch_loss, grad = weighted_loss(self.loss, output, target,
+                                                 self._weights[rows])
+            self._correct += count_matches(output, target)
         for backward in self._backwards:
             grad = backward(grad, m)
         if self.python_optimizer is not None:
@@ -215,14 +236,14 @@ class SegmentedEpoch:
         x, order = self._data
         return self.model._as_input(x[order[start:start + m]])
 
-    def accuracy(self, x, labels):
-        if not len(labels):
-            return 0.0
-        correct = 0
-        for start in range(0, len(x), EVAL_ROWS):
-            output = self.forward(x[start:start + EVAL_ROWS])
-            correct += int(np.count_nonzero(output.argmax(axis=1) == labels[start:start + EVAL_ROWS]))
-        return correct / len(labels)
+    def validate(self, x, targets):
+        total, correct = 0.0, 0
+        for start in range(0, len(x), EVAL_ROWS):  # each output is overwritten by the next
+            chunk_loss, chunk_correct = chunked_loss(
+                self.loss, self.forward(x[start:start + EVAL_ROWS]),
+                targets[start:start + EVAL_ROWS], self.model.dtype)
+            total, correct = total + chunk_loss, correct + chunk_correct
+        return total, correct
 
     def forward(self, rows):
         """The model's output for up to EVAL_ROWS rows, each part as in training."""
@@ -280,6 +301,38 @@ def checked_output(output, index, component, rows, width, dtype):
 def _report(on_progress, done, total, batch_size):
     if on_progress is not None and (done % PROGRESS_SAMPLES < batch_size or done == total):
         on_progress(done, total)
+
+
+def weighted_loss(loss, output, target, weights):
+    """The summed weighted loss :math:`\\sum_i w_i l_i` of a batch of m rows and its
+    gradient: row i's gradient alone (``loss.gradient`` of that row) times
+    :math:`w_i / m`, in the output's dtype, as the compiled loop computes it."""
+    m = len(output)
+    total, grad = 0.0, np.empty_like(output)
+    for i in range(m):
+        row, row_target = output[i:i + 1], target[i:i + 1]
+        total += float(weights[i]) * float(loss.value(row, row_target))
+        scale = np.asarray(weights[i] / m, dtype=output.dtype)
+        grad[i] = np.asarray(loss.gradient(row, row_target), dtype=output.dtype)[0] * scale
+    return total, grad
+
+
+def count_matches(output, target):
+    """Rows whose largest output is where their target row has its largest entry."""
+    return int(np.count_nonzero(output.argmax(axis=1) == target.argmax(axis=1)))
+
+
+def chunked_loss(loss, output, targets, dtype):
+    """``(summed loss, correct rows)`` of ``output`` against ``targets`` (labels or
+    rows), the loss taken on EVAL_ROWS rows at a time as the compiled loop does."""
+    total, correct = 0.0, 0
+    for start in range(0, len(output), EVAL_ROWS):
+        rows = slice(start, start + EVAL_ROWS)
+        chunk = output[rows]
+        target = batch_targets(targets, rows, chunk.shape[1], dtype)
+        total += float(loss.value(chunk, target)) * len(chunk)
+        correct += count_matches(chunk, target)
+    return total, correct
 
 
 def batch_targets(targets, rows, n_outputs, dtype):

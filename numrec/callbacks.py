@@ -53,9 +53,10 @@ class Callback:
 
 class _Monitor:
     """The quantity a callback watches: a list of :class:`~numrec.History`, and whether
-    larger is better (``val_accuracy``) or smaller (``loss``, the training loss)."""
+    larger is better (``val_accuracy``, ``accuracy``) or smaller (``val_loss``,
+    ``loss``)."""
 
-    NAMES = ("val_accuracy", "loss")
+    NAMES = ("val_accuracy", "val_loss", "loss", "accuracy")
 
     def __init__(self, name, min_delta):
         if name not in self.NAMES:
@@ -70,8 +71,8 @@ class _Monitor:
     def latest(self, history):
         values = getattr(history, self.name)
         if not values:
-            raise ValueError(f"{self.name} is not measured: fit needs validation_data to "
-                             f"monitor it")
+            raise ValueError(f"{self.name} is not measured: fit needs validation_data or "
+                             f"validation_split to monitor it")
         return values[-1]
 
     def improved(self, value):
@@ -98,8 +99,9 @@ class EarlyStopping(Callback):
 
     Parameters
     ----------
-    monitor : {"val_accuracy", "loss"}, default "val_accuracy"
-        Larger is better for the validation accuracy, smaller for the training loss.
+    monitor : {"val_accuracy", "val_loss", "loss", "accuracy"}, default "val_accuracy"
+        Larger is better for the accuracies (:class:`~numrec.History`), smaller for
+        the losses.
     patience : int, default 2
         Stop after this many epochs in a row without improvement (Keras' count: with
         2, training stops two epochs after the best one).
@@ -149,7 +151,7 @@ class ModelCheckpoint(Callback):
     ----------
     path : str or os.PathLike
         Where to save; ``{epoch}`` in it is replaced by the epoch's number.
-    monitor : {"val_accuracy", "loss"}, default "val_accuracy"
+    monitor : {"val_accuracy", "val_loss", "loss", "accuracy"}, default "val_accuracy"
     save_best_only : bool, default True
         Save only when the monitored quantity improves; else after every epoch.
 

@@ -194,6 +194,10 @@ Prints the accuracy on the test set and a 10 x 10 confusion matrix: rows are the
 digits, columns the predicted ones, the last column each digit's recall.  --json prints
 the same as one JSON object (accuracy as a fraction).
 
+A model saved by 'numrec train' remembers its data (the bundled MNIST, or the --data
+directory, e.g. Fashion-MNIST): without --data it is evaluated on that data's test set,
+which the first line names.  Data whose images differ in size from the model's is refused.
+
 MODEL is a .npz file saved by numrec, or a text file in the seed's format (first line
 [layers]), whose output activation --output-activation gives (default: softmax).
 
@@ -278,8 +282,9 @@ def build_parser():
                           help="a model file saved by numrec, or a seed text model")
     _add_output_activation(evaluate)
     evaluate.add_argument("--data", metavar="DIR",
-                          help="directory with the MNIST-format IDX files (default: "
-                               "$NUMREC_DATA, else the bundled copy)")
+                          help="directory with the MNIST-format IDX files (default: the "
+                               "data the model was trained on, as its file records; for "
+                               "older files $NUMREC_DATA, else the bundled copy)")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
     evaluate.add_argument("--plot", metavar="DIR",
                           help="also draw pictures of the model into DIR "
@@ -673,6 +678,7 @@ def _train_and_save(args):
                 validation_data=(x_test, y_test), seed=args.seed,
                 target_accuracy=None if target is None else target / 100,
                 on_epoch=on_epoch, on_progress=progress.bar, threads=_threads(args.threads),
+                dataset=_dataset_record(data_dir),
             )
         # In the try: a signal between the end of training and the save still saves.
         waited = _save_uninterrupted(model, output, after_signal=False)
@@ -847,12 +853,74 @@ def _train_summary(args, setup, history, output, target, *, interrupted=False):
 
 # --- numrec evaluate -----------------------------------------------------------------------
 
+def _dataset_record(data_dir):
+    """What ``numrec train`` records as the model's :attr:`~numrec.Sequential.dataset`
+    for the data in ``data_dir`` (None: $NUMREC_DATA, else the bundled MNIST)."""
+    from numrec.datasets.mnist import DATA_ENV
+
+    directory = data_dir if data_dir is not None else os.environ.get(DATA_ENV) or None
+    if directory is None:
+        return {"name": "MNIST", "class_names": [str(digit) for digit in range(N_CLASSES)]}
+    source = os.path.abspath(directory)
+    return {"name": os.path.basename(source) or source, "source": source}
+
+
+def _evaluation_data(model, data_dir):
+    """The test data ``numrec evaluate`` uses and how to name it: ``--data``, else the
+    data the model was trained on (its :attr:`~numrec.Sequential.dataset`), else
+    $NUMREC_DATA or the bundled MNIST, as before models recorded their data."""
+    from numrec.datasets.mnist import DATA_ENV
+
+    dataset = model.dataset
+    if data_dir is not None:
+        return _load_data(data_dir), {"name": os.path.basename(os.path.abspath(data_dir)),
+                                      "source": os.path.abspath(data_dir)}, False
+    if dataset is None:
+        directory = os.environ.get(DATA_ENV) or None
+        name = "MNIST" if directory is None else os.path.basename(os.path.abspath(directory))
+        return _load_data(None), {"name": name, "source": directory}, False
+    if dataset["source"] is not None:
+        if not os.path.isdir(dataset["source"]):
+            raise CommandError(f"the model was trained on {dataset['name']} from "
+                               f"{dataset['source']}, which is not there: give --data DIR")
+        return _load_data(dataset["source"]), dataset, True
+    hidden = os.environ.pop(DATA_ENV, None)  # the bundled copy, whatever $NUMREC_DATA says
+    try:
+        return _load_data(None), dataset, True
+    finally:
+        if hidden is not None:
+            os.environ[DATA_ENV] = hidden
+
+
+def _check_data_shape(model, x_test, data):
+    """Refuse data whose samples differ in size from the model's (or its training data's)."""
+    width = x_test.shape[1]
+    dataset = model.dataset
+    if dataset is not None and math.prod(dataset["input_shape"]) != width:
+        shape = " x ".join(map(str, dataset["input_shape"]))
+        raise CommandError(f"the model was trained on {dataset['name']} ({shape} values per "
+                           f"sample), but the test data of {data['name']} has {width}")
+    if model.n_inputs is not None and model.n_inputs != width:
+        raise CommandError(f"the model expects {model.n_inputs} inputs, but the test data "
+                           f"of {data['name']} has {width} values per sample")
+
+
+def _describe_data(data, trained_on):
+    where = "the bundled copy" if data["source"] is None else data["source"]
+    return f"{data['name']} ({where}){', the data the model was trained on' if trained_on else ''}"
+
+
 def _evaluate(args):
     model = _load_model(args.model, args.output_activation)
     data_dir = _check_data_dir(args.data)
     plot_dir = _check_plot_dir(args.plot)
     _check_mnist_model(model, args.model)
-    _, (x_test, y_test) = _load_data(data_dir)
+    (_, (x_test, y_test)), data, trained_on = _evaluation_data(model, data_dir)
+    _check_data_shape(model, x_test, data)
+    if data_dir is not None and model.dataset is not None \
+            and model.dataset["source"] != data["source"]:
+        print(f"numrec: note: the model was trained on "
+              f"{_describe_data(model.dataset, False)}", file=sys.stderr)
     predicted = model.predict_classes(x_test)
     labels = y_test.astype(np.int64)
     confusion = np.bincount(labels * N_CLASSES + predicted,
@@ -865,12 +933,14 @@ def _evaluate(args):
         "correct": correct,
         "n_samples": int(len(labels)),
         "confusion_matrix": confusion.tolist(),
+        "data": {"name": data["name"], "source": data["source"], "trained_on": trained_on},
     }
     if plot_dir is not None:
         summary["plots"] = _write_plots(plot_dir, model, x_test, y_test)
     if args.json:
         print(json.dumps(summary))
         return 0
+    print(f"test set: {_describe_data(data, trained_on)}")
     print(f"test accuracy {100 * accuracy:.2f} % ({correct} of {len(labels)} images)")
     print()
     print(format_confusion(confusion))

@@ -42,9 +42,17 @@ class History:
     Attributes
     ----------
     loss : list of float
-        Mean training loss over the epoch's batches.
+        Mean training loss over the epoch's batches (with sample weights, the mean of
+        :math:`w_i l_i` over the samples).
+    accuracy : list of float
+        Fraction of the epoch's training samples whose largest output was at their
+        label (the argmax of their target row), each counted in its batch before that
+        batch's update, as Keras reports it (unweighted; in training mode).
+    val_loss : list of float
+        Mean loss on the validation data after the epoch, in evaluation mode and
+        unweighted (empty without validation data).
     val_accuracy : list of float
-        Accuracy on ``validation_data`` after the epoch (empty without validation data).
+        Accuracy on the validation data after the epoch (empty without validation data).
     seconds : list of float
         Wall-clock seconds of each epoch, including its validation pass.
     reached_target : bool
@@ -75,6 +83,8 @@ class History:
     stalled: bool = False
     lr: list = field(default_factory=list)
     stopped_early: bool = False
+    accuracy: list = field(default_factory=list)
+    val_loss: list = field(default_factory=list)
 
     @property
     def epochs(self):
@@ -412,9 +422,18 @@ class Sequential:
 
     # --- training -----------------------------------------------------------------------
 
+    #: The data the model was trained on, as :meth:`fit` records it with ``dataset=``: a
+    #: dict ``{"name": str, "input_shape": [int, ...], "n_classes": int, "class_names":
+    #: [str, ...] or None, "source": str or None}`` (``source``: where the data was
+    #: read from, None for a copy bundled with numrec), or None if unknown.  Model files
+    #: keep it; ``numrec evaluate`` evaluates on that data by default.
+    dataset = None
+
     def fit(self, x, y, *, epochs=1, batch_size=32, loss=None, optimizer=None,
             validation_data=None, seed=None, shuffle=True, target_accuracy=None,
-            on_epoch=None, on_progress=None, callbacks=None, fused=None, threads=None):
+            on_epoch=None, on_progress=None, callbacks=None, fused=None, threads=None,
+            validation_split=None, sample_weight=None, class_weight=None, verbose=0,
+            dataset=None):
         """Train the model by minibatch gradient descent.
 
         Parameters
@@ -432,9 +451,34 @@ class Sequential:
             :attr:`loss`.
         optimizer : Optimizer, default SGD(lr=0.5)
         validation_data : (x_val, y_val), optional
-            Evaluated after every epoch; ``y_val`` as labels or one-hot rows.
+            Evaluated after every epoch; ``y_val`` as labels or target rows.
+        validation_split : float, optional
+            A fraction between 0 and 1: the last ``n - int(n * (1 - validation_split))``
+            samples of ``x`` and ``y`` (taken before any shuffling, as Keras does) are
+            held out as the validation data, and training uses the others.  Not together
+            with ``validation_data``.
+        sample_weight : array_like, shape (n_samples,), optional
+            A finite weight :math:`w_i \\ge 0` per sample: a batch of m samples is
+            trained on the loss :math:`\\frac{1}{m} \\sum_i w_i \\, l_i` (Keras'
+            definition: the weights are not renormalised), so each sample's gradient is
+            multiplied by its weight.  Unweighted training is ``w_i = 1``.
+        class_weight : dict, optional
+            ``{class: weight}``: each sample weighs its label's weight (classes not
+            named weigh 1); multiplied into ``sample_weight`` when both are given.
+        verbose : int or bool, default 0
+            1 (or True) prints one line per epoch on standard error: the training loss
+            and accuracy, the validation loss and accuracy, and the seconds.
+        dataset : dict, optional
+            What the data is, recorded as :attr:`dataset`: ``{"name": "Fashion-MNIST"}``
+            at least, optionally ``"class_names"`` (one string per output),
+            ``"source"`` (where it was read from) and ``"input_shape"`` (the shape of
+            one sample, e.g. ``[28, 28]`` for flattened images; by default ``x``'s).
         seed : int or numpy.random.Generator, optional
-            Shuffles the samples each epoch; the same seed gives the same result.
+            Shuffles the samples each epoch; the same seed gives the same result.  An
+            int starts a new Generator at each call, so a loop of
+            ``fit(..., epochs=1, seed=0)`` visits the samples in the same order every
+            time: give every call the same ``numpy.random.default_rng(0)`` to go on
+            with its sequence (or use ``epochs`` and callbacks).
         shuffle : bool, default True
             Visit the samples in a new random order each epoch (``rng.permutation``);
             False keeps their order, as a PyTorch ``DataLoader`` without shuffling.
@@ -504,7 +548,17 @@ class Sequential:
             n_outputs = self._predict_batch(x[:batch_size]).shape[1]
         targets, labels = _prepare_targets(y, len(x), n_outputs, self.dtype, "y")
         train_targets = labels if y.ndim == 1 else targets
-        validation = self._check_validation(validation_data, n_outputs)
+        weights = _sample_weights(sample_weight, class_weight, labels, n_outputs)
+        if dataset is not None:
+            dataset = _fit_dataset(dataset, x.shape[1:], n_outputs)
+        verbose = _check_verbose(verbose)
+        if validation_split is not None:
+            if validation_data is not None:
+                raise ValueError("give validation_data or validation_split, not both")
+            x, train_targets, labels, weights, validation = _split_off(
+                validation_split, x, train_targets, labels, weights)
+        else:
+            validation = self._check_validation(validation_data, n_outputs)
         if target_accuracy is not None:
             target_accuracy = check_finite_number(target_accuracy, "target_accuracy")
             if not 0 < target_accuracy < 1:
@@ -519,6 +573,8 @@ class Sequential:
                    else _default_threads())
 
         self.loss = loss
+        if dataset is not None:
+            self.dataset = dataset
         optimizer.prepare(self.parameters())
         run_epoch, blas_threads = self._epoch_runner(fused, x, loss, optimizer, batch_size,
                                                      threads)
@@ -531,7 +587,7 @@ class Sequential:
             try:
                 _run_epochs(run_epoch, history, x, train_targets, validation, epochs, rng,
                             target_accuracy, on_epoch, on_progress, callbacks, optimizer,
-                            self._mode)
+                            self._mode, weights, verbose)
             finally:
                 for callback in callbacks:
                     callback.on_train_end(history)
@@ -581,18 +637,19 @@ class Sequential:
         x_val = _check_inputs(x_val, "x_val", self.n_inputs)
         if x_val.dtype != np.uint8:
             x_val = np.ascontiguousarray(x_val, dtype=self.dtype)
-        _, labels = _prepare_targets(y_val, len(x_val), n_outputs, self.dtype, "y_val")
-        return x_val, labels
+        targets, labels = _prepare_targets(y_val, len(x_val), n_outputs, self.dtype, "y_val")
+        return x_val, labels, (labels if targets is None else targets)
 
 
 _LOOP_NAMES = {FusedEpoch: "compiled", SegmentedEpoch: "segmented", PythonEpoch: "python"}
 
 
 def _run_epochs(run_epoch, history, x, targets, validation, epochs, rng, target_accuracy,
-                on_epoch, on_progress, callbacks, optimizer, mode):
+                on_epoch, on_progress, callbacks, optimizer, mode, weights=None, verbose=0):
     """The epoch loop of :meth:`Sequential.fit`, appending to ``history``.
 
-    ``mode(training)`` is the model's context manager for its training mode.
+    ``mode(training)`` is the model's context manager for its training mode;
+    ``validation`` is ``(x_val, labels, targets)`` or None.
     """
     for epoch in range(1, epochs + 1):
         for callback in callbacks:
@@ -601,17 +658,21 @@ def _run_epochs(run_epoch, history, x, targets, validation, epochs, rng, target_
             history.lr.append(float(optimizer.lr))
         start = time.perf_counter()
         order = rng.permutation(len(x)) if rng is not None else np.arange(len(x))
-        mean_loss = run_epoch.train(x, targets, order, on_progress) / len(x)
+        total, correct = run_epoch.train(x, targets, order, on_progress, weights)
+        mean_loss = total / len(x)
         if not math.isfinite(mean_loss):
             raise DivergedError(
                 f"the training loss became {mean_loss} in epoch {epoch}: "
                 f"try a lower learning rate"
             )
         history.loss.append(mean_loss)
+        history.accuracy.append(correct / len(x))
         if validation is not None:
             with mode(False):
-                history.val_accuracy.append(run_epoch.accuracy(*validation))
+                _validate(run_epoch, history, validation)
         history.seconds.append(time.perf_counter() - start)
+        if verbose:
+            print(_epoch_line(epoch, epochs, history), file=sys.stderr, flush=True)
         if on_epoch is not None:
             on_epoch(epoch, history)
         stops = [bool(callback.on_epoch_end(epoch, history)) for callback in callbacks]
@@ -621,6 +682,138 @@ def _run_epochs(run_epoch, history, x, targets, validation, epochs, rng, target_
         if target_accuracy is not None and history.val_accuracy[-1] > target_accuracy:
             history.reached_target = True
             return
+
+
+def _validate(run_epoch, history, validation):
+    """Append the validation loss and accuracy of one pass over ``validation``."""
+    x_val, labels, targets = validation
+    total, correct = run_epoch.validate(x_val, targets) if len(labels) else (0.0, 0)
+    history.val_loss.append(total / len(labels) if len(labels) else 0.0)
+    history.val_accuracy.append(correct / len(labels) if len(labels) else 0.0)
+
+
+def _epoch_line(epoch, epochs, history):
+    """The line ``fit(verbose=1)`` prints after an epoch."""
+    width = len(str(epochs))
+    text = (f"epoch {epoch:>{width}}/{epochs}  loss {history.loss[-1]:.5f}  "
+            f"accuracy {100 * history.accuracy[-1]:6.2f} %")
+    if len(history.val_loss) == epoch:
+        text += (f"  val_loss {history.val_loss[-1]:.5f}  "
+                 f"val_accuracy {100 * history.val_accuracy[-1]:6.2f} %")
+    return text + f"  {history.seconds[-1]:6.2f} s"
+
+
+def _check_verbose(verbose):
+    if isinstance(verbose, (int, np.integer, np.bool_)) and verbose in (0, 1):
+        return int(verbose)
+    raise ValueError(f"verbose must be 0, 1, False or True, got {verbose!r}")
+
+
+def _split_off(fraction, x, targets, labels, weights):
+    """Hold out the last part of the data, as ``fit(validation_split=fraction)``.
+
+    Returns ``(x, targets, labels, weights, validation)`` with the first
+    ``int(n * (1 - fraction))`` samples for training and ``validation`` as
+    :meth:`Sequential._check_validation` gives it.
+    """
+    if isinstance(fraction, (bool, np.bool_)):
+        raise TypeError(f"validation_split must be a fraction, got {fraction!r}")
+    fraction = check_finite_number(fraction, "validation_split")
+    if not 0 < fraction < 1:
+        raise ValueError(f"validation_split is a fraction between 0 and 1 (0.1 holds out "
+                         f"the last 10 % of the samples), got {fraction!r}")
+    n = len(x)
+    split = int(n * (1 - fraction))
+    if split == 0 or split == n:
+        raise ValueError(f"validation_split={fraction!r} of {n} samples leaves "
+                         f"{'no training' if split == 0 else 'no validation'} samples")
+    validation = (x[split:], labels[split:], targets[split:])
+    return (x[:split], targets[:split], labels[:split],
+            None if weights is None else weights[:split], validation)
+
+
+def _sample_weights(sample_weight, class_weight, labels, n_outputs):
+    """The per-sample weights (float64, C-contiguous) of ``fit``, or None."""
+    weights = None
+    if sample_weight is not None:
+        weights = np.asarray(sample_weight)
+        if weights.dtype.kind not in "iuf" or weights.ndim != 1 or len(weights) != len(labels):
+            raise ValueError(f"sample_weight must be {len(labels)} numbers, one per sample, "
+                             f"got an array of shape {weights.shape} and dtype {weights.dtype}")
+        weights = np.array(weights, dtype=np.float64)
+        _check_weight_values(weights, "sample_weight")
+    if class_weight is not None:
+        if not isinstance(class_weight, dict):
+            raise TypeError(f"class_weight must be a dict {{class: weight}}, got "
+                            f"{type(class_weight).__name__}")
+        table = np.ones(n_outputs)
+        for key, value in class_weight.items():
+            if isinstance(key, (bool, np.bool_)) or not isinstance(key, (int, np.integer)) \
+                    or not 0 <= key < n_outputs:
+                raise ValueError(f"class_weight's classes must be integers in "
+                                 f"0..{n_outputs - 1}, got {key!r}")
+            table[key] = check_finite_number(value, f"class_weight[{key}]")
+        _check_weight_values(table, "class_weight")
+        by_class = table[labels]
+        weights = by_class if weights is None else weights * by_class
+    return None if weights is None else np.ascontiguousarray(weights)
+
+
+def _check_weight_values(weights, name):
+    if not np.all(np.isfinite(weights)) or np.any(weights < 0):
+        raise ValueError(f"{name} must hold finite weights >= 0")
+
+
+_DATASET_KEYS = ("name", "input_shape", "n_classes", "class_names", "source")
+
+
+def _fit_dataset(dataset, sample_shape, n_outputs):
+    """``fit``'s ``dataset`` completed with the number of classes (the outputs) and,
+    unless given, the shape of a sample, then checked (:func:`check_dataset`)."""
+    if not isinstance(dataset, dict):
+        raise TypeError(f"dataset must be a dict, got {type(dataset).__name__}")
+    dataset = check_dataset({"input_shape": list(sample_shape), **dataset,
+                             "n_classes": n_outputs})
+    if math.prod(dataset["input_shape"]) != math.prod(sample_shape):
+        raise ValueError(f"dataset's input_shape {dataset['input_shape']} does not hold "
+                         f"the {math.prod(sample_shape)} values of a sample")
+    return dataset
+
+
+def check_dataset(dataset):
+    """Return :attr:`Sequential.dataset`'s dict with every key, checked.
+
+    ``dataset`` needs ``name``, ``input_shape`` and ``n_classes``; ``class_names`` and
+    ``source`` may be missing or None.  Raises ``TypeError`` or ``ValueError`` naming
+    the bad entry.
+    """
+    if not isinstance(dataset, dict):
+        raise TypeError(f"dataset must be a dict, got {type(dataset).__name__}")
+    unknown = set(dataset) - set(_DATASET_KEYS)
+    if unknown:
+        raise ValueError(f"dataset has unknown keys {sorted(unknown)} "
+                         f"(known: {', '.join(_DATASET_KEYS)})")
+    name, shape = dataset.get("name"), dataset.get("input_shape")
+    n_classes, names = dataset.get("n_classes"), dataset.get("class_names")
+    source = dataset.get("source")
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"dataset needs a name (a non-empty string), got {name!r}")
+    if not (isinstance(shape, (list, tuple)) and shape and all(
+            isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d > 0
+            for d in shape)):
+        raise ValueError(f"dataset's input_shape must be a list of positive integers, "
+                         f"got {shape!r}")
+    if isinstance(n_classes, bool) or not isinstance(n_classes, (int, np.integer)) \
+            or n_classes < 1:
+        raise ValueError(f"dataset's n_classes must be a positive integer, got {n_classes!r}")
+    if names is not None and not (isinstance(names, (list, tuple)) and len(names) == n_classes
+                                  and all(isinstance(n, str) for n in names)):
+        raise ValueError(f"dataset's class_names must be {n_classes} strings, one per "
+                         f"class, got {names!r}")
+    if source is not None and not isinstance(source, str):
+        raise ValueError(f"dataset's source must be a string, got {source!r}")
+    return {"name": name, "input_shape": [int(d) for d in shape], "n_classes": int(n_classes),
+            "class_names": None if names is None else list(names), "source": source}
 
 
 def _check_callbacks(callbacks, model, optimizer):

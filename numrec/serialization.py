@@ -18,6 +18,13 @@ with these entries:
     ``get_config()``.  An optional ``"loss"`` entry of the same form
     (``{"type": "SoftmaxCrossEntropy", "config": {}}``) names the built-in loss the model
     was trained with (:attr:`numrec.Sequential.loss`); a Python-written loss is not kept.
+    An optional ``"dataset"`` entry describes the data the model was trained on
+    (:attr:`numrec.Sequential.dataset`)::
+
+        "dataset": {"name": "MNIST", "input_shape": [784], "n_classes": 10,
+                    "class_names": ["0", "1", ..., "9"], "source": null}
+
+    Files without these optional entries load as before.
 ``param_0``, ``param_1``, ...
     The parameter arrays in the order of :meth:`numrec.Sequential.parameters` (for each
     Dense: ``weights`` of shape ``(out_features, in_features)``, then ``bias`` of shape
@@ -47,7 +54,7 @@ from numrec._core._validation import is_finite_real
 from numrec._files import atomic_writer
 from numrec._limits import how_to_raise, limit
 
-from numrec.model import Sequential
+from numrec.model import Sequential, check_dataset
 from numrec.registry import BUILTINS, savable
 
 __all__ = ["COMPONENTS", "FORMAT", "FORMAT_VERSION", "ModelFileError", "load", "save_model"]
@@ -136,6 +143,11 @@ def save_model(model, path):
     if loss is not None and BUILTINS.get(type(loss).__name__, None) is not None \
             and BUILTINS[type(loss).__name__].cls is type(loss):
         architecture["loss"] = {"type": type(loss).__name__, "config": loss.get_config()}
+    if model.dataset is not None:
+        try:
+            architecture["dataset"] = check_dataset(model.dataset)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"cannot save the model's dataset: {error}") from None
     arrays = {"architecture": np.frombuffer(
         json.dumps(architecture, allow_nan=False).encode("utf-8"), dtype=np.uint8)}
     for index, param in enumerate(model.parameters()):
@@ -291,9 +303,15 @@ def _load_archive(path, archive, max_bytes):
                     target[...] = value
                 position += count
             components.append(component)
-        return Sequential(components, loss=_read_loss(path, architecture.get("loss")))
+        model = Sequential(components, loss=_read_loss(path, architecture.get("loss")))
     except (TypeError, ValueError) as error:
         raise ModelFileError(f"{path}: inconsistent architecture ({error})") from None
+    if architecture.get("dataset") is not None:
+        try:
+            model.dataset = check_dataset(architecture["dataset"])
+        except (TypeError, ValueError) as error:
+            raise ModelFileError(f"{path}: invalid 'dataset' entry ({error})") from None
+    return model
 
 
 def _check_entries(path, archive):
@@ -408,10 +426,10 @@ def _read_architecture(path, archive):
             f"reads versions up to {FORMAT_VERSION}"
         )
     expected_keys = {"format", "version", "dtype", "components"}
-    if not expected_keys <= set(architecture) <= expected_keys | {"loss"}:
+    if not expected_keys <= set(architecture) <= expected_keys | {"loss", "dataset"}:
         raise ModelFileError(
             f"{path}: the architecture must have the keys {sorted(expected_keys)} "
-            f"(and optionally 'loss'), got {_listing(sorted(architecture))}"
+            f"(and optionally 'loss' and 'dataset'), got {_listing(sorted(architecture))}"
         )
     if architecture["dtype"] not in _FLOAT_NAMES:
         raise ModelFileError(

@@ -133,7 +133,7 @@ def test_a_callback_of_ones_own_sees_every_hook_in_order(digits):
 
 
 @pytest.mark.parametrize("make, error, words", [
-    (lambda: EarlyStopping(monitor="accuracy"), ValueError, "monitor must be one of"),
+    (lambda: EarlyStopping(monitor="val_acc"), ValueError, "monitor must be one of"),
     (lambda: EarlyStopping(patience=-1), ValueError, "patience must be a whole number"),
     (lambda: LearningRateScheduler(0.1), TypeError, "schedule must be callable"),
     (lambda: cosine(0.1, epochs=0), ValueError, "epochs must be a whole number"),

@@ -294,6 +294,8 @@ cdef class FusedTrainer:
     cdef object _batch_pixels   # whether the last forward_batch() read pixels
     cdef Py_ssize_t _batch_rows # rows of the last forward_batch() or forward_input()
     cdef object _outputs        # (rows, n_out) activation output of the last stage
+    cdef object _epoch_weights  # the sample weights of epoch(), or None
+    cdef readonly Py_ssize_t correct  # training rows classified right (see train())
 
     def __cinit__(self):
         self._stages = NULL
@@ -393,24 +395,38 @@ cdef class FusedTrainer:
     def n_outputs(self):
         return self._stages[self._n_stages - 1].n_out
 
-    def train(self, x, targets, order, Py_ssize_t start, Py_ssize_t stop):
+    def train(self, x, targets, order, Py_ssize_t start, Py_ssize_t stop, weights=None):
         """Train on the batches of ``order[start:stop]``; return the summed loss.
 
         ``x`` is ``(n_samples, n_inputs)``, uint8 (scaled by 1/255 while gathered) or the
         trainer's dtype; ``targets`` is int64 labels ``(n_samples,)`` (one-hot targets) or
         an array ``(n_samples, n_outputs)`` of the trainer's dtype.  ``start`` is a multiple
         of ``batch_size``.  The caller has checked every shape, dtype and index.
+
+        ``weights``, float64 ``(n_samples,)`` or None, weighs each sample's loss: a batch
+        of m rows then has the loss :math:`\\sum_i w_i l_i / m` (its gradient likewise),
+        and the summed loss returned is :math:`\\sum_i w_i l_i`.  Without weights no
+        multiplication takes place.  Each batch also adds to :attr:`correct` the rows
+        whose largest output is at their target's largest entry (before the update, as
+        Keras counts training accuracy).
         """
         self._check_train_args(x, targets, order, start, stop)
+        self._check_weights(weights, len(x))
         if self._held is not None and x is not self._held:
             raise RuntimeError("train() inside holding() must train on the held data")
         sparse = self._held is None and self._sparse_first_layer(x, training=True)
         try:
             return self._train(x, self._x, self._x_next, targets, order, start, stop,
-                               self._takes_pixels(x, training=True))
+                               self._takes_pixels(x, training=True), weights)
         finally:
             if sparse:
                 (<Layer>self._stages[0].layer)._sparse_inputs(False)
+
+    def _check_weights(self, weights, Py_ssize_t n):
+        if weights is not None and (not isinstance(weights, np.ndarray)
+                                    or weights.dtype != np.float64 or weights.shape != (n,)
+                                    or not weights.flags.c_contiguous):
+            raise ValueError(f"weights must be a C-contiguous float64 array of shape ({n},)")
 
     def refresh_step(self):
         """Read the optimizer's folded step again: its learning rate may have changed
@@ -447,15 +463,17 @@ cdef class FusedTrainer:
                 (<Layer>self._stages[0].layer)._sparse_inputs(False)
 
     @contextmanager
-    def epoch(self, x, targets, order):
+    def epoch(self, x, targets, order, weights=None):
         """A context manager for running batches of ``order`` one at a time.
 
         For a model with Python-written parts: checks ``x``, ``targets`` and ``order``
         (as :meth:`train` does) once, holds the first layer's kernels for ``x``
         (:meth:`holding`), and lets :meth:`forward_batch` and :meth:`loss_batch` name the
         rows by position in ``order``.  A later run of stages, which reads no data,
-        passes ``x=None`` (then only :meth:`loss_batch` uses the epoch).
+        passes ``x=None`` (then only :meth:`loss_batch` uses the epoch).  ``weights``
+        weighs the samples' losses in :meth:`loss_batch` as in :meth:`train`.
         """
+        self._check_weights(weights, len(targets))
         if x is None:  # a later run of stages: the targets and order alone
             self._check_targets(targets, self._check_rows(len(targets), order, 0, len(order)),
                                 len(targets))
@@ -467,10 +485,12 @@ cdef class FusedTrainer:
             held = self.holding(x)
         with held:
             self._epoch = (x, targets, order)
+            self._epoch_weights = weights
             try:
                 yield self
             finally:
                 self._epoch = None
+                self._epoch_weights = None
 
     def count_correct(self, x, labels):
         """Return how many rows of ``x`` the model classifies as ``labels`` (argmax)."""
@@ -486,6 +506,60 @@ cdef class FusedTrainer:
         finally:
             if sparse:
                 (<Layer>self._stages[0].layer)._sparse_inputs(False)
+
+    def evaluate(self, x, targets):
+        """Return ``(summed loss, correct rows)`` of the model on ``x`` against
+        ``targets`` (int64 labels ``(n,)`` or rows ``(n, n_outputs)`` of the trainer's
+        dtype), from one forward pass per 1024 rows: the loss as in training (unweighted)
+        and the rows whose largest output is at their target's largest entry.  Needs a
+        trainer with a compiled loss."""
+        if self._loss == NULL:
+            raise RuntimeError("evaluate() needs a trainer with a compiled loss")
+        self._check_inputs(x)
+        rows = np.arange(len(x), dtype=np.int64)
+        self._check_targets(targets, rows, len(x))
+        if self._held is not None:
+            raise RuntimeError("evaluate() cannot run while the trainer holds its kernels "
+                               "(inside holding())")
+        if len(x) == 0:
+            return 0.0, 0
+        sparse = self._sparse_first_layer(x, training=False)
+        try:
+            return self._evaluate(x, self._x, self._y, targets, rows,
+                                  self._takes_pixels(x, training=False))
+        finally:
+            if sparse:
+                (<Layer>self._stages[0].layer)._sparse_inputs(False)
+
+    def _evaluate(self, const pixel_t[:, ::1] x, floating[:, ::1] xbuf,
+                  floating[:, ::1] ybuf, targets, const cnp.int64_t[::1] rows,
+                  bint take_pixels):
+        cdef const cnp.int64_t[::1] labels = None
+        cdef const floating[:, ::1] dense_targets = None
+        cdef const cnp.int64_t* label_ptr = NULL
+        cdef const floating* target_ptr = NULL
+        cdef Py_ssize_t n = x.shape[0], begin = 0, m, correct = 0
+        cdef double total = 0
+        if targets.ndim == 1:
+            labels = targets
+            label_ptr = &labels[0]
+        else:
+            dense_targets = targets
+            target_ptr = &dense_targets[0, 0]
+        with nogil:
+            while begin < n:
+                m = min(<Py_ssize_t>self._rows, n - begin)
+                if pixel_t is cnp.uint8_t and floating is float and take_pixels:
+                    self._forward(&xbuf[0, 0], &x[begin, 0], <int>m)
+                else:
+                    _copy_rows(&x[begin, 0], m * x.shape[1], &xbuf[0, 0])
+                    self._forward(&xbuf[0, 0], NULL, <int>m)
+                _gather_targets(label_ptr, target_ptr, &rows[begin], m, ybuf.shape[1],
+                                &ybuf[0, 0])
+                total += self._loss_kernel(&ybuf[0, 0], <int>m, NULL, NULL)
+                correct += self._count_rows(&ybuf[0, 0], <int>m)
+                begin += m
+        return total, correct
 
     def _sparse_first_layer(self, x, bint training):
         """Switch the first layer to its kernels for zero inputs if they suit ``x``.
@@ -550,8 +624,10 @@ cdef class FusedTrainer:
 
     def _train(self, const pixel_t[:, ::1] x, floating[:, ::1] xbuf,
                floating[:, ::1] xbuf_next, targets, const cnp.int64_t[::1] order,
-               Py_ssize_t start, Py_ssize_t stop, bint take_pixels):
+               Py_ssize_t start, Py_ssize_t stop, bint take_pixels, weights):
         cdef const cnp.int64_t[::1] labels = None
+        cdef const double[::1] weight_view = weights
+        cdef const double* weight_ptr = &weight_view[0] if weights is not None else NULL
         cdef const floating[:, ::1] dense_targets = None
         cdef const cnp.int64_t* label_ptr = NULL
         cdef const floating* target_ptr = NULL
@@ -564,6 +640,8 @@ cdef class FusedTrainer:
         cdef int t, team, current, gatherer, gatherers
         cdef double total = 0
         cdef double* shared_total = &total
+        cdef Py_ssize_t correct = 0
+        cdef Py_ssize_t* shared_correct = &correct
         cdef int n_threads = self.n_threads if self._any_split else 1
         if start >= stop:
             return 0.0
@@ -601,7 +679,9 @@ cdef class FusedTrainer:
                     (<Optimizer>self._optimizer).advance()
                 self._forward_all(buffers[current], pixel_buffers[current], <int>m, t, team)
                 if t == 0:
-                    shared_total[0] += self._loss_kernel(&ybuf[0, 0], <int>m)
+                    shared_total[0] += self._loss_kernel(&ybuf[0, 0], <int>m, weight_ptr,
+                                                         &order[begin])
+                    shared_correct[0] += self._count_rows(&ybuf[0, 0], <int>m)
                 if m_next > 0 and (team == 1 or t > 0):
                     gatherer = 0 if team == 1 else t - 1
                     gatherers = 1 if team == 1 else team - 1
@@ -619,18 +699,53 @@ cdef class FusedTrainer:
                 begin = begin + m
                 m = m_next
                 current = 1 - current
+        self.correct += correct
         return total
 
-    cdef double _loss_kernel(self, const floating* y, int m) noexcept nogil:
+    cdef double _loss_kernel(self, const floating* y, int m, const double* weights,
+                             const cnp.int64_t* rows) noexcept nogil:
         """The compiled loss of the last stage's output against y: writes its dL/da and
-        returns the loss summed over the m rows."""
+        returns the loss summed over the m rows.
+
+        With ``weights`` (else NULL), row i weighs ``weights[rows[i]]``: the loss runs
+        row by row, each row's gradient scaled by its weight / m, and the weighted sum
+        is returned.
+        """
         cdef Stage* last = &self._stages[self._n_stages - 1]
+        cdef Py_ssize_t i, j, n = last.n_out
+        cdef double total = 0, row_loss
+        cdef floating scale
+        cdef floating* g
+        if weights != NULL:
+            for i in range(m):
+                g = <floating*>last.g + i * n
+                if floating is float:
+                    row_loss = (<Loss>self._loss).value_and_gradient_f32(
+                        <float*>last.a + i * n, y + i * n, g, 1, n)
+                else:
+                    row_loss = (<Loss>self._loss).value_and_gradient_f64(
+                        <double*>last.a + i * n, y + i * n, g, 1, n)
+                scale = <floating>(weights[rows[i]] / m)
+                for j in range(n):
+                    g[j] = g[j] * scale
+                total += weights[rows[i]] * row_loss
+            return total
         if floating is float:
             return (<Loss>self._loss).value_and_gradient_f32(
                 <float*>last.a, y, <float*>last.g, m, last.n_out)
         else:
             return (<Loss>self._loss).value_and_gradient_f64(
                 <double*>last.a, y, <double*>last.g, m, last.n_out)
+
+    cdef Py_ssize_t _count_rows(self, const floating* y, int m) noexcept nogil:
+        """How many of the last stage's m output rows have their largest entry where
+        the target rows y have theirs (the label, for one-hot rows)."""
+        cdef Stage* last = &self._stages[self._n_stages - 1]
+        cdef Py_ssize_t i, n = last.n_out, count = 0
+        for i in range(m):
+            if _argmax(<floating*>last.a + i * n, n) == _argmax(y + i * n, n):
+                count += 1
+        return count
 
     cdef void _forward_all(self, floating* x, const cnp.uint8_t* pixels, int m, int t,
                            int team) noexcept nogil:
@@ -859,7 +974,7 @@ cdef class FusedTrainer:
         if self._loss == NULL:
             raise RuntimeError("this trainer has no compiled loss")
         _, targets, order = self._epoch_data(start, m)
-        return self._loss_rows(targets, self._y, order, start, m)
+        return self._loss_rows(targets, self._y, order, start, m, self._epoch_weights)
 
     def backward_batch(self, grad_output, Py_ssize_t m):
         """The backward pass of the last forward pass over its ``m`` rows.
@@ -910,7 +1025,10 @@ cdef class FusedTrainer:
             self._forward_all(&x[0, 0], NULL, <int>m, t, team)
 
     def _loss_rows(self, targets, floating[:, ::1] ybuf, const cnp.int64_t[::1] order,
-                   Py_ssize_t start, Py_ssize_t m):
+                   Py_ssize_t start, Py_ssize_t m, weights):
+        cdef const double[::1] weight_view = weights
+        cdef const double* weight_ptr = &weight_view[0] if weights is not None else NULL
+        cdef Py_ssize_t correct
         cdef const cnp.int64_t[::1] labels = None
         cdef const floating[:, ::1] dense_targets = None
         cdef const cnp.int64_t* label_ptr = NULL
@@ -925,7 +1043,9 @@ cdef class FusedTrainer:
         with nogil:
             _gather_targets(label_ptr, target_ptr, &order[start], m, ybuf.shape[1],
                             &ybuf[0, 0])
-            total = self._loss_kernel(&ybuf[0, 0], <int>m)
+            total = self._loss_kernel(&ybuf[0, 0], <int>m, weight_ptr, &order[start])
+            correct = self._count_rows(&ybuf[0, 0], <int>m)
+        self.correct += correct
         return total
 
     def _store_gradient(self, const floating[:, ::1] grad):
