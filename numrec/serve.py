@@ -153,7 +153,14 @@ def parse_pixels(body):
 
 
 def _count(value, unit):
-    return f"{len(value)} {unit}" if isinstance(value, list) else f"a {type(value).__name__}"
+    """How many ``unit`` a JSON list holds, or what else the value is."""
+    if isinstance(value, list):
+        return f"{len(value)} {unit}"
+    if value is None:
+        return "null"
+    kinds = ((bool, "a boolean"), ((int, float), "a number"), (str, "a string"),
+             (dict, "an object"))
+    return next(name for kind, name in kinds if isinstance(value, kind))
 
 
 def body_to_grey(body, content_type=""):
@@ -260,6 +267,7 @@ _LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
 
 class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    default_request_version = "HTTP/1.0"  # a garbled request line still gets a status line
     server_version = "numrec"
     sys_version = ""
     timeout = CONNECTION_TIMEOUT
