@@ -7,7 +7,7 @@ worth its upkeep (the ``serve`` extra of the package is therefore empty).
 
 Endpoints
 ---------
-``GET /``, ``/app.js``, ``/style.css``
+``GET /``, ``/app.js``, ``/style.css``, ``/favicon.svg``
     The page (package data in :mod:`numrec.serve_page`, read once at start-up).
 ``GET /health``
     ``200 {"status": "ok", ...}`` once the model is loaded, ``503`` before.
@@ -60,6 +60,7 @@ _PAGE_FILES = {
     "/index.html": ("index.html", "text/html; charset=utf-8"),
     "/app.js": ("app.js", "text/javascript; charset=utf-8"),
     "/style.css": ("style.css", "text/css; charset=utf-8"),
+    "/favicon.svg": ("favicon.svg", "image/svg+xml"),
 }
 #: Everything the page loads comes from this server.
 _PAGE_POLICY = ("default-src 'self'; img-src 'self' data:; connect-src 'self'; "

@@ -380,7 +380,7 @@ def test_head_gives_headers_without_a_body(base_url):
 
 @pytest.mark.parametrize("path, kind", [
     ("/", "text/html"), ("/index.html", "text/html"), ("/app.js", "text/javascript"),
-    ("/style.css", "text/css"),
+    ("/style.css", "text/css"), ("/favicon.svg", "image/svg+xml"),
 ])
 def test_the_page_is_served_from_the_package(base_url, path, kind):
     with urllib.request.urlopen(base_url + path, timeout=10) as response:
