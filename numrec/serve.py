@@ -156,7 +156,7 @@ def parse_pixels(body):
 def _count(value, unit):
     """How many ``unit`` a JSON list holds, or what else the value is."""
     if isinstance(value, list):
-        return f"{len(value)} {unit}"
+        return f"{len(value)} {unit if len(value) != 1 else unit[:-1]}"
     if value is None:
         return "null"
     kinds = ((bool, "a boolean"), ((int, float), "a number"), (str, "a string"),
@@ -269,8 +269,6 @@ _LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
 class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     default_request_version = "HTTP/1.0"  # a garbled request line still gets a status line
-    server_version = "numrec"
-    sys_version = ""
     timeout = CONNECTION_TIMEOUT
     disable_nagle_algorithm = True  # small answers go out at once
 
@@ -374,6 +372,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.close_connection = True
             raise RequestError(400, "the body is shorter than its Content-Length")
         return body
+
+    def version_string(self):
+        return "numrec"
 
     def handle_expect_100(self):
         """Refuse an announced oversized body before the client sends it."""

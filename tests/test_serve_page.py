@@ -70,7 +70,7 @@ def browser():
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
-                     "--disable-gpu", "--window-size=760,560", "--hide-scrollbars",
+                     "--disable-gpu", "--window-size=800,700", "--hide-scrollbars",
                      "--force-device-scale-factor=1"):
         options.add_argument(argument)
     driver = webdriver.Chrome(options=options,
@@ -174,7 +174,7 @@ def test_the_page_recognises_a_drawn_digit(page, page_url, strokes, expected, ki
 
     screenshot = os.environ.get("NUMREC_SCREENSHOT")
     if screenshot and expected == "7":
-        page.save_screenshot(screenshot)
+        page.find_element(By.TAG_NAME, "main").screenshot(screenshot)
 
 
 def test_predictions_come_while_drawing(page):
