@@ -212,10 +212,11 @@ class Recogniser:
             raise RequestError(422, str(exc)) from None
         row = digit.reshape(1, SIDE * SIDE).astype(self.model.dtype)
         with self._lock:
-            probabilities = np.asarray(self.model.predict_proba(row), dtype=np.float64)[0]
+            probabilities = np.asarray(self.model.predict_proba(row))[0]
         return {
             "class": int(probabilities.argmax()),
-            "probabilities": [float(p) for p in probabilities],
+            # The shortest decimals that give back the model's float32 or float64 values.
+            "probabilities": [float(str(p)) for p in probabilities],
             "image": np.rint(digit * 255).astype(int).tolist(),
         }
 
