@@ -548,3 +548,14 @@ def test_train_default_model_reports_each_epoch(mnist):
                                              lines[0])
     _, (x_test, y_test) = mnist
     assert np.mean(model.predict_classes(x_test[:2000]) == y_test[:2000]) > 0.9
+
+
+def test_the_latency_benchmark_runs():
+    """benchmarks/bench_serve.py starts a server, measures and reports (times not checked)."""
+    script = os.path.join(os.path.dirname(__file__), os.pardir, "benchmarks", "bench_serve.py")
+    result = subprocess.run([sys.executable, script, "--requests", "3"], capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    for text in ("png     ", "json    ", "kept alive", "new", "goal: a round trip under 20 ms",
+                 "decode the PNG", "forward pass"):
+        assert text in result.stdout
