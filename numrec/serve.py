@@ -42,7 +42,7 @@ import numpy as np
 #: Largest request body accepted, in bytes.
 MAX_BODY_BYTES = 2 * 1024 * 1024
 #: Largest picture accepted, in pixels (width × height), checked before decoding.
-MAX_IMAGE_PIXELS = 4096 * 4096
+MAX_IMAGE_PIXELS = 2048 * 2048
 #: Seconds a connection may stay silent before the server closes it.
 CONNECTION_TIMEOUT = 15
 #: Side of the image the network sees.

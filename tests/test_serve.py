@@ -221,9 +221,9 @@ def test_keep_alive_connection_serves_several_requests(base_url, mnist):
         connection.close()
 
 
-def _huge_png():
+def _blank_png(width, height):
     buffer = io.BytesIO()
-    Image.new("1", (5000, 4000)).save(buffer, format="PNG")  # 20 megapixels, a few kB
+    Image.new("1", (width, height)).save(buffer, format="PNG")  # a few kB at any size
     return buffer.getvalue()
 
 
@@ -244,7 +244,10 @@ _BAD_BODIES = {
                                 "not a PNG image"),
     "a truncated PNG": (png_bytes(np.full((40, 40), 7, np.uint8))[:60], {}, 400,
                         "cannot decode the PNG image"),
-    "too many pixels": (_huge_png(), {}, 413, "5000 x 4000 pixels"),
+    "too many pixels": (_blank_png(5000, 4000), {}, 413,
+                        f"5000 x 4000 pixels; at most {serve.MAX_IMAGE_PIXELS} are accepted"),
+    "a row too many": (_blank_png(2048, 2049), {}, 413, "2048 x 2049 pixels"),
+    "as many pixels as allowed": (_blank_png(2048, 2048), {}, 422, "the image is blank"),
     "a blank picture": (png_bytes(np.full((40, 40), 255, np.uint8)), {}, 422,
                         "the image is blank"),
     "invalid JSON": (b"{pixels: 1}", {}, 400, "not valid JSON"),
