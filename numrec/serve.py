@@ -47,7 +47,6 @@ MAX_IMAGE_PIXELS = 2048 * 2048
 CONNECTION_TIMEOUT = 15
 #: Side of the image the network sees.
 SIDE = 28
-N_CLASSES = 10
 #: The default model: the reference network trained this many epochs, with this seed.
 DEFAULT_EPOCHS = 2
 DEFAULT_SEED = 0

@@ -503,6 +503,49 @@ def test_host_help_says_the_risk_plainly():
 
 # --- the default model -------------------------------------------------------------------------
 
+def _wait_for_health(url, process, seconds=300):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            if request(url + "/health")[0] == 200:
+                return True
+        except urllib.error.URLError:
+            pass
+        time.sleep(0.2)
+    return False
+
+
+@pytest.mark.slow
+def test_numrec_serve_without_a_model_trains_and_caches_the_default_one(tmp_path, mnist):
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    cached = tmp_path / "cache" / "numrec" / "serve-model.npz"
+    for run in ("first", "second"):
+        process = _numrec("serve", "--port", "0", env=env)
+        try:
+            url = re.search(r"http://[^/]+", process.stdout.readline()).group(0)
+            assert _wait_for_health(url, process)
+            process.send_signal(signal.SIGINT)
+            _, stderr = process.communicate(timeout=30)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+        lines = stderr.splitlines()
+        assert process.returncode == 130 and lines[-1] == "numrec: interrupted"
+        assert cached.is_file()
+        if run == "first":
+            assert lines[0].startswith("numrec serve: no model given: training the reference "
+                                       "network on the bundled MNIST (2 epochs, seed 0)")
+            assert re.fullmatch(r"numrec serve: epoch 2/2: test accuracy 9\d\.\d\d %, .*",
+                                lines[2])
+        else:
+            assert not any("training" in line for line in lines)
+        assert lines[-2].startswith(f"numrec serve: model ready ({cached}, ")
+    _, (x_test, y_test) = mnist
+    accuracy = np.mean(numrec.load(cached).predict_classes(x_test) == y_test)
+    assert accuracy > 0.95
+
+
 def test_cache_dir_follows_xdg_cache_home(monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     assert serve.default_model_path() == str(tmp_path / "numrec" / "serve-model.npz")

@@ -179,9 +179,11 @@
       }
     } catch (error) {
       setStatus("The server does not answer: is numrec serve still running?");
+      ready = false;
+      setTimeout(waitForModel, HEALTH_RETRY_MS);  // and the drawing goes once it is back
     } finally {
       inFlight = false;
-      if (inked && version !== shownVersion) schedule();
+      if (ready && inked && version !== shownVersion) schedule();
     }
   }
 
