@@ -243,6 +243,14 @@ class DigitServer(http.server.ThreadingHTTPServer):
         super().__init__(address, _Handler)
         self.loopback_only = _is_loopback(self.server_address[0])
 
+    def handle_error(self, request, client_address):
+        """A client that went away is no error; anything else is one line on stderr."""
+        error = sys.exc_info()[1]
+        if isinstance(error, (ConnectionError, TimeoutError)):
+            return
+        print(f"numrec serve: error while answering {client_address[0]}: "
+              f"{type(error).__name__}: {error}", file=sys.stderr, flush=True)
+
     @property
     def url(self):
         host, port = self.server_address[:2]

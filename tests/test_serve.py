@@ -370,6 +370,21 @@ def test_loopback_names_are_accepted_as_host(base_url):
         assert (status, document["status"]) == (200, "ok")
 
 
+def test_a_client_that_goes_away_is_not_reported_other_faults_in_one_line(capsys):
+    server = serve.make_server(None, "127.0.0.1", 0, quiet=True)
+    try:
+        for error in (BrokenPipeError(32, "Broken pipe"), ConnectionResetError(104, "reset"),
+                      TimeoutError("timed out"), ValueError("a fault")):
+            try:
+                raise error
+            except Exception:
+                server.handle_error(None, ("127.0.0.1", 40000))
+    finally:
+        server.server_close()
+    assert capsys.readouterr().err == ("numrec serve: error while answering 127.0.0.1: "
+                                       "ValueError: a fault\n")
+
+
 def test_head_gives_headers_without_a_body(base_url):
     host, port = base_url.removeprefix("http://").split(":")
     connection = http.client.HTTPConnection(host, int(port), timeout=10)
