@@ -119,6 +119,17 @@ _non_negative_float = _number_where(lambda v: v >= 0, "0 or more")
 _fraction_below_one = _number_where(lambda v: 0 <= v < 1, "at least 0 and below 1")
 
 
+def _port(text):
+    """Read a TCP port number, 0 to 65535 (0: any free port)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be from 0 to 65535, got {value}")
+    return value
+
+
 def _accuracy_percent(text):
     """Read a target accuracy: a percentage such as ``96``, or a fraction such as ``0.96``."""
     try:
@@ -226,6 +237,24 @@ examples:
   numrec predict seed-model.txt seven.png --output-activation sigmoid
 """
 
+_SERVE_EPILOG = """\
+The page shows the digit the model sees in large type, a bar for each of the ten
+classes and the 28 x 28 image the network was given (centred as 'numrec predict' does).
+The same answers come from POST /predict, with a PNG body or JSON
+{"pixels": [28 rows of 28 values 0-255]}; GET /health answers 200 once the model is
+loaded.  Request bodies are limited to 2 MB and kept in memory only.
+
+By default the server listens on 127.0.0.1, which only this machine can reach.
+--host 0.0.0.0 (or any other address) opens it to every machine that can reach this
+one, with no password and no encryption: use it only on a network you trust.
+Ctrl-C stops the server.
+
+examples:
+  numrec serve                          the cached default model, http://127.0.0.1:8000/
+  numrec serve numrec-mnist.npz --port 0
+  curl --data-binary @seven.png http://127.0.0.1:8000/predict
+"""
+
 
 def build_parser():
     """Return the ``numrec`` argument parser."""
@@ -303,6 +332,29 @@ def build_parser():
     predict.add_argument("--json", action="store_true",
                          help="print a JSON list, one object per picture")
     predict.set_defaults(run=_predict)
+
+    serve = commands.add_parser(
+        "serve", help="a local web page that recognises the digit you draw",
+        description="Serve a web page on this machine where you draw a digit and a model "
+                    "recognises it as you draw.",
+        epilog=_SERVE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    serve.add_argument("model", metavar="MODEL", nargs="?",
+                       help="a model file saved by numrec (any model with 784 inputs and 10 "
+                            "outputs), or a seed text model (default: the reference network "
+                            "trained on the bundled MNIST on first use and cached in "
+                            "$XDG_CACHE_HOME/numrec, else ~/.cache/numrec)")
+    _add_output_activation(serve)
+    serve.add_argument("--port", type=_port, default=8000, metavar="N",
+                       help="TCP port to listen on; 0 picks a free one (default: 8000)")
+    serve.add_argument("--host", default="127.0.0.1", metavar="ADDRESS",
+                       help="address to listen on (default: 127.0.0.1, this machine only). "
+                            "Any other, such as 0.0.0.0, lets every machine that can reach "
+                            "this one use the page and the model, with no password and no "
+                            "encryption")
+    serve.add_argument("--log", action="store_true",
+                       help="print a line per request on stderr")
+    serve.set_defaults(run=_serve)
     return parser
 
 
@@ -961,6 +1013,14 @@ def format_confusion(confusion):
         recall = f"{100 * row[true] / total:6.2f} %" if total else "     -"
         lines.append(f"{true:>4} " + "".join(f"{v:>{width}}" for v in row) + "  " + recall)
     return "\n".join(lines)
+
+
+# --- numrec serve --------------------------------------------------------------------------
+
+def _serve(args):
+    from numrec.serve import run
+
+    return run(args)
 
 
 # --- numrec predict ------------------------------------------------------------------------
