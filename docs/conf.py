@@ -75,7 +75,7 @@ def _write_cli_help():
     old_columns = os.environ.get("COLUMNS")
     os.environ["COLUMNS"] = "88"
     try:
-        for command in ("", "train", "evaluate", "predict"):
+        for command in ("", "train", "evaluate", "predict", "export", "info"):
             out = io.StringIO()
             with contextlib.redirect_stdout(out):
                 try:

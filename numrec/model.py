@@ -410,6 +410,24 @@ class Sequential:
 
         save_model(self, path)
 
+    def to_onnx(self, path, *, raw=False):
+        """Write the model to the ONNX file ``path`` for onnxruntime (see :doc:`onnx`).
+
+        The file is written atomically.  The graph's output is what :meth:`predict`
+        returns (probabilities for a model trained with :class:`SoftmaxCrossEntropy`),
+        or with ``raw=True`` the last component's outputs.  Needs the ``onnx`` package
+        (``pip install "numrec[onnx]"``).
+
+        Raises
+        ------
+        numrec.onnx_export.ExportError
+            If a component has no ONNX form (a Python-written one, say); the message
+            names it.
+        """
+        from numrec.onnx_export import export
+
+        export(self, path, raw=raw)
+
     # --- training -----------------------------------------------------------------------
 
     def fit(self, x, y, *, epochs=1, batch_size=32, loss=None, optimizer=None,
