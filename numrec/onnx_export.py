@@ -38,7 +38,8 @@ from numrec._core._layers import Dense
 from numrec._core._losses import Loss, SoftmaxCrossEntropy
 from numrec._files import atomic_writer
 
-__all__ = ["CONVERTERS", "ExportError", "OPSET", "converter", "export", "to_model_proto"]
+__all__ = ["CONVERTERS", "ExportError", "LOSS_CONVERTERS", "OPSET", "converter", "export",
+           "to_model_proto"]
 
 #: The ONNX operator set the graphs use, and the IR version of the files.
 OPSET = 13
