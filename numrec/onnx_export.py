@@ -56,11 +56,11 @@ class ExportError(TypeError):
 #: Component class -> ``convert(component, graph, x) -> y``: adds the component's
 #: operators to ``graph`` (a :class:`_Graph`), reading the tensor named ``x``, and
 #: returns the name of its output tensor.  Looked up by exact class.
-CONVERTERS = {}
+CONVERTERS: dict = {}
 
 #: Loss class -> ``convert(graph, x) -> y`` giving ``loss.probabilities`` of the outputs,
 #: for losses that override :meth:`Loss.probabilities <numrec.Loss.probabilities>`.
-LOSS_CONVERTERS = {}
+LOSS_CONVERTERS: dict = {}
 
 
 def converter(cls, table=CONVERTERS):
