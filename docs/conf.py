@@ -1,14 +1,51 @@
 """Sphinx configuration for the numrec documentation.
 
-Build with ``sphinx-build -W -b html docs docs/_build/html`` (needs ``pip install
-numrec[docs]``).  numrec must be importable: the API reference is read from the
-docstrings of the installed (compiled) package.
+Build with ``sphinx-build -W -b html docs docs/_build/html`` or ``python -m sphinx -W -b
+html docs docs/_build/html`` (needs ``pip install ".[docs]"``).  numrec must be installed:
+the API reference is read from the docstrings of the installed (compiled) package, even
+from the source root, where the uncompiled source folder would shadow it.
 """
 import contextlib
+import importlib
 import io
 import os
+import sys
 
-import numrec
+#: The folder that holds docs/ and numrec's sources.
+SOURCE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _import_numrec():
+    """Import the installed, compiled numrec.
+
+    ``python -m sphinx`` puts the current directory first on ``sys.path``; run from the
+    source root, that makes ``import numrec`` find the source folder, whose compiled
+    modules are not built there.  Then the source root leaves ``sys.path`` and the
+    installed package is imported instead.  (An editable install maps the source folder
+    to its build and needs none of this.)
+    """
+    try:
+        importlib.import_module("numrec._core._activations")
+        return sys.modules["numrec"]
+    except ImportError:
+        pass
+    for name in [name for name in sys.modules if name.split(".")[0] == "numrec"]:
+        del sys.modules[name]
+    sys.path[:] = [entry for entry in sys.path
+                   if os.path.abspath(entry or os.curdir) != SOURCE_ROOT]
+    importlib.invalidate_caches()
+    try:
+        importlib.import_module("numrec._core._activations")
+    except ImportError as exc:
+        raise ImportError(
+            f"the documentation is read from the installed numrec, which was not found "
+            f"({exc}); install it first (pip install '.[docs]' in {SOURCE_ROOT}), then "
+            f"run sphinx-build docs OUT or python -m sphinx docs OUT"
+        ) from None
+    return sys.modules["numrec"]
+
+
+numrec = _import_numrec()
 
 project = "numrec"
 author = "the numrec developers"
@@ -75,7 +112,7 @@ def _write_cli_help():
     old_columns = os.environ.get("COLUMNS")
     os.environ["COLUMNS"] = "88"
     try:
-        for command in ("", "train", "evaluate", "predict"):
+        for command in ("", "train", "evaluate", "predict", "export", "info"):
             out = io.StringIO()
             with contextlib.redirect_stdout(out):
                 try:

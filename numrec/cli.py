@@ -355,6 +355,28 @@ def build_parser():
     serve.add_argument("--log", action="store_true",
                        help="print a line per request on stderr")
     serve.set_defaults(run=_serve)
+    info = commands.add_parser(
+        "info", help="versions, kernels, threads and BLAS (for bug reports)",
+        description="Print numrec's version, Python's and NumPy's, which kernels run on "
+                    "this processor (AVX2 + FMA or portable), the training threads and the "
+                    "BLAS library in use.  Paste it into bug reports.",
+    )
+    info.add_argument("--json", action="store_true", help="print one JSON object")
+    info.set_defaults(run=_info)
+
+    export = commands.add_parser(
+        "export", help="write a saved model as an ONNX file",
+        description="Write a saved model as an ONNX file, for onnxruntime (Python, C++, "
+                    "C#, Java, or a web page with onnxruntime-web).  Its output is what "
+                    "numrec's predict gives: probabilities for a model trained with "
+                    "softmax cross-entropy.  Needs the onnx package: pip install "
+                    "'.[onnx]' in numrec's source folder.",
+    )
+    export.add_argument("model", metavar="MODEL",
+                        help="a model file saved by numrec, or a seed text model")
+    export.add_argument("output", metavar="OUTPUT", help="the ONNX file to write")
+    _add_output_activation(export)
+    export.set_defaults(run=_export)
     return parser
 
 
@@ -449,7 +471,7 @@ def main(argv=None):
     except SystemExit as exc:  # --help, --version and usage errors
         return exc.code if isinstance(exc.code, int) else 2
     if args.command is None:
-        print("numrec: error: choose a command: train, evaluate or predict "
+        print("numrec: error: choose a command: train, evaluate, predict, serve, export or info "
               "(see 'numrec --help')", file=sys.stderr)
         return 2
     try:
@@ -1021,6 +1043,28 @@ def _serve(args):
     from numrec.serve import run
 
     return run(args)
+
+
+# --- numrec info and numrec export -----------------------------------------------------------
+
+def _info(args):
+    from numrec._sysinfo import collect, format_text
+
+    info = collect()
+    print(json.dumps(info) if args.json else "\n".join(format_text(info)))
+    return 0
+
+
+def _export(args):
+    from numrec.onnx_export import ExportError
+
+    model = _load_model(args.model, args.output_activation)
+    try:
+        model.to_onnx(args.output)
+    except (ExportError, ImportError) as exc:
+        raise CommandError(f"cannot export {args.model}: {exc}") from None
+    print(f"wrote {args.output}")
+    return 0
 
 
 # --- numrec predict ------------------------------------------------------------------------

@@ -420,6 +420,24 @@ class Sequential:
 
         save_model(self, path)
 
+    def to_onnx(self, path, *, raw=False):
+        """Write the model to the ONNX file ``path`` for onnxruntime (see :doc:`onnx`).
+
+        The file is written atomically.  The graph's output is what :meth:`predict`
+        returns (probabilities for a model trained with :class:`SoftmaxCrossEntropy`),
+        or with ``raw=True`` the last component's outputs.  Needs the ``onnx`` package
+        (``pip install ".[onnx]"`` in numrec's source folder).
+
+        Raises
+        ------
+        numrec.onnx_export.ExportError
+            If a component has no ONNX form (a Python-written one, say); the message
+            names it.
+        """
+        from numrec.onnx_export import export
+
+        export(self, path, raw=raw)
+
     # --- training -----------------------------------------------------------------------
 
     #: The data the model was trained on, as :meth:`fit` records it with ``dataset=``: a

@@ -1,0 +1,110 @@
+"""``numrec info``: versions, kernels, threads and BLAS, checked against the system."""
+import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy
+
+import numrec
+from numrec import cli
+from numrec._core import _activations, _layers
+from numrec._sysinfo import KERNEL_PATHS
+
+
+def run_info(*args):
+    result = subprocess.run([sys.executable, "-m", "numrec", "info", *args],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def info():
+    return json.loads(run_info("--json"))
+
+
+def cpuinfo_flags():
+    """The processor's flags from /proc/cpuinfo (Linux, x86-64), else None."""
+    path = Path("/proc/cpuinfo")
+    if platform.machine() not in ("x86_64", "AMD64") or not path.exists():
+        return None
+    for line in path.read_text().splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return None
+
+
+def test_versions(info):
+    assert info["numrec"] == numrec.__version__
+    assert info["numpy"] == np.__version__ and info["scipy"] == scipy.__version__
+    assert info["python"].startswith(platform.python_version())
+    assert info["machine"] == platform.machine()
+
+
+def test_kernels_follow_the_processor(info):
+    flags = cpuinfo_flags()
+    if flags is None:
+        assert info["kernels"] == "portable"
+        return
+    has_avx2_fma = {"avx2", "fma"} <= flags
+    assert info["kernels"] == ("avx2-fma" if has_avx2_fma else "portable")
+    assert info["kernel_detail"] == {"dense_float32": has_avx2_fma,
+                                     "sigmoid_float32": has_avx2_fma}
+    assert info["cpu_features"]["avx2"] == ("avx2" in flags)
+    assert info["cpu_features"]["avx512f"] == ("avx512f" in flags)
+
+
+def test_threads(info):
+    expected = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                else os.cpu_count())
+    assert info["threads"] == expected
+    assert info["cpu_count"] == os.cpu_count()
+
+
+def test_blas_is_the_one_numrec_calls(info):
+    # numrec's layers call scipy.linalg.cython_blas: scipy's BLAS must be listed, with
+    # a library file that exists.
+    assert info["blas"], info
+    for library in info["blas"]:
+        assert Path(library["filepath"]).is_file()
+        assert library["num_threads"] >= 1
+    assert any("scipy" in library["filepath"] for library in info["blas"])
+
+
+def test_text_form(info):
+    lines = run_info().splitlines()
+    fields = {}
+    for line in lines:
+        label, value = line.split(":", 1)
+        fields.setdefault(label, []).append(value.strip())
+    assert fields["numrec"] == [numrec.__version__]
+    assert fields["numpy"] == [np.__version__]
+    assert fields["threads"][0].startswith(f"{info['threads']} for training")
+    assert len(fields["BLAS"]) == len(info["blas"])
+    expected = "AVX2 + FMA" if info["kernels"] == "avx2-fma" else "portable"
+    assert fields["kernels"][0].startswith(expected)
+
+
+def test_switched_off_kernels_report_portable(capsys):
+    dense, sigmoid = _layers._simd_kernels(False), _activations._vector_sigmoid_kernel(False)
+    try:
+        assert cli.main(["info", "--json"]) == 0
+    finally:
+        _layers._simd_kernels(dense)
+        _activations._vector_sigmoid_kernel(sigmoid)
+    report = json.loads(capsys.readouterr().out)
+    assert report["kernels"] == "portable" and report["kernels"] in KERNEL_PATHS
+    assert report["kernel_detail"] == {"dense_float32": False, "sigmoid_float32": False}
+
+
+def test_bad_option_is_one_line():
+    result = subprocess.run([sys.executable, "-m", "numrec", "info", "--jsn"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert len(result.stderr.splitlines()) == 1 and "Traceback" not in result.stderr
