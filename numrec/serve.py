@@ -97,7 +97,7 @@ def decode_png(body, *, max_pixels=MAX_IMAGE_PIXELS):
     """
     from PIL import Image, UnidentifiedImageError
 
-    from numrec.images import _grey_levels
+    from numrec.images import _grey_levels, _reduced
 
     try:
         with warnings.catch_warnings():
@@ -108,7 +108,8 @@ def decode_png(body, *, max_pixels=MAX_IMAGE_PIXELS):
                     raise RequestError(413, f"the picture has {width} x {height} pixels; "
                                             f"at most {max_pixels} are accepted")
                 image.load()
-                return _grey_levels(image)
+                # As numrec predict reads a file (numrec.images.read_grey).
+                return _grey_levels(_reduced(image), "the picture")
     except UnidentifiedImageError:
         raise RequestError(400, "the body is not a PNG image") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
