@@ -10,7 +10,17 @@ Build a network from layers and activations, train it with a loss and an optimiz
     history = model.fit(x_train, y_train, epochs=5, loss=numrec.MSE(),
                         optimizer=numrec.SGD(lr=0.5), validation_data=(x_test, y_test))
 """
+import os as _os
 from importlib.metadata import PackageNotFoundError, version as _version
+
+# The compiled loop's threads meet at OpenMP barriers several times a batch.  GNU OpenMP
+# spins 300,000 times at each before it sleeps: on a machine busy with other work the
+# spinning thread takes the processor from the one it waits for, and an epoch of the
+# reference network took 25-38 s instead of 0.3 s (load 12 on 2 cores).  1,000 spins
+# keep the idle speed and bound that collapse (1.6 s).  It must be set before OpenMP
+# loads, and a user's own OMP_WAIT_POLICY or GOMP_SPINCOUNT wins (docs/architecture.rst).
+if "OMP_WAIT_POLICY" not in _os.environ:
+    _os.environ.setdefault("GOMP_SPINCOUNT", "1000")
 
 # The abstract classes, then the built-ins of numrec.registry (a test keeps the two in step).
 from numrec._core._activations import (Activation, Identity, LeakyReLU, ReLU, Sigmoid,
