@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from numrec._core._activations import Identity, LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
 from numrec._core._layers import Dense
+from numrec._core._shaping import Dropout, Flatten
 from numrec._core._losses import MSE, BinaryCrossEntropy, CrossEntropy, SoftmaxCrossEntropy
 from numrec._core._optimizers import SGD, Adam, AdamW
 from numrec._core._validation import check_positive_int, is_finite_real
@@ -154,6 +155,14 @@ def _float_dtype_name(value):
     return value in _FLOAT_NAMES
 
 
+def _probability_below_one(value):
+    return is_finite_real(value) and 0 <= value < 1
+
+
+def _seed64(value):
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2 ** 64
+
+
 def _dense_shapes(config):
     n_in = check_positive_int(config["in_features"], "in_features")
     n_out = check_positive_int(config["out_features"], "out_features")
@@ -168,6 +177,11 @@ register(Dense, "layer",
          shapes=_dense_shapes,
          examples=({"in_features": 7, "out_features": 5},
                    {"in_features": 300, "out_features": 130}))
+# Without parameters, they take their sizes from the layer before them (Layer.build):
+# tests/test_cnn.py checks them, the conformance suite needs sizes at construction.
+register(Flatten, "layer", examples=())
+register(Dropout, "layer", config={"p": _probability_below_one, "seed": _seed64},
+         examples=())
 
 register(LeakyReLU, "activation", config={"alpha": _non_negative_float},
          examples=({"alpha": 0.2}, {"alpha": 0.0}))

@@ -194,8 +194,11 @@ def plan_problem(components, dtype=np.float32):
         if problem is not None:
             return f"components[{index}]: {problem}"
         if isinstance(component, Layer):
-            if not (hasattr(component, "in_features") and hasattr(component, "out_features")):
-                return f"components[{index}]: a layer without in_features and out_features"
+            if (getattr(component, "in_features", None) is None
+                    or getattr(component, "out_features", None) is None):
+                return (f"components[{index}]: a layer without in_features and out_features "
+                        f"(one that takes its sizes from its input needs a model that knows "
+                        f"its input shape)")
         elif isinstance(component, Activation):
             if not isinstance(previous, Layer):
                 return f"components[{index}]: an activation must follow a layer"
