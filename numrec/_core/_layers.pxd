@@ -11,9 +11,10 @@ cdef class Layer:
     # Training mode (Layer.training): True while a model trains.  A layer that behaves
     # differently in training (Dropout) reads it in forward, forward_pass and its kernels.
     cdef public bint training
-    # Per-sample shapes set by build() (tuples without the batch axis), or None.
-    cdef public object input_shape
-    cdef public object output_shape
+    # Per-sample shapes set by build() (tuples without the batch axis), or None;
+    # the properties input_shape and output_shape (a subclass may define its own).
+    cdef object _input_shape
+    cdef object _output_shape
     # The kernel contract of compiled layers (docs/architecture.rst), called by the
     # compiled loop without the GIL.  x: (m, n_inputs) input rows, z: (m, n_outputs)
     # output rows, g: dL/dz, gx: dL/dx.  forward and the parameter kernels work on the

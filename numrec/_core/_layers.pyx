@@ -105,8 +105,26 @@ cdef class Layer:
         if type(self) is Layer:
             raise TypeError("Layer is abstract: subclass it and implement forward and backward")
         self.training = True
-        self.input_shape = None
-        self.output_shape = None
+        self._input_shape = None
+        self._output_shape = None
+
+    @property
+    def input_shape(self):
+        """The per-sample input shape the layer is built for (:meth:`build`), or None."""
+        return self._input_shape
+
+    @input_shape.setter
+    def input_shape(self, value):
+        self._input_shape = None if value is None else tuple(value)
+
+    @property
+    def output_shape(self):
+        """The per-sample output shape, once built (:meth:`build`), or None."""
+        return self._output_shape
+
+    @output_shape.setter
+    def output_shape(self, value):
+        self._output_shape = None if value is None else tuple(value)
 
     def build(self, input_shape):
         """Fit the layer to inputs of the per-sample shape ``input_shape``; return its
