@@ -331,3 +331,100 @@ def test_a_model_file_with_a_bad_input_shape_is_refused(tmp_path):
         np.savez(path, **arrays)
         with pytest.raises(numrec.ModelFileError, match=pattern):
             numrec.load(path)
+
+
+# --- a small convolutional network, trained, saved and used from the command line ----------
+
+def small_cnn(seed=0, dtype=np.float32):
+    rng = np.random.default_rng(seed)
+    return numrec.Sequential([
+        numrec.Conv2D(1, 8, 5, seed=rng, dtype=dtype, init="he"), numrec.ReLU(),
+        numrec.MaxPool2D(2), numrec.Dropout(0.25, seed=seed), numrec.Flatten(),
+        numrec.Dense(8 * 12 * 12, 10, seed=rng, dtype=dtype),
+    ], loss=numrec.SoftmaxCrossEntropy(), input_shape=(1, 28, 28))
+
+
+@pytest.fixture(scope="module")
+def trained_cnn(tmp_path_factory, mnist):
+    """A small CNN trained on 3000 MNIST images for 2 epochs, saved; and the test images."""
+    (x_train, y_train), (x_test, y_test) = mnist
+    x_train = x_train.reshape(-1, 28, 28)[:3000]
+    model = small_cnn()
+    history = model.fit(x_train, y_train[:3000], epochs=2, batch_size=32,
+                        optimizer=numrec.Adam(0.002), seed=0,
+                        validation_data=(x_test[:1000], y_test[:1000]))
+    path = tmp_path_factory.mktemp("cnn") / "cnn.npz"
+    model.save(path)
+    return model, history, path
+
+
+def test_a_short_training_learns(trained_cnn):
+    model, history, _ = trained_cnn
+    assert history.loop == "compiled"
+    assert history.val_accuracy[-1] > 0.85  # chance: 0.1
+    assert history.loss[1] < history.loss[0]
+
+
+def test_summary_of_a_cnn(trained_cnn, capsys):
+    trained_cnn[0].summary()
+    lines = capsys.readouterr().out.splitlines()
+    assert "(None, 8, 24, 24)" in lines[2] and lines[2].endswith(f"{8 * 25 + 8:,}")
+    assert "(None, 8, 12, 12)" in lines[4]
+    assert "(None, 1152)" in lines[6]
+    assert lines[-1].startswith(f"{8 * 25 + 8 + 1152 * 10 + 10:,} parameters")
+
+
+def test_a_saved_cnn_predicts_the_same(trained_cnn, mnist):
+    model, _, path = trained_cnn
+    loaded = numrec.load(path)
+    assert loaded.input_shape == (1, 28, 28)
+    assert [repr(c) for c in loaded.components] == [repr(c) for c in model.components]
+    x = mnist[1][0][:300]
+    np.testing.assert_array_equal(loaded.predict(x), model.predict(x))
+    np.testing.assert_array_equal(loaded.predict(x.reshape(-1, 1, 28, 28)), model.predict(x))
+
+
+def test_cnn_compiled_loop_equals_python_loop(mnist):
+    (x, y), _ = mnist
+    x, y = x[:200].reshape(-1, 1, 28, 28), y[:200]
+    runs = {}
+    for fused in (None, False):
+        model = small_cnn(dtype=np.float64)
+        runs[fused] = model, model.fit(x, y, epochs=1, batch_size=20, seed=1, fused=fused,
+                                       optimizer=numrec.Adam(0.001))
+    assert runs[None][1].loop == "compiled"
+    np.testing.assert_allclose(runs[None][1].loss, runs[False][1].loss, rtol=1e-10)
+    for a, b in zip(runs[None][0].parameters(), runs[False][0].parameters()):
+        np.testing.assert_allclose(a, b, rtol=1e-8, atol=1e-11)
+
+
+def test_numrec_evaluate_and_predict_a_saved_cnn(trained_cnn, small_data, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    from numrec.datasets import load_mnist
+
+    model, _, path = trained_cnn
+
+    def numrec_command(*args):
+        result = subprocess.run([sys.executable, "-m", "numrec", *map(str, args)],
+                                capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout.splitlines()[-1])
+
+    report = numrec_command("evaluate", path, "--data", small_data, "--json")
+    _, (x_test, y_test) = load_mnist(small_data, dtype=np.uint8)
+    assert report["test_accuracy"] == pytest.approx(model.evaluate(x_test, y_test)["accuracy"])
+    images = []
+    for index in range(3):
+        image = tmp_path / f"digit{index}.png"
+        Image.fromarray(x_test[index].reshape(28, 28)).save(image)
+        images.append(image)
+    answers = numrec_command("predict", path, *images, "--json")
+    from numrec.images import load_digit
+
+    expected = model.predict_classes(np.stack([load_digit(p) for p in images]))
+    assert [a["digit"] for a in answers] == expected.tolist()
