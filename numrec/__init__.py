@@ -16,6 +16,7 @@ from importlib.metadata import PackageNotFoundError, version as _version
 from numrec._core._activations import (Activation, Identity, LeakyReLU, ReLU, Sigmoid,
                                        Softmax, Tanh)
 from numrec._core._layers import Dense, Layer
+from numrec._core._conv import Conv2D, MaxPool2D
 from numrec._core._losses import (
     MSE, BinaryCrossEntropy, CrossEntropy, Loss, SoftmaxCrossEntropy,
 )
@@ -34,7 +35,7 @@ __all__ = [
     "Activation", "DivergedError", "History", "Layer", "Loss", "ModelFileError", "Optimizer",
     "Sequential", "TrainingWarning", "callbacks", "datasets", "load", "mnist_mlp",
     # the built-ins, kind by kind
-    "Dense",
+    "Dense", "Conv2D", "MaxPool2D",
     "LeakyReLU", "ReLU", "Sigmoid", "Tanh", "Identity", "Softmax",
     "MSE", "CrossEntropy", "SoftmaxCrossEntropy", "BinaryCrossEntropy",
     "SGD", "Adam", "AdamW",
