@@ -233,6 +233,9 @@ class Sequential:
     def _misfit(self, index, error, before, shape):
         """The message for components[index], which cannot take ``shape``."""
         component = self.components[index]
+        error = str(error)
+        if error.startswith(repr(component)):  # the layer names itself: once is enough
+            error = error[len(repr(component)):].lstrip(" :")
         given = f"{shape[0]}" if len(shape) == 1 else f"shape {shape}"
         if before is None:
             return (f"components[{index}] ({component!r}) {error} but the model's "

@@ -123,6 +123,9 @@ cdef struct Stage:
     PyObject* activation   # a compiled Activation, or NULL
     int n_in
     int n_out
+    int n_units            # output units that threads share: n_out, or fewer (Layer.n_units)
+    int unit_width         # outputs per unit: n_out / n_units (a unit's outputs are columns
+                           # [unit * unit_width, (unit + 1) * unit_width) of each row)
     void* z                # (rows, n_out) layer output, before the activation
     void* a                # (rows, n_out) activation output (the same buffer as z without one)
     void* g                # (rows, n_out) dL/da, turned in place into dL/dz
@@ -347,6 +350,11 @@ cdef class FusedTrainer:
                                           if activation is not None else NULL)
             self._stages[s].n_in = layer.in_features
             self._stages[s].n_out = layer.out_features
+            n_units = getattr(layer, "n_units", layer.out_features)
+            if n_units < 1 or layer.out_features % n_units:
+                raise ValueError(f"{layer!r}: n_units must divide out_features")
+            self._stages[s].n_units = n_units
+            self._stages[s].unit_width = layer.out_features // n_units
             self._stages[s].z = cnp.PyArray_DATA(z)
             self._stages[s].a = cnp.PyArray_DATA(a)
             self._stages[s].g = cnp.PyArray_DATA(g)
@@ -692,7 +700,7 @@ cdef class FusedTrainer:
             below = <floating*>self._gx_data
         full_activation = below != NULL or stage.rowwise
         if t == 0 and full_activation:
-            _activation_backward_part(stage, <floating*>stage.g, m, 0, stage.n_out)
+            _activation_backward_part(stage, <floating*>stage.g, m, 0, stage.n_units)
         if t == 0 and below != NULL:
             if floating is float:
                 (<Layer>stage.layer).backward_input_f32(<float*>stage.g, <float*>below, m)
@@ -744,7 +752,7 @@ cdef class FusedTrainer:
         it applies after the stage below's barrier (_backward_stage)."""
         cdef Stage* stage = &self._stages[s]
         if t == 0:
-            _activation_backward_part(stage, <float*>stage.g, m, 0, stage.n_out)
+            _activation_backward_part(stage, <float*>stage.g, m, 0, stage.n_units)
         if team > 1:
             _barrier()
         if t == 0:
@@ -766,7 +774,7 @@ cdef class FusedTrainer:
             stage = &self._stages[s]
             stage_pixels = pixels if s == 0 else NULL
             if stage.split == 0 or self.n_threads == 1:
-                _forward_part(stage, inputs, stage_pixels, m, 0, stage.n_out, True)
+                _forward_part(stage, inputs, stage_pixels, m, 0, stage.n_units, True)
             else:
                 for t in prange(self.n_threads, num_threads=self.n_threads,
                                 schedule="static", chunksize=1):
@@ -956,19 +964,19 @@ cdef class FusedTrainer:
 cdef inline int _first_unit(Stage* stage, int t, int team) noexcept nogil:
     """First output unit of thread t's share of a stage, out of ``team`` threads.
 
-    t = team gives n_out.  A stage that is not split belongs to thread 0 alone: the
+    t = team gives n_units.  A stage that is not split belongs to thread 0 alone: the
     other threads get empty shares.
     """
     if not stage.split:
-        return 0 if t == 0 else stage.n_out
+        return 0 if t == 0 else stage.n_units
     if t >= team:
-        return stage.n_out
-    return (stage.n_out * t // team) // stage.align * stage.align
+        return stage.n_units
+    return (stage.n_units * t // team) // stage.align * stage.align
 
 
 cdef void _forward_part(Stage* stage, floating* inputs, const cnp.uint8_t* pixels, int m,
                         int lo, int hi, bint with_activation) noexcept nogil:
-    """Outputs lo:hi of a stage: the layer's (from ``pixels`` unless NULL, float32
+    """Units lo:hi of a stage: the layer's (from ``pixels`` unless NULL, float32
     only), then (optionally) the activation's; stage.row_block rows at a time if set."""
     cdef int first, rows
     if stage.row_block == 0 or m <= stage.row_block:
@@ -1000,6 +1008,8 @@ cdef void _forward_rows(Stage* stage, floating* inputs, const cnp.uint8_t* pixel
         (<Layer>stage.layer).forward_f64(inputs, z, m, lo, hi)
     if stage.activation == NULL or not with_activation:
         return
+    lo *= stage.unit_width  # the units' columns
+    hi *= stage.unit_width
     if floating is float:
         (<Activation>stage.activation).forward_f32(z + lo, a + lo, m, hi - lo, stage.n_out)
     else:
@@ -1023,9 +1033,11 @@ cdef void _activation_forward_rows(Stage* stage, int first, int last,
 
 cdef void _activation_backward_part(Stage* stage, floating* g, int m, int lo,
                                     int hi) noexcept nogil:
-    """g[:, lo:hi] *= f'(z[:, lo:hi]) for the stage's activation, if it has one."""
+    """g *= f'(z) on the columns of units lo:hi, for the stage's activation if it has one."""
     if stage.activation == NULL or lo >= hi:
         return
+    lo *= stage.unit_width
+    hi *= stage.unit_width
     if floating is float:
         (<Activation>stage.activation).backward_f32(
             <float*>stage.z + lo, <float*>stage.a + lo, g + lo, m, hi - lo, stage.n_out)
