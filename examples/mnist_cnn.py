@@ -1,14 +1,15 @@
 """Train a convolutional network on MNIST to over 99 % test accuracy, save it and load it.
 
-The Keras MNIST example's network, on images of shape (1, 28, 28) (channels, height,
-width, as PyTorch): two 3x3 convolutions (32 and 64 channels) with ReLU, a 2x2 max-pool,
-dropout 0.25, flatten, a dense layer of 128 with ReLU, dropout 0.5 and 10 outputs,
-trained with softmax cross-entropy and Adam.  Training stops after the first epoch whose
-test accuracy exceeds 99 %.  ``--small`` trains a lighter network instead: conv(1→16,
-5x5) ReLU, max-pool 2, conv(16→32, 5x5) ReLU, max-pool 2, flatten, dense 10.
+On images of shape (1, 28, 28) (channels, height, width, as PyTorch): conv(1→16, 5x5)
+ReLU, max-pool 2, conv(16→32, 5x5) ReLU, max-pool 2, flatten, dense 10, trained with
+softmax cross-entropy and Adam (learning rate 0.001, batch 64).  Training stops after the
+first epoch whose test accuracy exceeds 99 %.  ``--keras`` trains the Keras MNIST
+example's network instead: two 3x3 convolutions (32 and 64 channels) with ReLU, a 2x2
+max-pool, dropout 0.25, flatten, a dense layer of 128 with ReLU, dropout 0.5 and 10
+outputs; it has 65 times the parameters and 10 times the arithmetic per image.
 
     python examples/mnist_cnn.py
-    python examples/mnist_cnn.py --small
+    python examples/mnist_cnn.py --keras
     python examples/mnist_cnn.py --epochs 1 --train-samples 2000 --output /tmp/cnn.npz
 """
 import argparse
@@ -40,7 +41,7 @@ def keras_network(seed: int) -> numrec.Sequential:
 
 
 def small_network(seed: int) -> numrec.Sequential:
-    """A lighter network (about 18 000 parameters, a tenth of the arithmetic)."""
+    """The default network (18 378 parameters, 2.1 million multiply-adds per image)."""
     rng = np.random.default_rng(seed)
     return numrec.Sequential([
         numrec.Conv2D(1, 16, 5, seed=rng, init="he"),    # -> (16, 24, 24)
@@ -56,11 +57,12 @@ def small_network(seed: int) -> numrec.Sequential:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--small", action="store_true", help="train the lighter network")
+    parser.add_argument("--keras", action="store_true",
+                        help="train the Keras example's larger network")
     parser.add_argument("--epochs", type=int, default=10, help="most epochs (default 10)")
     parser.add_argument("--target", type=float, default=0.99,
                         help="stop once test accuracy exceeds this (default 0.99)")
-    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=0.001, help="Adam's learning rate")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--train-samples", type=int, default=None,
@@ -82,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     x_test, y_test = x_test[:args.test_samples], y_test[:args.test_samples]
     print(f"MNIST: {len(x_train)} training and {len(x_test)} test images")
 
-    model = small_network(args.seed) if args.small else keras_network(args.seed)
+    model = keras_network(args.seed) if args.keras else small_network(args.seed)
     model.summary()
 
     def report(epoch: int, history: numrec.History) -> None:

@@ -25,10 +25,14 @@ The presets:
     (PyTorch's ``CrossEntropyLoss``), SGD with learning rate 0.1, batch 512, no
     shuffling, Kaiming-normal weights and zero biases.
 ``cnn``
-    A convolutional network on the 28 x 28 images, ``(1, 28, 28)``: conv(1→32, 3x3)
-    ReLU, conv(32→64, 3x3) ReLU, max-pool 2, dropout 0.25, flatten, dense 128 ReLU,
-    dropout 0.5, dense 10, cross-entropy on the logits, Adam (learning rate 0.001,
-    batch 128), He initialisation: the Keras MNIST example's network, over 99 %.
+    A convolutional network on the 28 x 28 images, ``(1, 28, 28)``: conv(1→16, 5x5)
+    ReLU, max-pool 2, conv(16→32, 5x5) ReLU, max-pool 2, flatten, dense 10,
+    cross-entropy on the logits, Adam (learning rate 0.001, batch 64), He
+    initialisation; over 99 % test accuracy.
+``cnn-keras``
+    The Keras MNIST example's network: conv(1→32, 3x3) ReLU, conv(32→64, 3x3) ReLU,
+    max-pool 2, dropout 0.25, flatten, dense 128 ReLU, dropout 0.5, dense 10, with the
+    training of ``cnn`` (batch 128); ten times the arithmetic of ``cnn`` per image.
 """
 import dataclasses
 from dataclasses import dataclass
@@ -260,9 +264,13 @@ PRESETS = {
     "seed-pytorch": Setup(activation="relu", output_activation="identity",
                           loss_name="softmax-cross-entropy", lr=0.1, batch_size=512,
                           shuffle=False),
-    "cnn": Setup(convolution=(("conv", 32, 3), ("conv", 64, 3), ("pool", 2),
-                              ("dropout", 0.25)),
-                 hidden=(128,), dropout=0.5, activation="relu", output_activation="identity",
+    "cnn": Setup(convolution=(("conv", 16, 5), ("pool", 2), ("conv", 32, 5), ("pool", 2)),
+                 hidden=(), activation="relu", output_activation="identity",
                  loss_name="softmax-cross-entropy", optimizer_name="adam", lr=0.001,
-                 batch_size=128),
+                 batch_size=64),
+    "cnn-keras": Setup(convolution=(("conv", 32, 3), ("conv", 64, 3), ("pool", 2),
+                                    ("dropout", 0.25)),
+                       hidden=(128,), dropout=0.5, activation="relu",
+                       output_activation="identity", loss_name="softmax-cross-entropy",
+                       optimizer_name="adam", lr=0.001, batch_size=128),
 }

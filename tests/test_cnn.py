@@ -428,3 +428,26 @@ def test_numrec_evaluate_and_predict_a_saved_cnn(trained_cnn, small_data, tmp_pa
 
     expected = model.predict_classes(np.stack([load_digit(p) for p in images]))
     assert [a["digit"] for a in answers] == expected.tolist()
+
+
+def test_numrec_train_preset_cnn(small_data, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    output = tmp_path / "cnn.npz"
+    result = subprocess.run(
+        [sys.executable, "-m", "numrec", "train", "--preset", "cnn", "--data", str(small_data),
+         "--epochs", "2", "--json", "--output", str(output)],
+        capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("training conv 16 5x5, max-pool 2, conv 32 5x5")
+    assert [line.split()[:2] for line in lines if line.startswith("epoch")] == [
+        ["epoch", "1/2"], ["epoch", "2/2"]]
+    summary = json.loads(lines[-1])
+    assert summary["preset"] == "cnn" and summary["fused"] is True
+    assert summary["test_accuracy"] > 0.8
+    model = numrec.load(output)
+    assert model.input_shape == (1, 28, 28)
+    assert [type(c).__name__ for c in model.components][:3] == ["Conv2D", "ReLU", "MaxPool2D"]

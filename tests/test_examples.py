@@ -56,7 +56,7 @@ def test_train_mnist_small(tmp_path):
 
 def test_mnist_cnn_small(tmp_path):
     model_path = tmp_path / "cnn.npz"
-    result = run("mnist_cnn.py", "--small", "--epochs", 1, "--train-samples", 2000,
+    result = run("mnist_cnn.py", "--epochs", 1, "--train-samples", 2000,
                  "--test-samples", 500, "--output", model_path, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     out = result.stdout
@@ -72,7 +72,7 @@ def test_mnist_cnn_small(tmp_path):
 
 @pytest.mark.slow
 def test_mnist_cnn_reaches_99_percent(tmp_path):
-    result = run("mnist_cnn.py", "--small", "--batch-size", 64, cwd=tmp_path, timeout=3600)
+    result = run("mnist_cnn.py", cwd=tmp_path, timeout=3600)
     assert result.returncode == 0, result.stderr
     assert "reached 99.0 %" in result.stdout
 
