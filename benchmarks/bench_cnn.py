@@ -326,9 +326,10 @@ def main(argv=None):
         medians = {name: statistics.median(values) for name, values in seconds.items()}
         ratios = {name: statistics.median(a / b for a, b in zip(values, seconds["numrec"]))
                   for name, values in seconds.items()} if "numrec" in seconds else {}
-        flops = 3 * flops_per_sample(args.network) * args.samples
+        # Training about 3 forward passes per image, then a forward pass per test image.
+        flops = flops_per_sample(args.network) * (3 * args.samples + len(data[1][0]))
         print(f"\nbatch {batch_size}: median seconds per epoch over {args.rounds} rounds "
-              f"(training + test pass), paired ratio to numrec, training GFLOP/s")
+              f"(training + test pass), paired ratio to numrec, GFLOP/s of both passes")
         for name in seconds:
             print(f"  {name:<7} {medians[name]:8.2f} s   x{ratios.get(name, float('nan')):5.2f}"
                   f"   {flops / medians[name] / 1e9:6.1f}   last accuracy "
