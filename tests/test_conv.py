@@ -413,3 +413,27 @@ def test_predict_and_evaluate_run_the_same_kernels():
     expected = np.exp(expected - expected.max(axis=1, keepdims=True))
     expected /= expected.sum(axis=1, keepdims=True)  # predict: the loss's probabilities
     np.testing.assert_allclose(model.predict(x), expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_threads_share_the_input_gradient_by_rows(dtype):
+    """The compiled loop's passes of a shared Conv2D on two threads: each thread's rows
+    of dL/dx are the same products as on one thread, so the same bits."""
+    from numrec._core._training import FusedTrainer
+    results = []
+    for threads in (1, 2):
+        layer = numrec.Conv2D(8, 32, 3, padding=1, dtype=dtype, seed=16)
+        layer.build((8, 16, 16))
+        assert "rowwise_input" in type(layer).capabilities and layer.unit_shares(dtype)[0]
+        trainer = FusedTrainer([(layer, None)], None, None, 24, dtype, threads,
+                               input_gradient=True)
+        x = np.random.default_rng(17).standard_normal((23, layer.in_features)).astype(dtype)
+        g = np.random.default_rng(18).standard_normal((23, layer.out_features)).astype(dtype)
+        z = trainer.forward_input(x).copy()
+        gx = trainer.backward_batch(g, 23).copy()
+        results.append((z, gx, layer.grad_weights.copy(), layer.grad_bias.copy()))
+        layer.forward(x)
+        np.testing.assert_array_equal(gx, layer.backward(g))
+    tolerance = 1e-5 if dtype == np.float32 else 1e-12
+    for one, two in zip(*results):
+        np.testing.assert_allclose(two, one, rtol=tolerance, atol=tolerance * np.abs(one).max())

@@ -19,7 +19,7 @@ from cpython.pythread cimport (
 )
 from libc.math cimport isnan
 from libc.stdlib cimport malloc, free
-from libc.string cimport memset
+from libc.string cimport memcpy, memset
 cimport numpy as cnp
 
 import numbers
@@ -207,12 +207,23 @@ cdef inline void _matmul(char* trans_a, char* trans_b, int m, int n, int k,
     _gemm(trans_b, trans_a, n, m, k, <floating>1, b, ldb, a, lda, beta, c, ldc)
 
 
+cdef inline void _valid_columns(const Geometry* g, int j, int* first, int* last) noexcept nogil:
+    """The output columns ``first:last`` whose window column ``j`` falls inside the
+    image: ``0 <= x * sw - pw + j < w``."""
+    cdef int before = g.pw - j, inside = g.w + g.pw - j
+    first[0] = 0 if before <= 0 else (before + g.sw - 1) // g.sw
+    last[0] = 0 if inside <= 0 else min(g.ow, (inside + g.sw - 1) // g.sw)
+    if last[0] < first[0]:
+        last[0] = first[0]
+
+
 cdef void _im2col(const floating* x, floating* col, const Geometry* g, int p0,
                   int p1) noexcept nogil:
     """Columns p0:p1 of one sample's column matrix, ``col`` ``(k, p1 - p0)``:
     ``col[(c * kh + i) * kw + j, q] = x[c, y * sh - ph + i, x * sw - pw + j]`` for the
     output position ``p0 + q = y * ow + x``, zero outside the image."""
-    cdef int n = p1 - p0, c, i, j, p, q, oy, ox, ox_start, ox_end, iy, ix
+    cdef int n = p1 - p0, c, i, j, p, q, oy, ox, start, end, iy, valid_first, valid_last
+    cdef int v0, v1
     cdef const floating* plane
     cdef const floating* src
     cdef floating* row
@@ -221,29 +232,40 @@ cdef void _im2col(const floating* x, floating* col, const Geometry* g, int p0,
         for i in range(g.kh):
             for j in range(g.kw):
                 row = col + <Py_ssize_t>((c * g.kh + i) * g.kw + j) * n
+                _valid_columns(g, j, &valid_first, &valid_last)
                 p = p0
                 q = 0
-                while p < p1:
+                while p < p1:  # one output row (or the part of it in p0:p1) at a time
                     oy = p // g.ow
-                    ox_start = p - oy * g.ow
-                    ox_end = min(g.ow, ox_start + p1 - p)
+                    start = p - oy * g.ow
+                    end = min(g.ow, start + p1 - p)
                     iy = oy * g.sh - g.ph + i
                     if iy < 0 or iy >= g.h:
-                        memset(row + q, 0, <size_t>(ox_end - ox_start) * sizeof(floating))
+                        memset(row + q, 0, <size_t>(end - start) * sizeof(floating))
                     else:
-                        src = plane + <Py_ssize_t>iy * g.w
-                        for ox in range(ox_start, ox_end):
-                            ix = ox * g.sw - g.pw + j
-                            row[q + ox - ox_start] = src[ix] if 0 <= ix < g.w else 0
-                    q += ox_end - ox_start
-                    p = oy * g.ow + ox_end
+                        v0 = min(max(start, valid_first), end)
+                        v1 = max(min(end, valid_last), v0)
+                        src = plane + <Py_ssize_t>iy * g.w - g.pw + j
+                        for ox in range(start, v0):
+                            row[q + ox - start] = 0
+                        if g.sw == 1:
+                            memcpy(row + q + v0 - start, src + v0,
+                                   <size_t>(v1 - v0) * sizeof(floating))
+                        else:
+                            for ox in range(v0, v1):
+                                row[q + ox - start] = src[ox * g.sw]
+                        for ox in range(v1, end):
+                            row[q + ox - start] = 0
+                    q += end - start
+                    p += end - start
 
 
 cdef void _col2im(const floating* col, floating* gx, const Geometry* g, int p0,
                   int p1) noexcept nogil:
     """Add columns p0:p1 of a column matrix's gradient back onto one sample's input
     gradient ``gx`` (the transpose of :func:`_im2col`)."""
-    cdef int n = p1 - p0, c, i, j, p, q, oy, ox, ox_start, ox_end, iy, ix
+    cdef int n = p1 - p0, c, i, j, p, q, oy, ox, start, end, iy, valid_first, valid_last
+    cdef int v0, v1
     cdef floating* plane
     cdef floating* dst
     cdef const floating* row
@@ -252,21 +274,31 @@ cdef void _col2im(const floating* col, floating* gx, const Geometry* g, int p0,
         for i in range(g.kh):
             for j in range(g.kw):
                 row = col + <Py_ssize_t>((c * g.kh + i) * g.kw + j) * n
+                _valid_columns(g, j, &valid_first, &valid_last)
                 p = p0
                 q = 0
                 while p < p1:
                     oy = p // g.ow
-                    ox_start = p - oy * g.ow
-                    ox_end = min(g.ow, ox_start + p1 - p)
+                    start = p - oy * g.ow
+                    end = min(g.ow, start + p1 - p)
                     iy = oy * g.sh - g.ph + i
                     if 0 <= iy < g.h:
-                        dst = plane + <Py_ssize_t>iy * g.w
-                        for ox in range(ox_start, ox_end):
-                            ix = ox * g.sw - g.pw + j
-                            if 0 <= ix < g.w:
-                                dst[ix] += row[q + ox - ox_start]
-                    q += ox_end - ox_start
-                    p = oy * g.ow + ox_end
+                        v0 = min(max(start, valid_first), end)
+                        v1 = max(min(end, valid_last), v0)
+                        dst = plane + <Py_ssize_t>iy * g.w - g.pw + j
+                        if g.sw == 1:
+                            _add_to(dst + v0, row + q + v0 - start, v1 - v0)
+                        else:
+                            for ox in range(v0, v1):
+                                dst[ox * g.sw] += row[q + ox - start]
+                    q += end - start
+                    p += end - start
+
+
+cdef inline void _add_to(floating* dst, const floating* src, int n) noexcept nogil:
+    cdef int t
+    for t in range(n):
+        dst[t] += src[t]
 
 
 cdef void _conv_forward(const Geometry* g, const floating* x, const floating* w,
@@ -438,7 +470,9 @@ cdef class Conv2D(Layer):
     """
 
     kernel_dtypes = ("float32", "float64")
-    capabilities = frozenset()
+    # Each sample's dL/dx is its own product: the threads of the compiled loop may
+    # share them by rows.
+    capabilities = frozenset({"rowwise_input"})
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, *,
                  dtype=np.float32, seed=None, init="torch"):

@@ -60,6 +60,9 @@ cdef class Layer:
                                   double step, bint apply) noexcept nogil
     # "sparse_inputs": Python-level _sparse_inputs(enable) switches kernels for inputs
     # that are mostly zeros (only with the folded update).
+    # "rowwise_input": backward_input may run on any block of the rows (g and gx
+    # pointing at its first row), on several threads at once; the loop then shares
+    # dL/dx between its threads by rows.
 
 
 cdef class Dense(Layer):

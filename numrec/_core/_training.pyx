@@ -136,6 +136,7 @@ cdef struct Stage:
     int row_block          # if > 0, the stage's forward pass and parameter kernels take
                            # at most this many rows at a time
     bint defer             # may defer its folded update (float32, small, above a shared stage)
+    bint input_rows        # the threads share dL/dx by rows ("rowwise_input" capability)
 
 
 cdef struct Param:
@@ -367,6 +368,8 @@ cdef class FusedTrainer:
                                      and self._stages[s].folded
                                      and "deferred_update" in capabilities
                                      and self.dtype == np.float32)
+            self._stages[s].input_rows = ("rowwise_input" in capabilities
+                                          and self.n_threads > 1)
             below_shared = worth_it
             self._any_split = self._any_split or self._stages[s].split
             self._param_start[s] = len(params)
@@ -685,12 +688,14 @@ cdef class FusedTrainer:
         the step is folded, else the layer writes its share of the gradients and the
         optimizer updates the same share of each parameter.  A small stage above a large
         one defers its folded update: the last thread computes it while thread 0
-        computes dL/dx, and adds it after the large stage's barrier.
+        computes dL/dx, and adds it after the large stage's barrier.  A layer with the
+        "rowwise_input" capability has dL/dx computed by all threads, each on its share
+        of the rows, between two barriers.
         """
         cdef Stage* stage = &self._stages[s]
         cdef floating* inputs = x if s == 0 else <floating*>self._stages[s - 1].a
         cdef floating* below = NULL
-        cdef bint full_activation
+        cdef bint full_activation, input_rows
         if self._defers(s, m):
             self._backward_deferred(s, m, t, team)
             return
@@ -699,14 +704,15 @@ cdef class FusedTrainer:
         else:
             below = <floating*>self._gx_data
         full_activation = below != NULL or stage.rowwise
+        input_rows = stage.input_rows and team > 1 and below != NULL
         if t == 0 and full_activation:
             _activation_backward_part(stage, <floating*>stage.g, m, 0, stage.n_units)
-        if t == 0 and below != NULL:
-            if floating is float:
-                (<Layer>stage.layer).backward_input_f32(<float*>stage.g, <float*>below, m)
-            else:
-                (<Layer>stage.layer).backward_input_f64(<double*>stage.g, <double*>below, m)
-        if stage.split:
+        if input_rows:  # every thread its share of the rows, once dL/dz is whole
+            _barrier()
+            _input_gradient_rows(stage, below, m * t // team, m * (t + 1) // team)
+        elif t == 0 and below != NULL:
+            _input_gradient_rows(stage, below, 0, m)
+        if stage.split or input_rows:  # (the update waits for every reader of the weights)
             _barrier()
         if t == team - 1 and self._defers(s + 1, m):  # (thread 0 has read the weights
             # of stage s + 1 for dL/dx before the barrier)
@@ -1064,6 +1070,21 @@ cdef void _parameter_rows(Stage* stage, floating* inputs, const cnp.uint8_t* pix
                           g + <Py_ssize_t>first * stage.n_out, rows, folded, step, lo, hi,
                           first > 0)
         first += rows
+
+
+cdef inline void _input_gradient_rows(Stage* stage, floating* below, int first,
+                                      int last) noexcept nogil:
+    """Rows first:last of dL/dx of a stage's layer into ``below``, from its dL/dz."""
+    if first >= last:
+        return
+    if floating is float:
+        (<Layer>stage.layer).backward_input_f32(
+            <float*>stage.g + <Py_ssize_t>first * stage.n_out,
+            below + <Py_ssize_t>first * stage.n_in, last - first)
+    else:
+        (<Layer>stage.layer).backward_input_f64(
+            <double*>stage.g + <Py_ssize_t>first * stage.n_out,
+            below + <Py_ssize_t>first * stage.n_in, last - first)
 
 
 cdef inline void _layer_parameters(Stage* stage, floating* inputs, const cnp.uint8_t* pixels,
