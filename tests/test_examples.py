@@ -163,7 +163,8 @@ def test_stubs_match_compiled_modules(tmp_path):
     config = tmp_path / "mypy.ini"
     config.write_text("[mypy]\nfollow_imports = silent\nignore_missing_imports = True\n")
     modules = [f"numrec._core.{name}" for name in
-               ("_layers", "_conv", "_activations", "_losses", "_optimizers", "_training")]
+               ("_layers", "_conv", "_shaping", "_activations", "_losses", "_optimizers",
+                "_training")]
     result = subprocess.run(
         [sys.executable, "-m", "mypy.stubtest", "--mypy-config-file", str(config),
          "--allowlist", str(Path(__file__).parent / "stubtest-allowlist.txt"),
