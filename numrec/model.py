@@ -479,9 +479,10 @@ class Sequential:
 
         Parameters
         ----------
-        x : ndarray, shape (n_samples, n_inputs)
+        x : ndarray, shape (n_samples, n_inputs) or ``(n_samples, *input_shape)``
             Training inputs: floats, or uint8 pixels (scaled by 1/255 batch by batch, so
-            the data set stays in memory as bytes).
+            the data set stays in memory as bytes); images as the model's
+            :attr:`input_shape` or flattened to rows (see the Notes of the class).
         y : ndarray, shape (n_samples,) or (n_samples, n_outputs)
             Integer class labels (trained against one-hot targets) or target rows.
         epochs : int, default 1
@@ -761,6 +762,8 @@ def _check_inputs(x, name, input_shape):
 
 def _shape_problem(name, shape, input_shape):
     width = math.prod(input_shape)
+    if len(input_shape) == 1:
+        return f"{name} must have shape (n, {width}), got {tuple(shape)}"
     forms = [f"(n, {', '.join(map(str, input_shape))})", f"rows (n, {width})"]
     if len(input_shape) == 3 and input_shape[0] == 1:
         forms.insert(1, f"(n, {input_shape[1]}, {input_shape[2]})")
