@@ -26,6 +26,8 @@ if "OMP_WAIT_POLICY" not in _os.environ:
 from numrec._core._activations import (Activation, Identity, LeakyReLU, ReLU, Sigmoid,
                                        Softmax, Tanh)
 from numrec._core._layers import Dense, Layer
+from numrec._core._shaping import Dropout, Flatten
+from numrec._core._conv import Conv2D, MaxPool2D
 from numrec._core._losses import (
     MSE, BinaryCrossEntropy, CrossEntropy, Loss, SoftmaxCrossEntropy,
 )
@@ -44,7 +46,7 @@ __all__ = [
     "Activation", "DivergedError", "History", "Layer", "Loss", "ModelFileError", "Optimizer",
     "Sequential", "TrainingWarning", "callbacks", "datasets", "load", "mnist_mlp",
     # the built-ins, kind by kind
-    "Dense",
+    "Dense", "Conv2D", "MaxPool2D", "Flatten", "Dropout",
     "LeakyReLU", "ReLU", "Sigmoid", "Tanh", "Identity", "Softmax",
     "MSE", "CrossEntropy", "SoftmaxCrossEntropy", "BinaryCrossEntropy",
     "SGD", "Adam", "AdamW",

@@ -30,6 +30,8 @@ DEFAULT_HIDDEN = (256,)
 DEFAULT_SEED = 0
 #: Train until the test accuracy exceeds this many percent ...
 DEFAULT_TARGET_PERCENT = 96.0
+#: Presets whose default target is another one.
+PRESET_TARGET_PERCENT = {"cnn": 99.0, "cnn-keras": 99.0}
 #: ... but for at most this many epochs.
 MAX_EPOCHS = 50
 #: Where ``numrec train`` saves the model unless given ``--output``.
@@ -166,6 +168,12 @@ presets (--preset; the other options change one setting each):
   seed-pytorch  784-256-10, ReLU, cross-entropy on the logits (PyTorch's
                 CrossEntropyLoss), SGD lr 0.1, batch 512, no shuffling, He (Kaiming
                 normal) weights and zero biases
+  cnn           a convolutional network on the 1 x 28 x 28 images: conv 16 5x5, max-pool
+                2, conv 32 5x5, max-pool 2, flatten, dense 10, ReLU, cross-entropy on
+                the logits, Adam lr 0.001, batch 64, to 99 % by default
+  cnn-keras     the Keras MNIST example's network: conv 32 3x3, conv 64 3x3, max-pool 2,
+                dropout 0.25, flatten, dense 128, dropout 0.5, dense 10; Adam, batch 128
+                (--hidden changes the dense part of both)
 
 The losses expect their outputs: mse any, cross-entropy softmax, binary-cross-entropy
 sigmoid, softmax-cross-entropy the logits (--output-activation identity).
@@ -194,6 +202,7 @@ examples:
   numrec train --output seed-model.txt      in the seed's text format
   numrec train --target-accuracy 97.5 --hidden 512 128 --lr 0.3
   numrec train --preset seed-pytorch
+  numrec train --preset cnn --target-accuracy 99
   numrec train --hidden 512 256 --activation relu --output-activation identity \\
       --loss softmax-cross-entropy --optimizer adam --lr 0.001 --batch-size 128
   numrec train --data /usr/share/datasets/fashion-mnist --epochs 20 --target-accuracy 85
@@ -282,7 +291,8 @@ def build_parser():
                             "--target-accuracy is given too)")
     train.add_argument("--target-accuracy", type=_accuracy_percent, metavar="PERCENT",
                        help="stop once test accuracy exceeds this, as a percentage (96) or "
-                            f"a fraction (0.96) (default: {DEFAULT_TARGET_PERCENT:g})")
+                            f"a fraction (0.96) (default: {DEFAULT_TARGET_PERCENT:g}; "
+                            f"{PRESET_TARGET_PERCENT['cnn']:g} for the cnn presets)")
     _add_network_options(train)
     train.add_argument("--seed", type=_non_negative_int, default=DEFAULT_SEED, metavar="N",
                        help="seed for the initial weights and the shuffling; the same seed "
@@ -714,7 +724,7 @@ def _train_and_save(args):
     else:
         max_epochs = args.epochs if args.epochs is not None else MAX_EPOCHS
         target = args.target_accuracy if args.target_accuracy is not None \
-            else DEFAULT_TARGET_PERCENT
+            else PRESET_TARGET_PERCENT.get(args.preset, DEFAULT_TARGET_PERCENT)
     quiet = args.quiet
     progress = _Progress(max_epochs, quiet)
 

@@ -18,7 +18,7 @@ from numrec._core._training import (
     FusedTrainer, is_compiled, kernel_problem, plan_problem, plan_stages, thread_plan,
 )
 from numrec._core._validation import (
-    as_rng, check_array, check_finite_number, check_positive_int,
+    as_rng, as_shape, check_array, check_finite_number, check_positive_int,
 )
 from numrec._loops import FusedEpoch, PythonEpoch, SegmentedEpoch, checked_output, one_hot
 
@@ -106,11 +106,22 @@ class Sequential:
         numbers.
     loss : Loss, optional
         The loss the model is trained with (see :attr:`loss`).
+    input_shape : tuple of int, optional
+        The shape of one sample, without the batch axis: ``(784,)`` for flat rows,
+        ``(1, 28, 28)`` for grey images as ``(channels, height, width)`` (PyTorch's
+        layout).  Defaults to ``(in_features,)`` of the first layer when it has them (a
+        :class:`Dense`); a first layer that takes its sizes from its input (a
+        convolution) needs it.  Each layer is built for the output shape of the one
+        before it (:meth:`Layer.build <numrec.Layer.build>`), so that a mismatch is
+        reported here, naming both layers and both shapes.
 
     Attributes
     ----------
     components : list of Layer and Activation
         The components, in order (the list given to the constructor).
+    input_shape : tuple of int or None
+        The shape of one input sample (None when the first layer does not say and none
+        was given); model files keep it.
     dtype : numpy.dtype
         The parameters' dtype, float32 or float64 (float32 without any parameters).
     training : bool
@@ -126,12 +137,16 @@ class Sequential:
 
     Notes
     -----
-    Inputs are batch first, ``(n_samples, n_features)``.  Every entry point accepts
+    Inputs are batch first: ``(n_samples, *input_shape)``, or flat rows
+    ``(n_samples, prod(input_shape))`` (an image's values channel by channel, row by
+    row), and for an ``input_shape`` of ``(1, height, width)`` also
+    ``(n_samples, height, width)`` (MNIST's images as loaded).  Every entry point accepts
     floating-point arrays (cast to the model's dtype) and ``uint8`` arrays, which are read
-    as pixel intensities and scaled by 1/255.
+    as pixel intensities and scaled by 1/255.  Between components every batch travels as
+    rows ``(m, prod(shape))``.
     """
 
-    def __init__(self, components, *, loss=None):
+    def __init__(self, components, *, loss=None, input_shape=None):
         components = list(components)
         if not components:
             raise ValueError("components must hold at least one layer")
@@ -144,7 +159,8 @@ class Sequential:
         self.components = components
         self.loss = None if loss is None else _check_component(loss, "loss", Loss)
         self.dtype = self._common_dtype()
-        self._check_widths()
+        self.input_shape = self._first_shape(input_shape)
+        self._shapes = self._build_shapes()
         self._forward_done = False
         self.training = True
 
@@ -192,16 +208,51 @@ class Sequential:
             )
         return dtypes.pop() if dtypes else np.dtype(np.float32)
 
-    def _check_widths(self):
-        width = None
+    def _first_shape(self, input_shape):
+        """The input shape given, else ``(in_features,)`` of the first layer, or None."""
+        if input_shape is not None:
+            return as_shape(input_shape)
+        first = self.components[0]
+        n_in = getattr(first, "in_features", None)
+        if n_in is not None:
+            return (int(n_in),)
+        if isinstance(first, Layer) and is_compiled(first):
+            raise ValueError(
+                f"components[0] ({first!r}) takes its size from its input: give the "
+                f"shape of one sample, as Sequential([...], input_shape=(1, 28, 28)) for "
+                f"grey 28 x 28 images"
+            )
+        return None  # a Python-written first layer that does not say
+
+    def _build_shapes(self):
+        """Build each layer for the shape before it; return each component's output
+        shape per sample (None after a layer that cannot say)."""
+        shape, shapes, before = self.input_shape, [], None
         for index, component in enumerate(self.components):
-            n_in = getattr(component, "in_features", None)
-            if width is not None and n_in is not None and n_in != width:
-                raise ValueError(
-                    f"components[{index}] ({component!r}) expects {n_in} inputs but the "
-                    f"layer before it gives {width}"
-                )
-            width = getattr(component, "out_features", width)
+            if shape is not None and isinstance(component, Layer):
+                try:
+                    shape = component.build(shape)
+                except ValueError as error:
+                    raise ValueError(self._misfit(index, error, before, shape)) from None
+                shape = None if shape is None else tuple(shape)
+            shapes.append(shape)
+            if isinstance(component, Layer):
+                before = index
+        return shapes
+
+    def _misfit(self, index, error, before, shape):
+        """The message for components[index], which cannot take ``shape``."""
+        component = self.components[index]
+        error = str(error)
+        if error.startswith(repr(component)):  # the layer names itself: once is enough
+            error = error[len(repr(component)):].lstrip(" :")
+        given = f"{shape[0]}" if len(shape) == 1 else f"shape {shape}"
+        if before is None:
+            return (f"components[{index}] ({component!r}) {error} but the model's "
+                    f"input_shape is {shape}")
+        return (f"components[{index}] ({component!r}) {error} but the layer before it gives "
+                f"{given}: components[{before}] ({self.components[before]!r}) outputs "
+                f"shape {shape}")
 
     def __repr__(self):
         inner = ",\n    ".join(repr(component) for component in self.components)
@@ -237,19 +288,28 @@ class Sequential:
                           f"{total * np.dtype(self.dtype).itemsize:,} bytes)"])
 
     def _output_shapes(self):
-        """Each component's output shape for one sample (None where it cannot be known)."""
-        if self.n_inputs is None:
-            return [None] * len(self.components)
+        """Each component's output shape for one sample (None where it cannot be known):
+        the built shapes, else those of one sample of zeros run through the model in
+        evaluation mode."""
+        if None not in self._shapes or self.n_inputs is None:
+            return list(self._shapes)
         out, shapes = np.zeros((1, self.n_inputs), dtype=self.dtype), []
-        for component in self.components:
-            out = component.forward(out)
-            shapes.append(tuple(np.shape(out)[1:]))
+        with self._mode(False):
+            for known, component in zip(self._shapes, self.components):
+                out = component.forward(out)
+                shapes.append(known if known is not None else tuple(np.shape(out)[1:]))
         return shapes
 
     @property
     def n_inputs(self):
-        """Inputs per sample, if the first layer declares it (``in_features``), else None."""
-        return getattr(self.components[0], "in_features", None)
+        """Values per input sample (the product of :attr:`input_shape`), or None."""
+        return None if self.input_shape is None else math.prod(self.input_shape)
+
+    @property
+    def output_shape(self):
+        """The shape of one output sample, or None where it cannot be known before a
+        forward pass."""
+        return self._shapes[-1]
 
     def parameters(self):
         """All parameter arrays, layer by layer (for a Dense: weights, then bias)."""
@@ -263,7 +323,7 @@ class Sequential:
 
     def _as_input(self, x, name="x"):
         """Check ``x`` and return it as a C-contiguous array of the model's dtype."""
-        x = _check_inputs(x, name, self.n_inputs)
+        x = _check_inputs(x, name, self.input_shape)
         if x.dtype == np.uint8:
             return np.multiply(x, 1 / 255, dtype=self.dtype)
         return np.ascontiguousarray(x, dtype=self.dtype)
@@ -317,7 +377,7 @@ class Sequential:
     def _outputs(self, x, batch_size):
         """The last component's outputs for ``x``, ``batch_size`` rows at a time."""
         batch_size = check_positive_int(batch_size, "batch_size")
-        x = _check_inputs(x, "x", self.n_inputs)
+        x = _check_inputs(x, "x", self.input_shape)
         with self._mode(False):
             outputs = [self._predict_batch(x[i:i + batch_size])
                        for i in range(0, max(len(x), 1), batch_size)]
@@ -456,9 +516,10 @@ class Sequential:
 
         Parameters
         ----------
-        x : ndarray, shape (n_samples, n_inputs)
+        x : ndarray, shape (n_samples, n_inputs) or ``(n_samples, *input_shape)``
             Training inputs: floats, or uint8 pixels (scaled by 1/255 batch by batch, so
-            the data set stays in memory as bytes).
+            the data set stays in memory as bytes); images as the model's
+            :attr:`input_shape` or flattened to rows (see the Notes of the class).
         y : ndarray, shape (n_samples,) or (n_samples, n_outputs)
             Integer class labels (trained against one-hot targets) or target rows.
         epochs : int, default 1
@@ -557,7 +618,7 @@ class Sequential:
         optimizer = _check_component(
             optimizer if optimizer is not None else SGD(), "optimizer", Optimizer
         )
-        x = _check_inputs(x, "x", self.n_inputs)
+        x = _check_inputs(x, "x", self.input_shape)
         if x.dtype != np.uint8:
             x = np.ascontiguousarray(x, dtype=self.dtype)
         if len(x) == 0:
@@ -652,7 +713,7 @@ class Sequential:
         if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
             raise TypeError("validation_data must be a pair (x_val, y_val)")
         x_val, y_val = validation_data
-        x_val = _check_inputs(x_val, "x_val", self.n_inputs)
+        x_val = _check_inputs(x_val, "x_val", self.input_shape)
         if x_val.dtype != np.uint8:
             x_val = np.ascontiguousarray(x_val, dtype=self.dtype)
         targets, labels = _prepare_targets(y_val, len(x_val), n_outputs, self.dtype, "y_val")
@@ -884,12 +945,41 @@ def _check_component(value, name, kind):
     return value
 
 
-def _check_inputs(x, name, n_inputs):
-    """Check a model input: a 2-D array of floats or uint8 pixels, finite."""
-    x = check_array(x, name, shape=(None, n_inputs))
+def _check_inputs(x, name, input_shape):
+    """Check a model input of floats or uint8 pixels, finite, and return it as rows
+    ``(n, prod(input_shape))`` (a view where it can be).
+
+    Accepted: ``(n, *input_shape)``, rows ``(n, prod(input_shape))``, and for an
+    ``input_shape`` ``(1, H, W)`` also ``(n, H, W)``; any rows when the shape is unknown.
+    """
+    if input_shape is None or not isinstance(x, np.ndarray) or x.ndim == 2:
+        width = None if input_shape is None else math.prod(input_shape)
+        if input_shape is not None and len(input_shape) > 1 and isinstance(x, np.ndarray) \
+                and x.shape[1:] != (width,):
+            raise ValueError(_shape_problem(name, x.shape, input_shape))
+        x = check_array(x, name, shape=(None, width))
+    else:
+        accepted = [tuple(input_shape)]
+        if len(input_shape) == 3 and input_shape[0] == 1:
+            accepted.append(tuple(input_shape[1:]))
+        if x.shape[1:] not in accepted:
+            raise ValueError(_shape_problem(name, x.shape, input_shape))
+        x = check_array(x, name, shape=(None, *x.shape[1:]))
+        x = x.reshape(len(x), -1)
     if x.dtype != np.uint8 and x.dtype.kind != "f":
         raise TypeError(f"{name} must hold floats or uint8 pixels, got dtype {x.dtype}")
     return x
+
+
+def _shape_problem(name, shape, input_shape):
+    width = math.prod(input_shape)
+    if len(input_shape) == 1:
+        return f"{name} must have shape (n, {width}), got {tuple(shape)}"
+    forms = [f"(n, {', '.join(map(str, input_shape))})", f"rows (n, {width})"]
+    if len(input_shape) == 3 and input_shape[0] == 1:
+        forms.insert(1, f"(n, {input_shape[1]}, {input_shape[2]})")
+    return (f"{name} must have shape {' or '.join(forms)} for the model's input_shape "
+            f"{tuple(input_shape)}, got {tuple(shape)}")
 
 
 def _prepare_targets(y, n_samples, n_outputs, dtype, name):

@@ -19,7 +19,9 @@ A new built-in is its class plus one :func:`register` call below (and its tests)
 from dataclasses import dataclass, field
 
 from numrec._core._activations import Identity, LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
+from numrec._core._conv import Conv2D, MaxPool2D
 from numrec._core._layers import Dense
+from numrec._core._shaping import Dropout, Flatten
 from numrec._core._losses import MSE, BinaryCrossEntropy, CrossEntropy, SoftmaxCrossEntropy
 from numrec._core._optimizers import SGD, Adam, AdamW
 from numrec._core._validation import check_positive_int, is_finite_real
@@ -154,10 +156,36 @@ def _float_dtype_name(value):
     return value in _FLOAT_NAMES
 
 
+def _probability_below_one(value):
+    return is_finite_real(value) and 0 <= value < 1
+
+
+def _seed64(value):
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2 ** 64
+
+
 def _dense_shapes(config):
     n_in = check_positive_int(config["in_features"], "in_features")
     n_out = check_positive_int(config["out_features"], "out_features")
     return [(n_out, n_in), (n_out,)]
+
+
+def _int_or_pair(minimum):
+    def check(value):
+        items = value if isinstance(value, list) and len(value) == 2 else [value]
+        return all(isinstance(item, int) and not isinstance(item, bool) and item >= minimum
+                   for item in items)
+    return check
+
+
+def _as_pair(value):
+    return tuple(value) if isinstance(value, list) else (value, value)
+
+
+def _conv_shapes(config):
+    n_in = check_positive_int(config["in_channels"], "in_channels")
+    n_out = check_positive_int(config["out_channels"], "out_channels")
+    return [(n_out, n_in) + _as_pair(config["kernel_size"]), (n_out,)]
 
 
 # --- the built-ins --------------------------------------------------------------------------
@@ -168,6 +196,26 @@ register(Dense, "layer",
          shapes=_dense_shapes,
          examples=({"in_features": 7, "out_features": 5},
                    {"in_features": 300, "out_features": 130}))
+# Without parameters, they take their sizes from the layer before them (Layer.build).
+# Dropout's masks change at each training pass, which finite differences cannot follow:
+# tests/test_cnn.py checks it (replaying its masks).
+register(Flatten, "layer")
+register(Dropout, "layer", config={"p": _probability_below_one, "seed": _seed64},
+         examples=())
+
+# Images (channels, height, width): the conformance suite builds each example for the
+# input shape it lists beside them (tests/test_conformance.py, IMAGE_SHAPES).
+register(Conv2D, "layer",
+         config={"in_channels": _positive_int, "out_channels": _positive_int,
+                 "kernel_size": _int_or_pair(1), "stride": _int_or_pair(1),
+                 "padding": _int_or_pair(0), "dtype": _float_dtype_name},
+         shapes=_conv_shapes,
+         examples=({"in_channels": 2, "out_channels": 3, "kernel_size": 3, "padding": 1},
+                   {"in_channels": 3, "out_channels": 2, "kernel_size": [2, 3],
+                    "stride": [2, 1], "padding": [0, 1]}))
+register(MaxPool2D, "layer",
+         config={"size": _int_or_pair(1), "stride": _int_or_pair(1)},
+         examples=({"size": 2, "stride": 2}, {"size": [3, 2], "stride": [1, 2]}))
 
 register(LeakyReLU, "activation", config={"alpha": _non_negative_float},
          examples=({"alpha": 0.2}, {"alpha": 0.0}))

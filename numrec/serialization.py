@@ -24,6 +24,10 @@ with these entries:
         "dataset": {"name": "MNIST", "input_shape": [784], "n_classes": 10,
                     "class_names": ["0", "1", ..., "9"], "source": null}
 
+    An optional ``"input_shape"`` entry, a list of positive integers such as
+    ``[1, 28, 28]``, is the shape of one input sample (:attr:`numrec.Sequential.input_shape`),
+    for which loading builds the layers again.  It is written only when it is not the
+    default, ``[in_features]`` of the first layer (a dense model's files are as before).
     Files without these optional entries load as before.
 ``param_0``, ``param_1``, ...
     The parameter arrays in the order of :meth:`numrec.Sequential.parameters` (for each
@@ -139,6 +143,8 @@ def save_model(model, path):
         "dtype": np.dtype(model.dtype).name,
         "components": components,
     }
+    if model.input_shape is not None and model.input_shape != _default_input_shape(model):
+        architecture["input_shape"] = list(model.input_shape)
     loss = model.loss
     if loss is not None and BUILTINS.get(type(loss).__name__, None) is not None \
             and BUILTINS[type(loss).__name__].cls is type(loss):
@@ -158,6 +164,12 @@ def save_model(model, path):
         arrays[f"param_{index}"] = param
     with atomic_writer(path) as file:
         np.savez(file, **arrays)
+
+
+def _default_input_shape(model):
+    """The input shape a model gets without one: ``(in_features,)`` of its first layer."""
+    n_in = getattr(model.components[0], "in_features", None)
+    return None if n_in is None else (int(n_in),)
 
 
 # --- loading -----------------------------------------------------------------------------
@@ -303,7 +315,8 @@ def _load_archive(path, archive, max_bytes):
                     target[...] = value
                 position += count
             components.append(component)
-        model = Sequential(components, loss=_read_loss(path, architecture.get("loss")))
+        model = Sequential(components, loss=_read_loss(path, architecture.get("loss")),
+                           input_shape=_read_input_shape(path, architecture))
     except (TypeError, ValueError) as error:
         raise ModelFileError(f"{path}: inconsistent architecture ({error})") from None
     if architecture.get("dataset") is not None:
@@ -426,10 +439,11 @@ def _read_architecture(path, archive):
             f"reads versions up to {FORMAT_VERSION}"
         )
     expected_keys = {"format", "version", "dtype", "components"}
-    if not expected_keys <= set(architecture) <= expected_keys | {"loss", "dataset"}:
+    if not expected_keys <= set(architecture) <= expected_keys | set(_OPTIONAL_KEYS):
         raise ModelFileError(
             f"{path}: the architecture must have the keys {sorted(expected_keys)} "
-            f"(and optionally 'loss' and 'dataset'), got {_listing(sorted(architecture))}"
+            f"(and optionally {', '.join(map(repr, _OPTIONAL_KEYS))}), "
+            f"got {_listing(sorted(architecture))}"
         )
     if architecture["dtype"] not in _FLOAT_NAMES:
         raise ModelFileError(
@@ -440,6 +454,24 @@ def _read_architecture(path, archive):
     if not isinstance(components, list) or not components:
         raise ModelFileError(f"{path}: 'components' must be a non-empty list")
     return architecture
+
+
+#: Keys an architecture may hold besides the required ones.
+_OPTIONAL_KEYS = ("loss", "input_shape", "dataset")
+
+
+def _read_input_shape(path, architecture):
+    """The architecture's ``"input_shape"``, checked, as a tuple, or None without one."""
+    shape = architecture.get("input_shape")
+    if shape is None:
+        return None
+    if (not isinstance(shape, list) or not shape or len(shape) > 8
+            or not all(isinstance(v, int) and not isinstance(v, bool) and 0 < v < 2 ** 31
+                       for v in shape)
+            or math.prod(shape) >= 2 ** 31):
+        raise ModelFileError(f"{path}: 'input_shape' must be a list of positive integers "
+                             f"such as [1, 28, 28], got {shape!r}")
+    return tuple(shape)
 
 
 def _reject_constant(name):

@@ -118,3 +118,33 @@ def test_time_to_target_orders_are_fits(bench):
     np.testing.assert_array_equal(orders[1], rng.permutation(50))
     fixed = bench.epoch_orders(setup.replace(shuffle=False), 3, 2, 50)
     np.testing.assert_array_equal(fixed[1], np.arange(50))
+
+
+def test_bench_cnn_help():
+    result = subprocess.run([sys.executable, str(BENCHMARKS / "bench_cnn.py"), "--help"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    for option in ("--network", "--batch-sizes", "--samples", "--rounds", "--to-target"):
+        assert option in result.stdout
+
+
+def test_bench_cnn_runners_train_alike():
+    """numrec and PyTorch from the same weights on the same batches: the same logits."""
+    pytest.importorskip("torch")
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import bench_cnn
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    rng = np.random.default_rng(0)
+    x = rng.random((128, 1, 28, 28), dtype=np.float32)
+    y = rng.integers(0, 10, 128)
+    ours, theirs = bench_cnn.NumrecRunner("small", 1), bench_cnn.TorchRunner("small", 1)
+    for runner in (ours, theirs):
+        runner.epoch(x, y, x[:16], y[:16], np.arange(128), 64)
+    import torch
+
+    with torch.no_grad():
+        expected = theirs.model(torch.from_numpy(x[:16])).numpy()
+    np.testing.assert_allclose(ours.model.predict(x[:16], raw=True), expected, rtol=1e-3,
+                               atol=1e-4)

@@ -30,7 +30,7 @@ from numrec.registry import BUILTINS, KINDS
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 FLOAT_NAMES = ("float32", "float64")
-CAPABILITIES = {"folded_sgd", "pixels", "sparse_inputs", "deferred_update"}
+CAPABILITIES = {"folded_sgd", "pixels", "sparse_inputs", "deferred_update", "rowwise_input"}
 BASES = {"layer": numrec.Layer, "activation": numrec.Activation, "loss": numrec.Loss,
          "optimizer": numrec.Optimizer}
 
@@ -50,13 +50,21 @@ def cases(*kinds):
             for index, config in enumerate(entry.examples)]
 
 
+# Layers over images: the input shape (channels, height, width) of each example.
+IMAGE_SHAPES = {"Conv2D": [(2, 5, 4), (3, 6, 5)], "MaxPool2D": [(2, 6, 4), (3, 5, 6)],
+                "Flatten": [(2, 3, 4)]}
+
+
 def build(entry, config, dtype=None):
     """An instance of ``entry`` from the example ``config`` (in ``dtype``, for a class whose
-    config has a dtype)."""
+    config has a dtype), built for its input shape if it takes images."""
     kwargs = dict(config)
     if dtype is not None and "dtype" in entry.config:
         kwargs["dtype"] = np.dtype(dtype).name
-    return entry.cls(**kwargs)
+    component = entry.cls(**kwargs)
+    if entry.name in IMAGE_SHAPES:
+        component.build(IMAGE_SHAPES[entry.name][entry.examples.index(config)])
+    return component
 
 
 def dtypes_of(entry):
@@ -136,7 +144,7 @@ def test_layer_gradients_float64(entry, config):
     grad_x, grads = layer_gradients(layer, x, upstream)
     assert grad_x.shape == x.shape and grad_x.dtype == np.float64
     params = layer.parameters()
-    assert len(params) == len(grads) > 0
+    assert len(params) == len(grads) == len(entry.parameter_shapes(layer.get_config()))
 
     def loss():
         return float(np.sum(upstream * layer.forward(x)))
@@ -606,6 +614,12 @@ def model_around(component, dtype, rng, second=None):
         layer.bias = rng.uniform(-0.2, 0.2, n_out).astype(dtype)
         return layer
 
+    if isinstance(component, numrec.Layer) and len(component.input_shape or ()) > 1:
+        # Over images: first, then flattened for the Dense layer (inputs: n_inputs).
+        return numrec.Sequential([
+            component, numrec.LeakyReLU(0.2), numrec.Flatten(),
+            dense(component.out_features, 3), numrec.Sigmoid(),
+        ], input_shape=component.input_shape)
     if isinstance(component, numrec.Layer):
         return numrec.Sequential([
             dense(8, component.in_features), numrec.LeakyReLU(0.2), component,
@@ -628,7 +642,7 @@ def model_of(entry, config, dtype, seed):
 
 @pytest.mark.parametrize("entry, config", cases("layer", "activation"))
 def test_compiled_loop_equals_python_loop(entry, config):
-    x, y = random_data(200, 8, 3, seed=61)
+    x, y = random_data(200, model_of(entry, config, np.float64, seed=62).n_inputs, 3, seed=61)
     runs = {}
     for fused in (None, False):
         model = model_of(entry, config, np.float64, seed=62)
@@ -644,9 +658,9 @@ def test_compiled_loop_equals_python_loop(entry, config):
 
 @pytest.mark.parametrize("entry, config", cases("layer", "activation"))
 def test_save_and_load_round_trip(entry, config, tmp_path):
-    x = np.random.default_rng(64).standard_normal((10, 8))
     for dtype in dtypes_of(entry):
         model = model_of(entry, config, dtype, seed=65)
+        x = np.random.default_rng(64).standard_normal((10, model.n_inputs))
         path = tmp_path / f"model-{dtype.name}.npz"
         model.save(path)
         loaded = numrec.load(path)

@@ -24,7 +24,7 @@ def run(name, *args, cwd, timeout=600):
 
 def test_every_example_is_tested():
     tested = {"train_mnist.py", "worked_example.py", "custom_activation.py",
-              "fashion_mnist.py", "plot_training.py"}
+              "fashion_mnist.py", "plot_training.py", "mnist_cnn.py"}
     assert {path.name for path in EXAMPLES.glob("*.py")} == tested
 
 
@@ -52,6 +52,29 @@ def test_train_mnist_small(tmp_path):
     assert "first ten test digits: 7 2 1 0 4 1 4 9 5 9" in out
     model = numrec.load(model_path)
     assert [p.shape for p in model.parameters()] == [(256, 784), (256,), (10, 256), (10,)]
+
+
+def test_mnist_cnn_small(tmp_path):
+    model_path = tmp_path / "cnn.npz"
+    result = run("mnist_cnn.py", "--epochs", 1, "--train-samples", 2000,
+                 "--test-samples", 500, "--output", model_path, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "MNIST: 2000 training and 500 test images" in out
+    assert "(None, 16, 24, 24)" in out and "(None, 32, 4, 4)" in out
+    assert "epoch  1" in out and "compiled loop" in out
+    assert "predictions identical to the trained model: True" in out
+    model = numrec.load(model_path)
+    assert model.input_shape == (1, 28, 28)
+    assert [type(c).__name__ for c in model.components] == [
+        "Conv2D", "ReLU", "MaxPool2D", "Conv2D", "ReLU", "MaxPool2D", "Flatten", "Dense"]
+
+
+@pytest.mark.slow
+def test_mnist_cnn_reaches_99_percent(tmp_path):
+    result = run("mnist_cnn.py", cwd=tmp_path, timeout=3600)
+    assert result.returncode == 0, result.stderr
+    assert "reached 99.0 %" in result.stdout
 
 
 @pytest.mark.slow
@@ -140,7 +163,8 @@ def test_stubs_match_compiled_modules(tmp_path):
     config = tmp_path / "mypy.ini"
     config.write_text("[mypy]\nfollow_imports = silent\nignore_missing_imports = True\n")
     modules = [f"numrec._core.{name}" for name in
-               ("_layers", "_activations", "_losses", "_optimizers", "_training")]
+               ("_layers", "_conv", "_shaping", "_activations", "_losses", "_optimizers",
+                "_training")]
     result = subprocess.run(
         [sys.executable, "-m", "mypy.stubtest", "--mypy-config-file", str(config),
          "--allowlist", str(Path(__file__).parent / "stubtest-allowlist.txt"),

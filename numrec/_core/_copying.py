@@ -11,7 +11,8 @@ see, so each abstract base's ``__reduce__`` calls :func:`reduce_component`:
   its ``__dict__`` alone, without calling its constructor, as Python does for plain
   classes.
 
-A layer's :attr:`~numrec.Layer.training` mode is kept.
+A layer's :attr:`~numrec.Layer.training` mode is kept, and a built layer is built again
+for the same input shape (:meth:`~numrec.Layer.build`).
 
 An optimizer's state (momentum, Adam's moments) belongs to the parameter arrays it was
 prepared for, so a copy starts afresh, as after :meth:`~numrec.Optimizer.prepare` on new
@@ -30,12 +31,15 @@ def reduce_component(component, base):
     if written_in_python and cls.get_config is base.get_config:
         return _restore_attributes, (cls, attributes, training)
     parameters = component.parameters() if hasattr(component, "parameters") else []
+    input_shape = getattr(component, "input_shape", None)
     return _rebuild, (cls, component.get_config(), [param.copy() for param in parameters],
-                      attributes, training)
+                      attributes, training, input_shape)
 
 
-def _rebuild(cls, config, parameters, attributes, training=None):
+def _rebuild(cls, config, parameters, attributes, training=None, input_shape=None):
     component = cls(**config)
+    if input_shape is not None:
+        component.build(input_shape)
     for target, value in zip(component.parameters() if parameters else (), parameters):
         target[...] = value
     _restore(component, attributes, training)

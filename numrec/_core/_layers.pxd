@@ -11,6 +11,10 @@ cdef class Layer:
     # Training mode (Layer.training): True while a model trains.  A layer that behaves
     # differently in training (Dropout) reads it in forward, forward_pass and its kernels.
     cdef public bint training
+    # Per-sample shapes set by build() (tuples without the batch axis), or None;
+    # the properties input_shape and output_shape (a subclass may define its own).
+    cdef object _input_shape
+    cdef object _output_shape
     # The kernel contract of compiled layers (docs/architecture.rst), called by the
     # compiled loop without the GIL.  x: (m, n_inputs) input rows, z: (m, n_outputs)
     # output rows, g: dL/dz, gx: dL/dx.  forward and the parameter kernels work on the
@@ -56,6 +60,9 @@ cdef class Layer:
                                   double step, bint apply) noexcept nogil
     # "sparse_inputs": Python-level _sparse_inputs(enable) switches kernels for inputs
     # that are mostly zeros (only with the folded update).
+    # "rowwise_input": backward_input may run on any block of the rows (g and gx
+    # pointing at its first row), on several threads at once; the loop then shares
+    # dL/dx between its threads by rows.
 
 
 cdef class Dense(Layer):

@@ -11,7 +11,7 @@ from numrec._core._copying import reduce_component
 from numrec._core._blas cimport matmul_nt, matmul_tn, matmul_nn
 from numrec._core._memory import aligned_zeros
 from numrec._core._validation import (
-    as_rng, check_array, check_dtype, check_positive_int,
+    as_rng, as_shape, check_array, check_dtype, check_positive_int, shape_size,
 )
 
 cnp.import_array()
@@ -105,6 +105,52 @@ cdef class Layer:
         if type(self) is Layer:
             raise TypeError("Layer is abstract: subclass it and implement forward and backward")
         self.training = True
+        self._input_shape = None
+        self._output_shape = None
+
+    @property
+    def input_shape(self):
+        """The per-sample input shape the layer is built for (:meth:`build`), or None."""
+        return self._input_shape
+
+    @input_shape.setter
+    def input_shape(self, value):
+        self._input_shape = None if value is None else tuple(value)
+
+    @property
+    def output_shape(self):
+        """The per-sample output shape, once built (:meth:`build`), or None."""
+        return self._output_shape
+
+    @output_shape.setter
+    def output_shape(self, value):
+        self._output_shape = None if value is None else tuple(value)
+
+    def build(self, input_shape):
+        """Fit the layer to inputs of the per-sample shape ``input_shape``; return its
+        output shape (a tuple without the batch axis), or None if it cannot say.
+
+        :class:`~numrec.Sequential` calls it on each layer in order when it is made.  The
+        default, for a layer with ``in_features`` and ``out_features``: the input must
+        hold ``in_features`` values per sample (any shape), and the output is
+        ``(out_features,)``; a layer without them returns None (the model then checks no
+        shapes after it).  Sets :attr:`input_shape` and :attr:`output_shape`.
+
+        Raises
+        ------
+        ValueError
+            If the layer cannot take inputs of that shape; the message says what it
+            expects, as ``"expects 784 inputs"``.
+        """
+        shape = as_shape(input_shape)
+        n_in = getattr(self, "in_features", None)
+        n_out = getattr(self, "out_features", None)
+        if n_in is None or n_out is None:
+            return None
+        if shape_size(shape) != n_in:
+            raise ValueError(f"expects {n_in} inputs")
+        self.input_shape, self.output_shape = shape, (int(n_out),)
+        return self.output_shape
 
     def __reduce__(self):
         """For ``pickle`` and ``copy``: see :mod:`numrec._core._copying`."""
@@ -405,6 +451,19 @@ cdef class Dense(Layer):
             "out_features": self.out_features,
             "dtype": self.dtype.name,
         }
+
+    def build(self, input_shape):
+        """Take flat rows of ``in_features`` values: ``input_shape`` must be
+        ``(in_features,)``; return ``(out_features,)``.  Images (a shape such as
+        ``(64, 12, 12)``) need a :class:`Flatten` before the layer."""
+        shape = as_shape(input_shape)
+        if shape_size(shape) != self.in_features:
+            raise ValueError(f"expects {self.in_features} inputs")
+        if len(shape) != 1:
+            raise ValueError(f"takes flat rows of {self.in_features} values, not images "
+                             f"(put Flatten() before it)")
+        self.input_shape, self.output_shape = shape, (self.out_features,)
+        return self.output_shape
 
     # The parameter arrays are allocated once and always updated in place, so that the
     # kernels' pointers stay valid; assigning copies the new values in after checking them.

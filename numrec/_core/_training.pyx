@@ -123,6 +123,9 @@ cdef struct Stage:
     PyObject* activation   # a compiled Activation, or NULL
     int n_in
     int n_out
+    int n_units            # output units that threads share: n_out, or fewer (Layer.n_units)
+    int unit_width         # outputs per unit: n_out / n_units (a unit's outputs are columns
+                           # [unit * unit_width, (unit + 1) * unit_width) of each row)
     void* z                # (rows, n_out) layer output, before the activation
     void* a                # (rows, n_out) activation output (the same buffer as z without one)
     void* g                # (rows, n_out) dL/da, turned in place into dL/dz
@@ -133,6 +136,7 @@ cdef struct Stage:
     int row_block          # if > 0, the stage's forward pass and parameter kernels take
                            # at most this many rows at a time
     bint defer             # may defer its folded update (float32, small, above a shared stage)
+    bint input_rows        # the threads share dL/dx by rows ("rowwise_input" capability)
 
 
 cdef struct Param:
@@ -194,8 +198,11 @@ def plan_problem(components, dtype=np.float32):
         if problem is not None:
             return f"components[{index}]: {problem}"
         if isinstance(component, Layer):
-            if not (hasattr(component, "in_features") and hasattr(component, "out_features")):
-                return f"components[{index}]: a layer without in_features and out_features"
+            if (getattr(component, "in_features", None) is None
+                    or getattr(component, "out_features", None) is None):
+                return (f"components[{index}]: a layer without in_features and out_features "
+                        f"(one that takes its sizes from its input needs a model that knows "
+                        f"its input shape)")
         elif isinstance(component, Activation):
             if not isinstance(previous, Layer):
                 return f"components[{index}]: an activation must follow a layer"
@@ -346,6 +353,11 @@ cdef class FusedTrainer:
                                           if activation is not None else NULL)
             self._stages[s].n_in = layer.in_features
             self._stages[s].n_out = layer.out_features
+            n_units = getattr(layer, "n_units", layer.out_features)
+            if n_units < 1 or layer.out_features % n_units:
+                raise ValueError(f"{layer!r}: n_units must divide out_features")
+            self._stages[s].n_units = n_units
+            self._stages[s].unit_width = layer.out_features // n_units
             self._stages[s].z = cnp.PyArray_DATA(z)
             self._stages[s].a = cnp.PyArray_DATA(a)
             self._stages[s].g = cnp.PyArray_DATA(g)
@@ -358,6 +370,8 @@ cdef class FusedTrainer:
                                      and self._stages[s].folded
                                      and "deferred_update" in capabilities
                                      and self.dtype == np.float32)
+            self._stages[s].input_rows = ("rowwise_input" in capabilities
+                                          and self.n_threads > 1)
             below_shared = worth_it
             self._any_split = self._any_split or self._stages[s].split
             self._param_start[s] = len(params)
@@ -789,12 +803,14 @@ cdef class FusedTrainer:
         the step is folded, else the layer writes its share of the gradients and the
         optimizer updates the same share of each parameter.  A small stage above a large
         one defers its folded update: the last thread computes it while thread 0
-        computes dL/dx, and adds it after the large stage's barrier.
+        computes dL/dx, and adds it after the large stage's barrier.  A layer with the
+        "rowwise_input" capability has dL/dx computed by all threads, each on its share
+        of the rows, between two barriers.
         """
         cdef Stage* stage = &self._stages[s]
         cdef floating* inputs = x if s == 0 else <floating*>self._stages[s - 1].a
         cdef floating* below = NULL
-        cdef bint full_activation
+        cdef bint full_activation, input_rows
         if self._defers(s, m):
             self._backward_deferred(s, m, t, team)
             return
@@ -803,14 +819,15 @@ cdef class FusedTrainer:
         else:
             below = <floating*>self._gx_data
         full_activation = below != NULL or stage.rowwise
+        input_rows = stage.input_rows and team > 1 and below != NULL
         if t == 0 and full_activation:
-            _activation_backward_part(stage, <floating*>stage.g, m, 0, stage.n_out)
-        if t == 0 and below != NULL:
-            if floating is float:
-                (<Layer>stage.layer).backward_input_f32(<float*>stage.g, <float*>below, m)
-            else:
-                (<Layer>stage.layer).backward_input_f64(<double*>stage.g, <double*>below, m)
-        if stage.split:
+            _activation_backward_part(stage, <floating*>stage.g, m, 0, stage.n_units)
+        if input_rows:  # every thread its share of the rows, once dL/dz is whole
+            _barrier()
+            _input_gradient_rows(stage, below, m * t // team, m * (t + 1) // team)
+        elif t == 0 and below != NULL:
+            _input_gradient_rows(stage, below, 0, m)
+        if stage.split or input_rows:  # (the update waits for every reader of the weights)
             _barrier()
         if t == team - 1 and self._defers(s + 1, m):  # (thread 0 has read the weights
             # of stage s + 1 for dL/dx before the barrier)
@@ -856,7 +873,7 @@ cdef class FusedTrainer:
         it applies after the stage below's barrier (_backward_stage)."""
         cdef Stage* stage = &self._stages[s]
         if t == 0:
-            _activation_backward_part(stage, <float*>stage.g, m, 0, stage.n_out)
+            _activation_backward_part(stage, <float*>stage.g, m, 0, stage.n_units)
         if team > 1:
             _barrier()
         if t == 0:
@@ -878,7 +895,7 @@ cdef class FusedTrainer:
             stage = &self._stages[s]
             stage_pixels = pixels if s == 0 else NULL
             if stage.split == 0 or self.n_threads == 1:
-                _forward_part(stage, inputs, stage_pixels, m, 0, stage.n_out, True)
+                _forward_part(stage, inputs, stage_pixels, m, 0, stage.n_units, True)
             else:
                 for t in prange(self.n_threads, num_threads=self.n_threads,
                                 schedule="static", chunksize=1):
@@ -1073,19 +1090,19 @@ cdef class FusedTrainer:
 cdef inline int _first_unit(Stage* stage, int t, int team) noexcept nogil:
     """First output unit of thread t's share of a stage, out of ``team`` threads.
 
-    t = team gives n_out.  A stage that is not split belongs to thread 0 alone: the
+    t = team gives n_units.  A stage that is not split belongs to thread 0 alone: the
     other threads get empty shares.
     """
     if not stage.split:
-        return 0 if t == 0 else stage.n_out
+        return 0 if t == 0 else stage.n_units
     if t >= team:
-        return stage.n_out
-    return (stage.n_out * t // team) // stage.align * stage.align
+        return stage.n_units
+    return (stage.n_units * t // team) // stage.align * stage.align
 
 
 cdef void _forward_part(Stage* stage, floating* inputs, const cnp.uint8_t* pixels, int m,
                         int lo, int hi, bint with_activation) noexcept nogil:
-    """Outputs lo:hi of a stage: the layer's (from ``pixels`` unless NULL, float32
+    """Units lo:hi of a stage: the layer's (from ``pixels`` unless NULL, float32
     only), then (optionally) the activation's; stage.row_block rows at a time if set."""
     cdef int first, rows
     if stage.row_block == 0 or m <= stage.row_block:
@@ -1117,6 +1134,8 @@ cdef void _forward_rows(Stage* stage, floating* inputs, const cnp.uint8_t* pixel
         (<Layer>stage.layer).forward_f64(inputs, z, m, lo, hi)
     if stage.activation == NULL or not with_activation:
         return
+    lo *= stage.unit_width  # the units' columns
+    hi *= stage.unit_width
     if floating is float:
         (<Activation>stage.activation).forward_f32(z + lo, a + lo, m, hi - lo, stage.n_out)
     else:
@@ -1140,9 +1159,11 @@ cdef void _activation_forward_rows(Stage* stage, int first, int last,
 
 cdef void _activation_backward_part(Stage* stage, floating* g, int m, int lo,
                                     int hi) noexcept nogil:
-    """g[:, lo:hi] *= f'(z[:, lo:hi]) for the stage's activation, if it has one."""
+    """g *= f'(z) on the columns of units lo:hi, for the stage's activation if it has one."""
     if stage.activation == NULL or lo >= hi:
         return
+    lo *= stage.unit_width
+    hi *= stage.unit_width
     if floating is float:
         (<Activation>stage.activation).backward_f32(
             <float*>stage.z + lo, <float*>stage.a + lo, g + lo, m, hi - lo, stage.n_out)
@@ -1169,6 +1190,21 @@ cdef void _parameter_rows(Stage* stage, floating* inputs, const cnp.uint8_t* pix
                           g + <Py_ssize_t>first * stage.n_out, rows, folded, step, lo, hi,
                           first > 0)
         first += rows
+
+
+cdef inline void _input_gradient_rows(Stage* stage, floating* below, int first,
+                                      int last) noexcept nogil:
+    """Rows first:last of dL/dx of a stage's layer into ``below``, from its dL/dz."""
+    if first >= last:
+        return
+    if floating is float:
+        (<Layer>stage.layer).backward_input_f32(
+            <float*>stage.g + <Py_ssize_t>first * stage.n_out,
+            below + <Py_ssize_t>first * stage.n_in, last - first)
+    else:
+        (<Layer>stage.layer).backward_input_f64(
+            <double*>stage.g + <Py_ssize_t>first * stage.n_out,
+            below + <Py_ssize_t>first * stage.n_in, last - first)
 
 
 cdef inline void _layer_parameters(Stage* stage, floating* inputs, const cnp.uint8_t* pixels,

@@ -122,3 +122,26 @@ def as_rng(seed, name="seed"):
             f"got {seed!r}"
         )
     return np.random.default_rng(int(seed))
+
+
+def as_shape(shape, name="input_shape"):
+    """Return a per-sample shape (``(784,)``, ``(1, 28, 28)``) as a tuple of positive ints."""
+    if isinstance(shape, (numbers.Integral, np.integer)) and not isinstance(shape, bool):
+        shape = (shape,)
+    try:
+        values = tuple(shape)
+    except TypeError:
+        raise TypeError(f"{name} must be a tuple of positive integers, got {shape!r}") from None
+    if not values or not all(isinstance(v, (numbers.Integral, np.integer))
+                             and not isinstance(v, bool) and 0 < v <= MAX_INT
+                             for v in values):
+        raise ValueError(f"{name} must be a non-empty tuple of positive integers, "
+                         f"got {shape!r}")
+    if math.prod(int(v) for v in values) > MAX_INT:
+        raise ValueError(f"{name} {shape!r} holds more than {MAX_INT} values per sample")
+    return tuple(int(v) for v in values)
+
+
+def shape_size(shape):
+    """The number of values of one sample of ``shape``."""
+    return math.prod(shape)

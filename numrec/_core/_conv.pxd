@@ -1,0 +1,51 @@
+from cpython.pythread cimport PyThread_type_lock
+
+from numrec._core._layers cimport Layer
+
+cdef enum:
+    SCRATCH_SLOTS = 16
+
+
+cdef class _Scratch:
+    # Work buffers that kernels running at once on different threads take and give back.
+    cdef PyThread_type_lock _lock
+    cdef void* _slots[SCRATCH_SLOTS]
+    cdef size_t _sizes[SCRATCH_SLOTS]
+    cdef bint _busy[SCRATCH_SLOTS]
+    cdef void* take(self, size_t size) noexcept nogil
+    cdef void give(self, void* buffer) noexcept nogil
+
+
+cdef struct Geometry:
+    int c, h, w           # input channels, height, width
+    int kh, kw            # window
+    int sh, sw            # stride
+    int ph, pw            # zero padding
+    int oh, ow            # output height, width
+    int k                 # c * kh * kw: rows of the column matrix
+    int hw                # oh * ow: output positions per channel
+    int block             # output positions per block of the column matrix
+
+
+cdef class Conv2D(Layer):
+    cdef readonly int in_channels
+    cdef readonly int out_channels
+    cdef readonly object dtype
+    cdef Geometry _g
+    cdef bint _built
+    cdef object _weights, _bias, _grad_weights, _grad_bias, _input
+    cdef void* _w
+    cdef void* _b
+    cdef void* _gw
+    cdef void* _gb
+    cdef _Scratch _scratch
+
+
+cdef class MaxPool2D(Layer):
+    cdef Geometry _g
+    cdef bint _built
+    cdef object _input
+    cdef PyThread_type_lock _lock
+    cdef int* _argmax          # (rows, out_features) offsets into each input row
+    cdef size_t _capacity
+    cdef int* _reserve(self, size_t count) noexcept nogil

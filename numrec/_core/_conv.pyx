@@ -1,0 +1,980 @@
+"""Layers over images: the convolution ``Conv2D`` and the max pooling ``MaxPool2D``.
+
+Images are PyTorch's layout, ``(channels, height, width)`` per sample; between
+components a batch is the C-contiguous rows ``(m, channels * height * width)`` of those
+values (channel-major, then rows, then columns), so that the kernel contract of
+``Layer`` (docs/architecture.rst) holds as for ``Dense``: ``in_features`` and
+``out_features`` are the products of the input and output shapes, known once the layer
+is built for an input shape (:meth:`Conv2D.build`).
+
+The convolution runs as matrix products (im2col): each sample's input windows are
+copied into a column matrix of ``in_channels * kh * kw`` rows, one column per output
+position, in blocks of columns that fit a few megabytes, and multiplied by the weights
+through BLAS.
+"""
+from cython cimport floating
+from cpython.pythread cimport (
+    PyThread_allocate_lock, PyThread_free_lock, PyThread_acquire_lock,
+    PyThread_release_lock, WAIT_LOCK,
+)
+from libc.math cimport isnan
+from libc.stdlib cimport malloc, free
+from libc.string cimport memcpy, memset
+cimport numpy as cnp
+
+import numbers
+
+import numpy as np
+
+from numrec._core._blas cimport _gemm
+from numrec._core._copying import reduce_component
+from numrec._core._layers import INITIALISERS
+from numrec._core._memory import aligned_zeros
+from numrec._core._validation import (
+    MAX_INT, as_rng, check_array, check_dtype, check_positive_int,
+)
+
+cnp.import_array()
+
+# Bytes of one block of the column matrix: each sample's columns are built and
+# multiplied this many at a time, so that memory stays bounded for large images.
+cdef size_t BLOCK_BYTES = 2 << 20
+
+# A layer with at least this many multiply-adds per sample is worth sharing between
+# threads (as Dense's 32768 weights: below it, the barrier costs more than half).
+cdef Py_ssize_t SPLIT_MIN_WORK = 32768
+
+# Longest batch on which the threads share a layer by channels: no limit, because each
+# sample's product is small enough that BLAS's own threads gain nothing on it.
+cdef int NO_ROW_LIMIT = 1 << 30
+
+#: ``Conv2D(init=...)`` rules, from the initialisers of ``Dense`` with fan-in
+#: ``in_channels * kh * kw``.
+CONV_INITIALISERS = ("torch", "he")
+
+
+cdef class _Scratch:
+    """Work buffers for kernels that may run at once on several threads.
+
+    ``take`` hands out a free buffer of at least ``size`` bytes (kept for reuse after
+    ``give``), so no two running kernels share one; beyond SCRATCH_SLOTS at once, a
+    buffer of their own that ``give`` frees.  NULL if memory runs out.
+    """
+
+    def __cinit__(self):
+        cdef int i
+        self._lock = PyThread_allocate_lock()
+        if self._lock == NULL:
+            raise MemoryError()
+        for i in range(SCRATCH_SLOTS):
+            self._slots[i] = NULL
+            self._sizes[i] = 0
+            self._busy[i] = False
+
+    def __dealloc__(self):
+        cdef int i
+        for i in range(SCRATCH_SLOTS):
+            free(self._slots[i])
+        if self._lock != NULL:
+            PyThread_free_lock(self._lock)
+
+    cdef void* take(self, size_t size) noexcept nogil:
+        cdef int i
+        cdef void* buffer = NULL
+        PyThread_acquire_lock(self._lock, WAIT_LOCK)
+        for i in range(SCRATCH_SLOTS):
+            if not self._busy[i]:
+                if self._sizes[i] < size:
+                    free(self._slots[i])
+                    self._slots[i] = malloc(size)
+                    self._sizes[i] = size if self._slots[i] != NULL else 0
+                if self._slots[i] != NULL:
+                    self._busy[i] = True
+                    buffer = self._slots[i]
+                break
+        PyThread_release_lock(self._lock)
+        if buffer == NULL:
+            buffer = malloc(size)
+        return buffer
+
+    cdef void give(self, void* buffer) noexcept nogil:
+        cdef int i
+        PyThread_acquire_lock(self._lock, WAIT_LOCK)
+        for i in range(SCRATCH_SLOTS):
+            if self._slots[i] == buffer and self._busy[i]:
+                self._busy[i] = False
+                buffer = NULL
+                break
+        PyThread_release_lock(self._lock)
+        free(buffer)
+
+
+# --- arguments and shapes --------------------------------------------------------------
+
+def _pair(value, name, minimum=1):
+    """``value`` (an int or a pair of ints, each >= minimum) as a pair of ints."""
+    items = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+    if len(items) != 2:
+        raise ValueError(f"{name} must be an integer or a pair of integers, got {value!r}")
+    pair = []
+    for item in items:
+        if isinstance(item, bool) or not isinstance(item, numbers.Integral):
+            raise TypeError(f"{name} must be an integer or a pair of integers, got {value!r}")
+        if not minimum <= item <= MAX_INT:
+            raise ValueError(f"{name} must be at least {minimum}, got {value!r}")
+        pair.append(int(item))
+    return tuple(pair)
+
+
+def _config_pair(a, b):
+    """A pair for ``get_config``: one int when both are equal, else a list (JSON)."""
+    return a if a == b else [a, b]
+
+
+def _image_shape(layer, input_shape):
+    """``input_shape`` checked to be ``(channels, height, width)`` of positive ints."""
+    try:
+        shape = tuple(input_shape)
+    except TypeError:
+        shape = None
+    if (shape is None or len(shape) != 3
+            or any(isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1
+                   for n in shape)):
+        raise ValueError(f"{layer!r} takes images of shape (channels, height, width), "
+                         f"got input shape {input_shape!r}")
+    return tuple(int(n) for n in shape)
+
+
+cdef int _set_geometry(Geometry* g, layer, tuple shape, int itemsize) except -1:
+    """Fill the input and output sizes of ``g`` (window, stride and padding set) for
+    images of ``shape``; ValueError if the window does not fit."""
+    c, h, w = shape
+    padded_h, padded_w = h + 2 * g.ph, w + 2 * g.pw
+    if g.kh > padded_h or g.kw > padded_w:
+        raise ValueError(
+            f"{layer!r}: its {g.kh}x{g.kw} window is larger than the input "
+            f"{h}x{w} with padding ({padded_h}x{padded_w})")
+    oh = (padded_h - g.kh) // g.sh + 1
+    ow = (padded_w - g.kw) // g.sw + 1
+    if c * h * w > MAX_INT or oh * ow * max(c, 1) > MAX_INT:
+        raise ValueError(f"{layer!r}: images of shape {shape} are too large")
+    g.c, g.h, g.w, g.oh, g.ow = c, h, w, oh, ow
+    g.k = c * g.kh * g.kw
+    g.hw = oh * ow
+    g.block = <int>max(1, min(g.hw, BLOCK_BYTES // (<size_t>g.k * itemsize)))
+    return 0
+
+
+def _rows_in(layer, x, dtype, int n_in, tuple shape):
+    """``x`` as C-contiguous rows ``(m, n_in)`` and whether it came as images."""
+    if isinstance(x, np.ndarray) and x.ndim == 4:
+        x = check_array(x, "x", shape=(None,) + shape, dtype=dtype)
+        return x.reshape(x.shape[0], n_in), True
+    return check_array(x, "x", shape=(None, n_in), dtype=dtype), False
+
+
+def _rows_of_gradient(grad_output, dtype, Py_ssize_t m, int n_out, tuple shape):
+    """``grad_output`` as rows ``(m, n_out)`` and whether it came as images."""
+    if isinstance(grad_output, np.ndarray) and grad_output.ndim == 4:
+        grad_output = check_array(grad_output, "grad_output", shape=(m,) + shape,
+                                  dtype=dtype)
+        return grad_output.reshape(m, n_out), True
+    return check_array(grad_output, "grad_output", shape=(m, n_out), dtype=dtype), False
+
+
+def _not_built(layer):
+    return AttributeError(
+        f"{layer!r} is not built: its input shape is unknown until build((channels, "
+        f"height, width)), which a Sequential with input_shape calls")
+
+
+def _rebuilt(rebuild, args, input_shape):
+    """For ``pickle`` and ``copy``: the component that ``rebuild(*args)`` makes, built
+    for ``input_shape`` if the original was."""
+    component = rebuild(*args)
+    if input_shape is not None:
+        component.build(input_shape)
+    return component
+
+
+# --- kernels -------------------------------------------------------------------------------
+
+cdef inline void _matmul(char* trans_a, char* trans_b, int m, int n, int k,
+                         const floating* a, int lda, const floating* b, int ldb,
+                         floating beta, floating* c, int ldc) noexcept nogil:
+    """Row-major ``C (m, n) = op(A) @ op(B) + beta * C`` with row strides lda, ldb, ldc
+    (column-major BLAS sees the transposes, so the operands swap)."""
+    _gemm(trans_b, trans_a, n, m, k, <floating>1, b, ldb, a, lda, beta, c, ldc)
+
+
+cdef inline void _valid_columns(const Geometry* g, int j, int* first, int* last) noexcept nogil:
+    """The output columns ``first:last`` whose window column ``j`` falls inside the
+    image: ``0 <= x * sw - pw + j < w``."""
+    cdef int before = g.pw - j, inside = g.w + g.pw - j
+    first[0] = 0 if before <= 0 else (before + g.sw - 1) // g.sw
+    last[0] = 0 if inside <= 0 else min(g.ow, (inside + g.sw - 1) // g.sw)
+    if last[0] < first[0]:
+        last[0] = first[0]
+
+
+cdef void _im2col(const floating* x, floating* col, const Geometry* g, int p0,
+                  int p1) noexcept nogil:
+    """Columns p0:p1 of one sample's column matrix, ``col`` ``(k, p1 - p0)``:
+    ``col[(c * kh + i) * kw + j, q] = x[c, y * sh - ph + i, x * sw - pw + j]`` for the
+    output position ``p0 + q = y * ow + x``, zero outside the image."""
+    cdef int n = p1 - p0, c, i, j, p, q, oy, ox, start, end, iy, valid_first, valid_last
+    cdef int v0, v1
+    cdef const floating* plane
+    cdef const floating* src
+    cdef floating* row
+    for c in range(g.c):
+        plane = x + <Py_ssize_t>c * g.h * g.w
+        for i in range(g.kh):
+            for j in range(g.kw):
+                row = col + <Py_ssize_t>((c * g.kh + i) * g.kw + j) * n
+                _valid_columns(g, j, &valid_first, &valid_last)
+                p = p0
+                q = 0
+                while p < p1:  # one output row (or the part of it in p0:p1) at a time
+                    oy = p // g.ow
+                    start = p - oy * g.ow
+                    end = min(g.ow, start + p1 - p)
+                    iy = oy * g.sh - g.ph + i
+                    if iy < 0 or iy >= g.h:
+                        memset(row + q, 0, <size_t>(end - start) * sizeof(floating))
+                    else:
+                        v0 = min(max(start, valid_first), end)
+                        v1 = max(min(end, valid_last), v0)
+                        src = plane + <Py_ssize_t>iy * g.w - g.pw + j
+                        for ox in range(start, v0):
+                            row[q + ox - start] = 0
+                        if g.sw == 1:
+                            memcpy(row + q + v0 - start, src + v0,
+                                   <size_t>(v1 - v0) * sizeof(floating))
+                        else:
+                            for ox in range(v0, v1):
+                                row[q + ox - start] = src[ox * g.sw]
+                        for ox in range(v1, end):
+                            row[q + ox - start] = 0
+                    q += end - start
+                    p += end - start
+
+
+cdef void _col2im(const floating* col, floating* gx, const Geometry* g, int p0,
+                  int p1) noexcept nogil:
+    """Add columns p0:p1 of a column matrix's gradient back onto one sample's input
+    gradient ``gx`` (the transpose of :func:`_im2col`)."""
+    cdef int n = p1 - p0, c, i, j, p, q, oy, ox, start, end, iy, valid_first, valid_last
+    cdef int v0, v1
+    cdef floating* plane
+    cdef floating* dst
+    cdef const floating* row
+    for c in range(g.c):
+        plane = gx + <Py_ssize_t>c * g.h * g.w
+        for i in range(g.kh):
+            for j in range(g.kw):
+                row = col + <Py_ssize_t>((c * g.kh + i) * g.kw + j) * n
+                _valid_columns(g, j, &valid_first, &valid_last)
+                p = p0
+                q = 0
+                while p < p1:
+                    oy = p // g.ow
+                    start = p - oy * g.ow
+                    end = min(g.ow, start + p1 - p)
+                    iy = oy * g.sh - g.ph + i
+                    if 0 <= iy < g.h:
+                        v0 = min(max(start, valid_first), end)
+                        v1 = max(min(end, valid_last), v0)
+                        dst = plane + <Py_ssize_t>iy * g.w - g.pw + j
+                        if g.sw == 1:
+                            _add_to(dst + v0, row + q + v0 - start, v1 - v0)
+                        else:
+                            for ox in range(v0, v1):
+                                dst[ox * g.sw] += row[q + ox - start]
+                    q += end - start
+                    p += end - start
+
+
+cdef inline void _add_to(floating* dst, const floating* src, int n) noexcept nogil:
+    cdef int t
+    for t in range(n):
+        dst[t] += src[t]
+
+
+cdef void _conv_forward(const Geometry* g, const floating* x, const floating* w,
+                        const floating* b, floating* z, int m, int n_out, int lo, int hi,
+                        floating* col) noexcept nogil:
+    """Channels lo:hi of ``z`` (m, n_out): per sample, ``W[lo:hi] @ col + b[lo:hi]``."""
+    cdef int s, c, p, p0, p1
+    cdef Py_ssize_t n_in = <Py_ssize_t>g.c * g.h * g.w
+    cdef floating* zs
+    cdef floating* out
+    for s in range(m):
+        zs = z + <Py_ssize_t>s * n_out
+        p0 = 0
+        while p0 < g.hw:
+            p1 = min(g.hw, p0 + g.block)
+            _im2col(x + s * n_in, col, g, p0, p1)
+            _matmul(b"N", b"N", hi - lo, p1 - p0, g.k, w + <Py_ssize_t>lo * g.k, g.k,
+                    col, p1 - p0, 0, zs + <Py_ssize_t>lo * g.hw + p0, g.hw)
+            p0 = p1
+        for c in range(lo, hi):
+            out = zs + <Py_ssize_t>c * g.hw
+            for p in range(g.hw):
+                out[p] += b[c]
+
+
+cdef void _conv_gradient(const Geometry* g, const floating* x, const floating* grad,
+                         floating* gw, floating* gb, int m, int n_out, int lo, int hi,
+                         bint accumulate, floating* col) noexcept nogil:
+    """Channels lo:hi of ``dL/dW += g_s[lo:hi] @ col_s.T`` and ``dL/db += g_s[lo:hi]``
+    summed over positions, sample after sample (written afresh unless accumulate)."""
+    cdef int s, c, p, p0, p1
+    cdef Py_ssize_t n_in = <Py_ssize_t>g.c * g.h * g.w
+    cdef const floating* gs
+    cdef const floating* plane
+    cdef floating total
+    if not accumulate:
+        memset(gw + <Py_ssize_t>lo * g.k, 0, <size_t>(hi - lo) * g.k * sizeof(floating))
+        memset(gb + lo, 0, <size_t>(hi - lo) * sizeof(floating))
+    for s in range(m):
+        gs = grad + <Py_ssize_t>s * n_out
+        p0 = 0
+        while p0 < g.hw:
+            p1 = min(g.hw, p0 + g.block)
+            _im2col(x + s * n_in, col, g, p0, p1)
+            _matmul(b"N", b"T", hi - lo, g.k, p1 - p0, gs + <Py_ssize_t>lo * g.hw + p0,
+                    g.hw, col, p1 - p0, 1, gw + <Py_ssize_t>lo * g.k, g.k)
+            p0 = p1
+        for c in range(lo, hi):
+            plane = gs + <Py_ssize_t>c * g.hw
+            total = 0
+            for p in range(g.hw):
+                total += plane[p]
+            gb[c] += total
+
+
+cdef void _conv_input_gradient(const Geometry* g, const floating* grad, const floating* w,
+                               floating* gx, int m, int n_out, floating* col) noexcept nogil:
+    """``dL/dx``: per sample, ``W.T @ g_s`` scattered back onto the input (col2im)."""
+    cdef int s, p0, p1
+    cdef Py_ssize_t n_in = <Py_ssize_t>g.c * g.h * g.w
+    memset(gx, 0, <size_t>m * n_in * sizeof(floating))
+    for s in range(m):
+        p0 = 0
+        while p0 < g.hw:
+            p1 = min(g.hw, p0 + g.block)
+            _matmul(b"T", b"N", g.k, p1 - p0, n_out // g.hw, w, g.k, grad + <Py_ssize_t>s * n_out + p0, g.hw, 0, col, p1 - p0)
+            _col2im(col, gx + s * n_in, g, p0, p1)
+            p0 = p1
+
+
+cdef void _pool_forward(const Geometry* g, const floating* x, floating* z, int* argmax,
+                        int m, int lo, int hi) noexcept nogil:
+    """Channels lo:hi of the window maxima of m samples, and where each was (an offset
+    into the sample's input row).  The first maximum in scan order wins, and NaN
+    propagates, as in PyTorch's max_pool2d."""
+    cdef int s, c, oy, ox, i, j, best, offset
+    cdef Py_ssize_t n_in = <Py_ssize_t>g.c * g.h * g.w
+    cdef Py_ssize_t n_out = <Py_ssize_t>g.c * g.hw, out
+    cdef const floating* xs
+    cdef floating value, top
+    for s in range(m):
+        xs = x + s * n_in
+        for c in range(lo, hi):
+            out = s * n_out + <Py_ssize_t>c * g.hw
+            for oy in range(g.oh):
+                for ox in range(g.ow):
+                    best = (c * g.h + oy * g.sh) * g.w + ox * g.sw
+                    top = xs[best]
+                    for i in range(g.kh):
+                        offset = (c * g.h + oy * g.sh + i) * g.w + ox * g.sw
+                        for j in range(g.kw):
+                            value = xs[offset + j]
+                            if value > top or isnan(value):
+                                top = value
+                                best = offset + j
+                    z[out] = top
+                    argmax[out] = best
+                    out += 1
+
+
+cdef void _pool_input_gradient(const Geometry* g, const floating* grad, const int* argmax,
+                               floating* gx, int m) noexcept nogil:
+    """``dL/dx``: each output's gradient added onto the input where its maximum was."""
+    cdef int s
+    cdef Py_ssize_t n_in = <Py_ssize_t>g.c * g.h * g.w
+    cdef Py_ssize_t n_out = <Py_ssize_t>g.c * g.hw, o
+    cdef floating* gxs
+    memset(gx, 0, <size_t>m * n_in * sizeof(floating))
+    for s in range(m):
+        gxs = gx + s * n_in
+        for o in range(s * n_out, (s + 1) * n_out):
+            gxs[argmax[o]] += grad[o]
+
+
+# --- the layers ----------------------------------------------------------------------------
+
+cdef class Conv2D(Layer):
+    r"""2-D convolution (cross-correlation) over images, as PyTorch's ``nn.Conv2d``.
+
+    .. math::
+
+        z_{s,o,y,x} = b_o + \sum_{c,i,j} W_{o,c,i,j}\,
+                      \tilde x_{s,c,\,y s_h + i,\,x s_w + j}
+
+    where :math:`\tilde x` is the input with ``padding`` zeros around each image.
+
+    Parameters
+    ----------
+    in_channels, out_channels : int
+        Channels of the input and output images.
+    kernel_size : int or (int, int)
+        Window height and width :math:`(k_h, k_w)`.
+    stride : int or (int, int), default 1
+        Step :math:`(s_h, s_w)` between windows.
+    padding : int or (int, int), default 0
+        Zeros added above and below, left and right of each image :math:`(p_h, p_w)`.
+    dtype : {numpy.float32, numpy.float64}, default float32
+    seed : int or numpy.random.Generator, optional
+        Source of the initial weights.
+    init : {"torch", "he"}, default "torch"
+        With fan-in :math:`n = ` ``in_channels * kh * kw``: ``"torch"`` is PyTorch's
+        default for ``Conv2d``, weights and bias :math:`\sim U(-1/\sqrt n, 1/\sqrt n)`;
+        ``"he"`` is He normal, :math:`W \sim \mathcal N(0, 2/n)` and zero bias.  Not
+        part of ``get_config()``.
+
+    Attributes
+    ----------
+    weights : ndarray, shape (out_channels, in_channels, kh, kw)
+    bias : ndarray, shape (out_channels,)
+    grad_weights, grad_bias : ndarray
+        :math:`\partial L/\partial W` and :math:`\partial L/\partial b` after
+        :meth:`backward`.
+
+    Notes
+    -----
+    Input images ``(in_channels, H, W)`` give output images ``(out_channels, H', W')``
+    with :math:`H' = \lfloor (H + 2 p_h - k_h) / s_h \rfloor + 1` (and :math:`W'`
+    alike).  The layer learns ``H`` and ``W`` from :meth:`build` (a
+    :class:`~numrec.Sequential` with ``input_shape`` calls it), after which
+    ``in_features = in_channels * H * W`` and ``out_features = out_channels * H' * W'``.
+    For an output gradient :math:`g`, with :math:`X_s` the column matrix of sample
+    :math:`s` (``in_channels * kh * kw`` rows, one column per output position):
+
+    .. math::
+
+        \frac{\partial L}{\partial W} = \sum_s g_s X_s^\top \qquad
+        \frac{\partial L}{\partial b_o} = \sum_{s,y,x} g_{s,o,y,x} \qquad
+        \frac{\partial L}{\partial x_s} = \operatorname{col2im}(W^\top g_s)
+    """
+
+    kernel_dtypes = ("float32", "float64")
+    # Each sample's dL/dx is its own product: the threads of the compiled loop may
+    # share them by rows.
+    capabilities = frozenset({"rowwise_input"})
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, *,
+                 dtype=np.float32, seed=None, init="torch"):
+        self.in_channels = check_positive_int(in_channels, "in_channels")
+        self.out_channels = check_positive_int(out_channels, "out_channels")
+        self._g.kh, self._g.kw = _pair(kernel_size, "kernel_size")
+        self._g.sh, self._g.sw = _pair(stride, "stride")
+        self._g.ph, self._g.pw = _pair(padding, "padding", minimum=0)
+        self.dtype = check_dtype(dtype)
+        if init not in CONV_INITIALISERS:
+            raise ValueError(f"init must be one of {list(CONV_INITIALISERS)}, got {init!r}")
+        fan_in = self.in_channels * self._g.kh * self._g.kw
+        if fan_in * self.out_channels > MAX_INT:
+            raise ValueError("Conv2D has too many weights")
+        shape = (self.out_channels, self.in_channels, self._g.kh, self._g.kw)
+        weights, bias = INITIALISERS[init](as_rng(seed), (self.out_channels, fan_in))
+        self._weights = aligned_zeros(shape, self.dtype)
+        self._weights[...] = weights.reshape(shape)
+        self._bias = np.zeros(self.out_channels, dtype=self.dtype)
+        if bias is not None:
+            self._bias[...] = bias
+        self._grad_weights = aligned_zeros(shape, self.dtype)
+        self._grad_bias = np.zeros(self.out_channels, dtype=self.dtype)
+        self._w = cnp.PyArray_DATA(self._weights)
+        self._b = cnp.PyArray_DATA(self._bias)
+        self._gw = cnp.PyArray_DATA(self._grad_weights)
+        self._gb = cnp.PyArray_DATA(self._grad_bias)
+        self._g.k = fan_in
+        self._built = False
+        self._input = None
+        self._scratch = _Scratch()
+
+    def __reduce__(self):
+        rebuild, args = reduce_component(self, Layer)
+        return _rebuilt, (rebuild, args, self.input_shape if self._built else None)
+
+    def get_config(self):
+        return {
+            "in_channels": self.in_channels,
+            "out_channels": self.out_channels,
+            "kernel_size": _config_pair(self._g.kh, self._g.kw),
+            "stride": _config_pair(self._g.sh, self._g.sw),
+            "padding": _config_pair(self._g.ph, self._g.pw),
+            "dtype": self.dtype.name,
+        }
+
+    @property
+    def kernel_size(self):
+        """``(kh, kw)``: the window's height and width."""
+        return (self._g.kh, self._g.kw)
+
+    @property
+    def stride(self):
+        """``(sh, sw)``: the step between windows."""
+        return (self._g.sh, self._g.sw)
+
+    @property
+    def padding(self):
+        """``(ph, pw)``: zeros around each image, above and below, left and right."""
+        return (self._g.ph, self._g.pw)
+
+    # --- the shape protocol
+
+    def build(self, input_shape):
+        """Set the input images' shape ``(in_channels, H, W)``; return the output's
+        ``(out_channels, H', W')``.  Again with the same shape it does nothing; with
+        another, ValueError."""
+        shape = _image_shape(self, input_shape)
+        if shape[0] != self.in_channels:
+            raise ValueError(f"{self!r} takes images of {self.in_channels} channels, "
+                             f"got input shape {shape}")
+        if self._built:
+            if shape != self.input_shape:
+                raise ValueError(f"{self!r} is built for input shape {self.input_shape}, "
+                                 f"got {shape}")
+            return self.output_shape
+        cdef Geometry g = self._g
+        _set_geometry(&g, self, shape, self.dtype.itemsize)
+        if self.out_channels * g.hw > MAX_INT:
+            raise ValueError(f"{self!r}: its outputs for input shape {shape} are too many")
+        self._g = g
+        self._built = True
+        return self.output_shape
+
+    @property
+    def built(self):
+        """Whether :meth:`build` has set the input shape."""
+        return bool(self._built)
+
+    @property
+    def input_shape(self):
+        """``(in_channels, H, W)`` after :meth:`build`."""
+        if not self._built:
+            raise _not_built(self)
+        return (self._g.c, self._g.h, self._g.w)
+
+    @property
+    def output_shape(self):
+        """``(out_channels, H', W')`` after :meth:`build`."""
+        if not self._built:
+            raise _not_built(self)
+        return (self.out_channels, self._g.oh, self._g.ow)
+
+    @property
+    def in_features(self):
+        """``in_channels * H * W`` after :meth:`build`."""
+        if not self._built:
+            raise _not_built(self)
+        return self._g.c * self._g.h * self._g.w
+
+    @property
+    def out_features(self):
+        """``out_channels * H' * W'`` after :meth:`build`."""
+        if not self._built:
+            raise _not_built(self)
+        return self.out_channels * self._g.hw
+
+    # --- parameters
+
+    @property
+    def weights(self):
+        """ndarray ``(out_channels, in_channels, kh, kw)``: :math:`W`."""
+        return self._weights
+
+    @weights.setter
+    def weights(self, value):
+        self._weights[...] = check_array(value, "weights", shape=self._weights.shape,
+                                         dtype=self.dtype)
+
+    @property
+    def bias(self):
+        """ndarray ``(out_channels,)``: :math:`b`."""
+        return self._bias
+
+    @bias.setter
+    def bias(self, value):
+        self._bias[...] = check_array(value, "bias", shape=self._bias.shape, dtype=self.dtype)
+
+    @property
+    def grad_weights(self):
+        """ndarray ``(out_channels, in_channels, kh, kw)``: :math:`\\partial L/\\partial W`."""
+        return self._grad_weights
+
+    @property
+    def grad_bias(self):
+        """ndarray ``(out_channels,)``: :math:`\\partial L/\\partial b`."""
+        return self._grad_bias
+
+    def parameters(self):
+        """Return ``[weights, bias]``."""
+        return [self._weights, self._bias]
+
+    def gradients(self):
+        """Return ``[grad_weights, grad_bias]``."""
+        return [self._grad_weights, self._grad_bias]
+
+    @property
+    def n_units(self):
+        """Output units, which the kernels' ``lo:hi`` count: ``out_channels``."""
+        return self.out_channels
+
+    def unit_sizes(self):
+        """Return ``[in_channels * kh * kw, 1]``: output channel ``o`` owns
+        ``weights[o]`` and ``bias[o]``."""
+        return [self._g.k, 1]
+
+    def unit_shares(self, dtype):
+        """The threads share the output channels when a sample takes at least 32768
+        multiply-adds, on batches of any length (each sample's products are too small
+        for BLAS's own threads); the results do not depend on the split only as far as
+        BLAS's do not, so not declared exact."""
+        work = <Py_ssize_t>self._g.k * self.out_channels * (self._g.hw if self._built else 1)
+        return (self.out_channels > 1 and work >= SPLIT_MIN_WORK, 1, NO_ROW_LIMIT, False)
+
+    # --- Python-level passes
+
+    def forward(self, x):
+        """Return the output for ``x``: rows ``(m, in_features)`` give rows
+        ``(m, out_features)``; images ``(m, in_channels, H, W)`` give images
+        ``(m, out_channels, H', W')`` (building an unbuilt layer for them).
+
+        ``x`` must have the layer's dtype; the layer keeps it for :meth:`backward`.
+        """
+        if isinstance(x, np.ndarray) and x.ndim == 4 and not self._built:
+            self.build(x.shape[1:])
+        if not self._built:
+            raise _not_built(self)
+        rows, images = _rows_in(self, x, self.dtype, self.in_features, self.input_shape)
+        z = np.empty((rows.shape[0], self.out_features), dtype=self.dtype)
+        self._forward(rows, z)
+        self._input = rows
+        return z.reshape((rows.shape[0],) + self.output_shape) if images else z
+
+    def backward(self, grad_output):
+        """Fill ``grad_weights`` and ``grad_bias``; return ``dL/dx`` for the last
+        :meth:`forward`: rows ``(m, in_features)`` for rows of ``grad_output``
+        ``(m, out_features)``, images for images."""
+        if self._input is None:
+            raise RuntimeError("Conv2D.backward called before forward")
+        m = self._input.shape[0]
+        g, images = _rows_of_gradient(grad_output, self.dtype, m, self.out_features,
+                                      self.output_shape)
+        gx = np.empty_like(self._input)
+        self._backward(self._input, g, gx)
+        return gx.reshape((m,) + self.input_shape) if images else gx
+
+    def _forward(self, floating[:, ::1] x, floating[:, ::1] z):
+        _check_kernel_args(self, floating is float, x, z, None)
+        if x.shape[0] == 0:
+            return
+        with nogil:
+            if floating is float:
+                self.forward_f32(&x[0, 0], &z[0, 0], x.shape[0], 0, self.out_channels)
+            else:
+                self.forward_f64(&x[0, 0], &z[0, 0], x.shape[0], 0, self.out_channels)
+
+    def _backward(self, floating[:, ::1] x, floating[:, ::1] g, floating[:, ::1] gx):
+        _check_kernel_args(self, floating is float, x, g, gx)
+        cdef int m = x.shape[0]
+        if m == 0:
+            self._grad_weights[...] = 0
+            self._grad_bias[...] = 0
+            return
+        with nogil:
+            if floating is float:
+                self.backward_input_f32(&g[0, 0], &gx[0, 0], m)
+                self.gradient_f32(&x[0, 0], &g[0, 0], m, 0, self.out_channels, False)
+            else:
+                self.backward_input_f64(&g[0, 0], &gx[0, 0], m)
+                self.gradient_f64(&x[0, 0], &g[0, 0], m, 0, self.out_channels, False)
+
+    # --- the kernel contract: units are output channels
+
+    cdef void forward_f32(self, const float* x, float* z, int m, int lo,
+                          int hi) noexcept nogil:
+        cdef float* col = <float*>self._scratch.take(<size_t>self._g.k * self._g.block * sizeof(float))
+        if col != NULL:
+            _conv_forward(&self._g, x, <float*>self._w, <float*>self._b, z, m,
+                          self.out_channels * self._g.hw, lo, hi, col)
+        self._scratch.give(col)
+
+    cdef void forward_f64(self, const double* x, double* z, int m, int lo,
+                          int hi) noexcept nogil:
+        cdef double* col = <double*>self._scratch.take(<size_t>self._g.k * self._g.block * sizeof(double))
+        if col != NULL:
+            _conv_forward(&self._g, x, <double*>self._w, <double*>self._b, z, m,
+                          self.out_channels * self._g.hw, lo, hi, col)
+        self._scratch.give(col)
+
+    cdef void backward_input_f32(self, const float* g, float* gx, int m) noexcept nogil:
+        cdef float* col = <float*>self._scratch.take(<size_t>self._g.k * self._g.block * sizeof(float))
+        if col != NULL:
+            _conv_input_gradient(&self._g, g, <float*>self._w, gx, m,
+                                 self.out_channels * self._g.hw, col)
+        self._scratch.give(col)
+
+    cdef void backward_input_f64(self, const double* g, double* gx, int m) noexcept nogil:
+        cdef double* col = <double*>self._scratch.take(<size_t>self._g.k * self._g.block * sizeof(double))
+        if col != NULL:
+            _conv_input_gradient(&self._g, g, <double*>self._w, gx, m,
+                                 self.out_channels * self._g.hw, col)
+        self._scratch.give(col)
+
+    cdef void gradient_f32(self, const float* x, const float* g, int m, int lo, int hi,
+                           bint accumulate) noexcept nogil:
+        cdef float* col = <float*>self._scratch.take(<size_t>self._g.k * self._g.block * sizeof(float))
+        if col != NULL:
+            _conv_gradient(&self._g, x, g, <float*>self._gw, <float*>self._gb, m,
+                           self.out_channels * self._g.hw, lo, hi, accumulate, col)
+        self._scratch.give(col)
+
+    cdef void gradient_f64(self, const double* x, const double* g, int m, int lo, int hi,
+                           bint accumulate) noexcept nogil:
+        cdef double* col = <double*>self._scratch.take(<size_t>self._g.k * self._g.block * sizeof(double))
+        if col != NULL:
+            _conv_gradient(&self._g, x, g, <double*>self._gw, <double*>self._gb, m,
+                           self.out_channels * self._g.hw, lo, hi, accumulate, col)
+        self._scratch.give(col)
+
+
+def _check_kernel_args(layer, bint single, x, out, grad_input):
+    """Dtype and shapes of the kernels' arrays (x: inputs, out: outputs or their
+    gradient, grad_input: like x), which the public methods have checked already."""
+    dtype = getattr(layer, "dtype", None)
+    if dtype is not None and single != (dtype == np.float32):
+        raise TypeError(f"the arrays must have the layer's dtype {dtype}")
+    m = x.shape[0]
+    if (x.shape[1] != layer.in_features or tuple(out.shape[:2]) != (m, layer.out_features)
+            or (grad_input is not None
+                and tuple(grad_input.shape[:2]) != (m, layer.in_features))):
+        raise ValueError("array shapes do not match the layer")
+
+
+cdef class MaxPool2D(Layer):
+    r"""2-D max pooling over images, as PyTorch's ``nn.MaxPool2d`` (no padding, floor).
+
+    .. math::
+
+        z_{s,c,y,x} = \max_{0 \le i < k_h,\ 0 \le j < k_w} x_{s,c,\,y s_h + i,\,x s_w + j}
+
+    Parameters
+    ----------
+    size : int or (int, int)
+        Window height and width :math:`(k_h, k_w)`.
+    stride : int or (int, int), optional
+        Step :math:`(s_h, s_w)` between windows; the window size by default.
+
+    Notes
+    -----
+    Images ``(C, H, W)`` give ``(C, H', W')``, :math:`H' = \lfloor (H - k_h)/s_h
+    \rfloor + 1`.  No parameters.  The forward pass keeps where each maximum was (the
+    first in scan order on ties, as PyTorch); the backward pass adds each output's
+    gradient there.  Works on float32 and float64 arrays alike.
+    """
+
+    kernel_dtypes = ("float32", "float64")
+    capabilities = frozenset()
+
+    def __cinit__(self, *args, **kwargs):
+        self._lock = PyThread_allocate_lock()
+        if self._lock == NULL:
+            raise MemoryError()
+        self._argmax = NULL
+        self._capacity = 0
+
+    def __dealloc__(self):
+        free(self._argmax)
+        if self._lock != NULL:
+            PyThread_free_lock(self._lock)
+
+    def __init__(self, size, stride=None):
+        self._g.kh, self._g.kw = _pair(size, "size")
+        self._g.sh, self._g.sw = _pair(size if stride is None else stride, "stride")
+        self._g.ph = self._g.pw = 0
+        self._built = False
+        self._input = None
+
+    def __reduce__(self):
+        rebuild, args = reduce_component(self, Layer)
+        return _rebuilt, (rebuild, args, self.input_shape if self._built else None)
+
+    def get_config(self):
+        return {"size": _config_pair(self._g.kh, self._g.kw),
+                "stride": _config_pair(self._g.sh, self._g.sw)}
+
+    @property
+    def size(self):
+        """``(kh, kw)``: the window's height and width."""
+        return (self._g.kh, self._g.kw)
+
+    @property
+    def stride(self):
+        """``(sh, sw)``: the step between windows."""
+        return (self._g.sh, self._g.sw)
+
+    def build(self, input_shape):
+        """Set the input images' shape ``(C, H, W)``; return the output's
+        ``(C, H', W')``.  A layer without parameters may be built again for another
+        shape."""
+        shape = _image_shape(self, input_shape)
+        cdef Geometry g = self._g
+        _set_geometry(&g, self, shape, 4)
+        self._g = g
+        self._built = True
+        return self.output_shape
+
+    @property
+    def built(self):
+        """Whether :meth:`build` has set the input shape."""
+        return bool(self._built)
+
+    @property
+    def input_shape(self):
+        """``(C, H, W)`` after :meth:`build`."""
+        if not self._built:
+            raise _not_built(self)
+        return (self._g.c, self._g.h, self._g.w)
+
+    @property
+    def output_shape(self):
+        """``(C, H', W')`` after :meth:`build`."""
+        if not self._built:
+            raise _not_built(self)
+        return (self._g.c, self._g.oh, self._g.ow)
+
+    @property
+    def in_features(self):
+        """``C * H * W`` after :meth:`build`."""
+        if not self._built:
+            raise _not_built(self)
+        return self._g.c * self._g.h * self._g.w
+
+    @property
+    def out_features(self):
+        """``C * H' * W'`` after :meth:`build`."""
+        if not self._built:
+            raise _not_built(self)
+        return self._g.c * self._g.hw
+
+    @property
+    def n_units(self):
+        """Output units, which the kernels' ``lo:hi`` count: the channels (after
+        :meth:`build`)."""
+        if not self._built:
+            raise _not_built(self)
+        return self._g.c
+
+    def unit_sizes(self):
+        """Return ``[]``: no parameters."""
+        return []
+
+    def unit_shares(self, dtype):
+        """The threads share the channels of inputs of at least 8192 values, on batches
+        of any length; each output is the same whatever the split."""
+        worth_it = self._built and self._g.c > 1 and self.in_features >= 8192
+        return (worth_it, 1, NO_ROW_LIMIT, True)
+
+    def forward(self, x):
+        """Return the window maxima of ``x``: rows ``(m, in_features)`` give rows
+        ``(m, out_features)``; images ``(m, C, H, W)`` give images (building an unbuilt
+        layer for them).  ``x`` is float32 or float64."""
+        if isinstance(x, np.ndarray) and x.ndim == 4 and not self._built:
+            self.build(x.shape[1:])
+        if not self._built:
+            raise _not_built(self)
+        dtype = x.dtype if isinstance(x, np.ndarray) and x.dtype in (np.float32, np.float64) else np.float64
+        rows, images = _rows_in(self, x, dtype, self.in_features, self.input_shape)
+        z = np.empty((rows.shape[0], self.out_features), dtype=rows.dtype)
+        self._forward(rows, z)
+        self._input = rows
+        return z.reshape((rows.shape[0],) + self.output_shape) if images else z
+
+    def backward(self, grad_output):
+        """Return ``dL/dx`` for the last :meth:`forward` (rows for rows, images for
+        images): each output's gradient goes to where its maximum was."""
+        if self._input is None:
+            raise RuntimeError("MaxPool2D.backward called before forward")
+        m = self._input.shape[0]
+        g, images = _rows_of_gradient(grad_output, self._input.dtype, m,
+                                      self.out_features, self.output_shape)
+        gx = np.empty_like(self._input)
+        self._backward(g, gx)
+        return gx.reshape((m,) + self.input_shape) if images else gx
+
+    def _forward(self, floating[:, ::1] x, floating[:, ::1] z):
+        _check_kernel_args(self, floating is float, x, z, None)
+        if x.shape[0] == 0:
+            return
+        with nogil:
+            if floating is float:
+                self.forward_f32(&x[0, 0], &z[0, 0], x.shape[0], 0, self._g.c)
+            else:
+                self.forward_f64(&x[0, 0], &z[0, 0], x.shape[0], 0, self._g.c)
+
+    def _backward(self, floating[:, ::1] g, floating[:, ::1] gx):
+        _check_kernel_args(self, floating is float, gx, g, None)
+        if gx.shape[0] == 0:
+            return
+        with nogil:
+            if floating is float:
+                self.backward_input_f32(&g[0, 0], &gx[0, 0], gx.shape[0])
+            else:
+                self.backward_input_f64(&g[0, 0], &gx[0, 0], gx.shape[0])
+
+    cdef int* _reserve(self, size_t count) noexcept nogil:
+        """The argmax buffer, grown to ``count`` entries if needed.  The threads that
+        share a forward pass ask for the same count: the first grows it, the others
+        find it grown (no thread holds the old buffer across passes)."""
+        cdef int* buffer
+        PyThread_acquire_lock(self._lock, WAIT_LOCK)
+        if self._capacity < count:
+            free(self._argmax)
+            self._argmax = <int*>malloc(count * sizeof(int))
+            self._capacity = count if self._argmax != NULL else 0
+        buffer = self._argmax
+        PyThread_release_lock(self._lock)
+        return buffer
+
+    cdef void forward_f32(self, const float* x, float* z, int m, int lo,
+                          int hi) noexcept nogil:
+        cdef int* argmax = self._reserve(<size_t>m * self._g.c * self._g.hw)
+        if argmax != NULL:
+            _pool_forward(&self._g, x, z, argmax, m, lo, hi)
+
+    cdef void forward_f64(self, const double* x, double* z, int m, int lo,
+                          int hi) noexcept nogil:
+        cdef int* argmax = self._reserve(<size_t>m * self._g.c * self._g.hw)
+        if argmax != NULL:
+            _pool_forward(&self._g, x, z, argmax, m, lo, hi)
+
+    cdef void backward_input_f32(self, const float* g, float* gx, int m) noexcept nogil:
+        if self._argmax != NULL:
+            _pool_input_gradient(&self._g, g, self._argmax, gx, m)
+
+    cdef void backward_input_f64(self, const double* g, double* gx, int m) noexcept nogil:
+        if self._argmax != NULL:
+            _pool_input_gradient(&self._g, g, self._argmax, gx, m)
+
+    cdef void gradient_f32(self, const float* x, const float* g, int m, int lo, int hi,
+                           bint accumulate) noexcept nogil:
+        pass
+
+    cdef void gradient_f64(self, const double* x, const double* g, int m, int lo, int hi,
+                           bint accumulate) noexcept nogil:
+        pass
