@@ -34,7 +34,9 @@ in numrec's source folder); it is imported only when a model is exported.
 import numpy as np
 
 from numrec._core._activations import Identity, LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
+from numrec._core._conv import Conv2D, MaxPool2D
 from numrec._core._layers import Dense
+from numrec._core._shaping import Dropout, Flatten
 from numrec._core._losses import Loss, SoftmaxCrossEntropy
 from numrec._files import atomic_writer
 
@@ -93,6 +95,13 @@ class _Graph:
         self.initializers.append(self.onnx.numpy_helper.from_array(array, name))
         return name
 
+    def shape(self, stem, dims):
+        """Add ``dims`` as an int64 constant (a shape for Reshape); return its name."""
+        name = self._name(stem)
+        array = np.asarray(dims, dtype=np.int64)
+        self.initializers.append(self.onnx.numpy_helper.from_array(array, name))
+        return name
+
     def node(self, op, inputs, **attributes):
         """Add the operator ``op`` on the tensors ``inputs``; return its output's name."""
         output = self._name(op.lower())
@@ -106,6 +115,38 @@ def _dense(layer, graph, x):
     weights = graph.constant("weights", layer.weights)       # (out, in)
     bias = graph.constant("bias", layer.bias)
     return graph.node("Gemm", [x, weights, bias], transB=1)
+
+
+def _spatial(graph, x, input_shape, op, inputs=(), **attributes):
+    """``op`` on the rows ``x`` seen as NCHW images of ``input_shape``, flat again after.
+
+    numrec passes images between components as flat rows of their NCHW values, which is
+    what ONNX's Flatten(axis=1) of an NCHW tensor gives.
+    """
+    images = graph.node("Reshape", [x, graph.shape("shape", (-1, *input_shape))])
+    return graph.node("Flatten", [graph.node(op, [images, *inputs], **attributes)], axis=1)
+
+
+@converter(Conv2D)
+def _conv2d(layer, graph, x):
+    (top, left) = layer.padding
+    return _spatial(graph, x, layer.input_shape, "Conv",
+                    [graph.constant("weights", layer.weights),   # (out, in, kh, kw)
+                     graph.constant("bias", layer.bias)],
+                    kernel_shape=list(layer.kernel_size), strides=list(layer.stride),
+                    pads=[top, left, top, left])
+
+
+@converter(MaxPool2D)
+def _max_pool2d(layer, graph, x):
+    return _spatial(graph, x, layer.input_shape, "MaxPool",
+                    kernel_shape=list(layer.size), strides=list(layer.stride))
+
+
+@converter(Flatten)
+@converter(Dropout)     # evaluation mode: the identity
+def _identity(layer, graph, x):
+    return graph.node("Identity", [x])
 
 
 @converter(LeakyReLU)

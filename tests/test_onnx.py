@@ -113,6 +113,40 @@ def test_each_activation(name, dtype, tmp_path):
     assert error < (TOL32 if dtype == np.float32 else TOL64), error
 
 
+def small_cnn(dtype, padding=1, stride=1):
+    """Every image layer: a padded, strided convolution, pooling, dropout and flatten."""
+    return numrec.Sequential([
+        numrec.Conv2D(1, 4, 3, stride=stride, padding=padding, seed=0, dtype=dtype),
+        numrec.ReLU(),
+        numrec.MaxPool2D(2), numrec.Dropout(0.3, seed=0),
+        numrec.Conv2D(4, 6, (3, 2), seed=1, dtype=dtype), numrec.Tanh(),
+        numrec.Flatten(), numrec.Dense(6 * 5 * 6, 10, seed=2, dtype=dtype),
+    ], input_shape=(1, 14, 14), loss=numrec.SoftmaxCrossEntropy())
+
+
+@needs_onnx
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("padding, stride", [(1, 1), ((2, 1), (1, 2))])
+def test_convolutional_network(dtype, padding, stride, tmp_path):
+    model = small_cnn(dtype, padding, stride) if stride == 1 else numrec.Sequential([
+        numrec.Conv2D(1, 3, 3, stride=stride, padding=padding, seed=0, dtype=dtype),
+        numrec.MaxPool2D((2, 1)), numrec.Flatten(),
+        numrec.Dense(3 * 8 * 7, 5, seed=1, dtype=dtype),
+    ], input_shape=(1, 14, 14))
+    x = np.random.default_rng(0).random((50, 196)).astype(dtype)
+    model.to_onnx(tmp_path / "cnn.onnx")
+    if dtype == np.float32:
+        output = run_onnx(tmp_path / "cnn.onnx", x)
+    else:  # onnxruntime's CPU provider has no float64 Conv: ONNX's reference evaluator
+        from onnx.reference import ReferenceEvaluator
+
+        (output,) = ReferenceEvaluator(str(tmp_path / "cnn.onnx")).run(None, {"input": x})
+    expected = model.predict(x)       # evaluation mode: dropout is the identity
+    assert output.shape == expected.shape
+    error = np.abs(output - expected).max()
+    assert error < (TOL32 if dtype == np.float32 else TOL64), error
+
+
 @needs_onnx
 def test_leaky_relu_slope_is_kept_in_float64(tmp_path):
     # A float32 attribute would turn 0.1 into 0.100000001490116: 1.5e-9 per unit input.
