@@ -379,7 +379,8 @@ def _read_npy_header(path, archive, name):
                 raise ModelFileError(
                     f"{path}: entry {name!r} uses an unsupported .npy version {version}"
                 )
-        except (ValueError, SyntaxError, tokenize.TokenError) as error:
+        except (ValueError, SyntaxError, TypeError, tokenize.TokenError) as error:
+            # NumPy's parser raises TypeError too: a key of bytes among the str ones.
             raise ModelFileError(f"{path}: entry {name!r} has a damaged .npy header "
                                  f"({type(error).__name__})") from None
         header_length = member.tell()

@@ -4,6 +4,7 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +18,10 @@ from numrec._sysinfo import KERNEL_PATHS
 
 
 def run_info(*args):
+    # Not from the source root, whose uncompiled numrec/ would shadow the installed one.
     result = subprocess.run([sys.executable, "-m", "numrec", "info", *args],
-                            capture_output=True, text=True, timeout=120)
+                            capture_output=True, text=True, timeout=120,
+                            cwd=tempfile.gettempdir())
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
     return result.stdout

@@ -583,6 +583,20 @@ def test_a_flipped_byte_in_a_member_header_is_a_model_file_error(tmp_path):
     assert_model_file_error(edited, "param_0' has a damaged .npy header")
 
 
+def test_a_header_key_of_bytes_is_a_model_file_error(tmp_path):
+    """NumPy's header parser sorts the keys and raises TypeError on a key of bytes."""
+    source = tmp_path / "m.npz"
+    small_model().save(source)
+
+    def bytes_key(data):
+        # One padding space less keeps the header's declared length.
+        return data.replace(b"'fortran_order'", b"b'fortran_order'", 1).replace(b" \n", b"\n", 1)
+
+    edited = tmp_path / "bytes_key.npz"
+    _rewrite_member(source, edited, "architecture.npy", bytes_key)
+    assert_model_file_error(edited, "architecture' has a damaged .npy header")
+
+
 class Scaled(numrec.Activation):
     """f(z) = scale * z, a Python activation with a setting."""
 

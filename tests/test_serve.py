@@ -426,8 +426,10 @@ def test_the_page_names_its_parts(base_url):
 # --- the command -------------------------------------------------------------------------------
 
 def _numrec(*args, env=None):
+    # SIGINT back to its default: a shell starts background jobs with it ignored.
     return subprocess.Popen([sys.executable, "-m", "numrec", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
+                            stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def test_numrec_serve_prints_its_address_answers_and_stops_on_ctrl_c(digit_model, mnist,

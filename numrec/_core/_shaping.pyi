@@ -16,7 +16,6 @@ class _Passing(Layer):
     @property
     def out_features(self) -> int | None: ...
 
-@disjoint_base
 class Flatten(_Passing):
     """Flatten each sample: ``(C, H, W)`` -> ``(C * H * W,)``."""
 
