@@ -4,8 +4,9 @@ Rows (the default is the twelve rows of the table below; ``--full`` runs the who
 product of data, networks, batch sizes and dtypes):
 
 * data: ``mnist`` (pixels / 255, about 19 % nonzero), ``fashion`` (Fashion-MNIST, about
-  half nonzero; from ``--fashion-dir``, else a stand-in said so in the report),
-  ``standardised`` (MNIST standardised pixel by pixel: every input nonzero);
+  half nonzero; from ``--fashion-dir`` or /usr/share/datasets/fashion-mnist, else a
+  stand-in made from MNIST, said so in the report), ``standardised`` (MNIST standardised
+  pixel by pixel: all but a handful of inputs nonzero);
 * networks: ``reference`` (784-256-10), ``784-512-256-10``, ``784-1024-1024-10`` (or any
   ``784-...-10``), leaky ReLU 0.2 after each hidden layer, sigmoid output, quadratic cost,
   plain SGD;
@@ -237,8 +238,9 @@ def standardise(mnist):
     """MNIST standardised pixel by pixel with the training set's mean and deviation.
 
     Pixels blank in every training image (deviation 0) are standardised with the mean and
-    deviation of all pixels instead, so that every input is nonzero, as with real dense
-    data.  Computed in float64; the inputs are no longer pixels (no uint8 copy).
+    deviation of all pixels instead, so that these inputs are nonzero too, as with real
+    dense data: an input is zero only where a pixel happens to equal its mean.  Computed
+    in float64; the inputs are no longer pixels (no uint8 copy).
     """
     x = mnist.x_train_u8.astype(np.float64) / 255
     x_test = mnist.x_test_u8.astype(np.float64) / 255
