@@ -147,9 +147,10 @@ def select_rows(args):
     if args.quick:   # the first row of each kind
         rows = [next(r for r in rows if r.kind == kind) for kind in KINDS
                 if any(r.kind == kind for r in rows)]
-    # Group the rows by data and dtype, so that each data set is made once.
+    # Group the rows by data and dtype, so that each data set is made once, float64 last
+    # (JAX's float64 switch stays on for the rest of the process).
     order = {key: i for i, key in enumerate(dict.fromkeys((r.data, r.dtype) for r in rows))}
-    return sorted(rows, key=lambda r: order[r.data, r.dtype])
+    return sorted(rows, key=lambda r: (r.dtype == "float64", order[r.data, r.dtype]))
 
 
 # --- data ---------------------------------------------------------------------------------

@@ -247,9 +247,22 @@ def test_bench_matrix_data(matrix):
     assert sorted(zip(*np.nonzero(grown))) == [(4, 5), (5, 4), (5, 5), (5, 6), (6, 5)]
 
 
-def test_matrix_runners_train_alike(matrix):
+@pytest.fixture
+def jax_x64_restored():
+    """JAX's float64 switch (which the float64 JAX runner turns on) as it was before."""
+    try:
+        import jax
+    except ImportError:
+        yield
+        return
+    before = jax.config.jax_enable_x64
+    yield
+    jax.config.update("jax_enable_x64", before)
+
+
+def test_matrix_runners_train_alike(matrix, jax_x64_restored):
     """Every runner trains a deeper network in float64 from the same weights on the same
-    batches as PyTorch: the same weights after one epoch."""
+    batches as PyTorch: the same weights after one epoch, and the same outputs."""
     pytest.importorskip("torch")
     from numrec.datasets import load_mnist
     (x, y), (x_test, y_test) = load_mnist(dtype=np.uint8)
