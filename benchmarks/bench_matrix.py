@@ -709,8 +709,12 @@ def parse_args(argv=None):
         parser.error("--rounds and --calls must be at least 1")
     if args.settle < 0:
         parser.error("--settle must not be negative")
-    if args.fashion_dir is not None and not args.fashion_dir.is_dir():
-        parser.error(f"--fashion-dir {args.fashion_dir} is not a directory")
+    if args.fashion_dir is not None:
+        if not args.fashion_dir.is_dir():
+            parser.error(f"--fashion-dir {args.fashion_dir} is not a directory")
+        missing = [n for n in MNIST_FILES.values() if not (args.fashion_dir / n).is_file()]
+        if missing:
+            parser.error(f"--fashion-dir {args.fashion_dir} lacks {', '.join(missing)}")
     if args.fashion_dir is None and FASHION_DIR.is_dir():
         args.fashion_dir = FASHION_DIR
     if args.quick:

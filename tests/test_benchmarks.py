@@ -195,6 +195,7 @@ def test_bench_matrix_quick(tmp_path):
     (["--networks", "100-10"], "784-...-10"),
     (["--batches", "0"], "--batches must be positive"),
     (["--fashion-dir", "/nowhere/at/all"], "is not a directory"),
+    (["--fashion-dir", str(BENCHMARKS)], "lacks train-images-idx3-ubyte.gz"),
     (["--networks", "784-64-10"], "no row matches"),
 ])
 def test_bench_matrix_bad_options(argv, message):
