@@ -147,8 +147,12 @@ def select_rows(args):
     if args.quick:   # the first row of each kind
         rows = [next(r for r in rows if r.kind == kind) for kind in KINDS
                 if any(r.kind == kind for r in rows)]
-    # Group the rows by data and dtype, so that each data set is made once, float64 last
-    # (JAX's float64 switch stays on for the rest of the process).
+    return rows
+
+
+def execution_order(rows):
+    """The rows grouped by data and dtype, so that each data set is made once, and
+    float64 last (JAX's float64 switch stays on for the rest of the process)."""
     order = {key: i for i, key in enumerate(dict.fromkeys((r.data, r.dtype) for r in rows))}
     return sorted(rows, key=lambda r: (r.dtype == "float64", order[r.data, r.dtype]))
 
@@ -182,6 +186,8 @@ def add_floats(data, dtype):
     standardised inputs) and one-hot targets."""
     dtype = np.dtype(dtype)
     suffix = {"float32": "f32", "float64": "f64"}[dtype.name]
+    if getattr(data, f"x_train_{suffix}", None) is not None:
+        return data
     if data.x_train_u8 is not None:
         scale = dtype.type(1 / 255)
         x, x_test = (np.multiply(a, scale, dtype=dtype) for a in (data.x_train_u8,
@@ -698,11 +704,13 @@ def parse_args(argv=None):
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
     parser.add_argument("--memory-runner", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    for name in args.networks or []:
+    named = {sizes: name for name, sizes in NETWORKS.items()}
+    for index, name in enumerate(args.networks or []):
         try:
-            network_sizes(name)
+            sizes = network_sizes(name)
         except ValueError as error:
             parser.error(str(error))
+        args.networks[index] = named.get(sizes, name)    # 784-256-10 is "reference"
     if any(b < 1 for b in args.batches or []):
         parser.error("--batches must be positive")
     if args.rounds < 1 or (args.calls is not None and args.calls < 1):
@@ -734,7 +742,7 @@ def run_rows(rows, args, peers, log, notes):
     """Every row's figures; each data set made once, floats of one dtype at a time."""
     results, data_notes, made = {}, {}, {}
     n_train = n_test = None
-    for row in rows:
+    for row in execution_order(rows):
         if row.data not in made:
             made.clear()   # one data set in memory at a time
             log(f"making the {row.data} data")
