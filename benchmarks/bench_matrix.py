@@ -22,8 +22,8 @@ numrec within a round, median over the rounds), numrec's GFLOP/s (full products 
 and its share of the measured peak, and, from a fresh process per framework and row, the
 peak resident memory.
 
-    python benchmarks/bench_matrix.py                   # the twelve rows (~20 min, 2 cores)
-    python benchmarks/bench_matrix.py --full            # every combination (hours)
+    python benchmarks/bench_matrix.py                   # the twelve rows (meant for ~20 min)
+    python benchmarks/bench_matrix.py --full            # every combination: 90 rows
     python benchmarks/bench_matrix.py --quick           # smoke test: one tiny cell per kind
     python benchmarks/bench_matrix.py --networks 784-1024-1024-10 --json wide.json
 
