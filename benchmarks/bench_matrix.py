@@ -658,7 +658,9 @@ def report(out, header, env, blas, rows, results, labels, peaks, fma, data_notes
         out(memory)
         out("\nEach process makes the row's data (a peer keeps only the float copy it "
             "trains on, numrec the uint8 pixels), runs the row's unit once and exits; the "
-            "figure is its `ru_maxrss`.")
+            "figure is its `ru_maxrss`. A peer's peak includes the uint8 images it converts "
+            "its floats from (MNIST's: 55 MB) while both exist; with --quick every process "
+            "loads the whole data set before taking its subset.")
     if notes:
         out("\n## Notes\n")
         for note in sorted(notes):
