@@ -80,4 +80,5 @@ cdef class Dense(Layer):
     cdef void* _b
     cdef void* _gw
     cdef void* _gb
+    cdef bint _own_kernels(self, int m) noexcept nogil
     cdef float* _panels_from(self, int lo) noexcept nogil

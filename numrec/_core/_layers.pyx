@@ -677,13 +677,20 @@ cdef class Dense(Layer):
             nr_sparse_forward_f32(m, hi - lo, n_in, x, n_in, self._panels_from(lo),
                                   <float*>self._b + lo, z + lo, self.out_features)
             return
-        if _simd and m <= SIMD_MAX_ROWS:
+        if self._own_kernels(m):
             nr_dense_forward_f32(m, hi - lo, n_in, x, n_in,
                                  <float*>self._w + <Py_ssize_t>lo * n_in, n_in,
                                  <float*>self._b + lo, z + lo, self.out_features)
             return
         _dense_forward(x, <float*>self._w, <float*>self._b, z, m,
                        self.out_features, self.in_features, lo, hi)
+
+    cdef bint _own_kernels(self, int m) noexcept nogil:
+        """Whether the float32 products of ``m`` rows run numrec's own kernels rather
+        than BLAS: up to SIMD_MAX_ROWS rows, and at any batch size for a layer too small
+        to share (BLAS would hand it to a team of threads for no gain)."""
+        return _simd and (m <= SIMD_MAX_ROWS
+                          or <Py_ssize_t>self.out_features * self.in_features < SPLIT_MIN_WEIGHTS)
 
     cdef inline float* _panels_from(self, int lo) noexcept nogil:
         """The panel of ``_weights_t`` that starts at unit ``lo`` (a multiple of 16)."""
@@ -699,7 +706,7 @@ cdef class Dense(Layer):
             _panels_input_grad(g, <float*>self._wt, gx, m, self.out_features,
                                self.in_features)
             return
-        if _simd and m <= SIMD_MAX_ROWS:
+        if self._own_kernels(m):
             nr_dense_input_grad_f32(m, self.out_features, self.in_features, g,
                                     self.out_features, <float*>self._w, self.in_features,
                                     gx, self.in_features)
@@ -721,7 +728,7 @@ cdef class Dense(Layer):
             nr_sparse_update_f32(m, hi - lo, n_in, 1, g + lo, n_out, x, n_in, gt)
             _column_sums(g, <float*>self._gb, m, n_out, lo, hi, 1, 1 if accumulate else 0)
             return
-        if _simd and m <= SIMD_MAX_ROWS:  # the folded kernel with step 1 on the gradient
+        if self._own_kernels(m):  # the folded kernel with step 1 on the gradient
             if not accumulate:
                 memset(gw, 0, <size_t>(hi - lo) * n_in * sizeof(float))
             nr_dense_update_f32(m, hi - lo, n_in, 1, g + lo, n_out, x, n_in, gw, n_in)
@@ -743,7 +750,7 @@ cdef class Dense(Layer):
                                  self._panels_from(lo))
             _column_sums(g, <float*>self._b, m, n_out, lo, hi, <float>step, 1)
             return
-        if _simd and m <= SIMD_MAX_ROWS:
+        if self._own_kernels(m):
             nr_dense_update_f32(m, hi - lo, n_in, <float>step, g + lo, n_out, x, n_in,
                                 <float*>self._w + <Py_ssize_t>lo * n_in, n_in)
             _column_sums(g, <float*>self._b, m, n_out, lo, hi, <float>step, 1)
