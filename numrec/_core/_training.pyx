@@ -30,6 +30,7 @@ import numpy as np
 from numrec._core._memory import aligned_zeros
 
 from numrec._core._layers cimport Layer
+from numrec._core._layers import _panels, _unpanel
 from numrec._core._activations cimport Activation
 from numrec._core._losses cimport Loss
 from numrec._core._optimizers cimport Optimizer
@@ -303,6 +304,7 @@ cdef class FusedTrainer:
     cdef object _outputs        # (rows, n_out) activation output of the last stage
     cdef object _epoch_weights  # the sample weights of epoch(), or None
     cdef readonly Py_ssize_t correct  # training rows classified right (see train())
+    cdef object _panelled       # see _panel_parameters(): what to restore, or None
 
     def __cinit__(self):
         self._stages = NULL
@@ -434,7 +436,7 @@ cdef class FusedTrainer:
                                self._takes_pixels(x, training=True), weights)
         finally:
             if sparse:
-                (<Layer>self._stages[0].layer)._sparse_inputs(False)
+                self._dense_first_layer()
 
     def _check_weights(self, weights, Py_ssize_t n):
         if weights is not None and (not isinstance(weights, np.ndarray)
@@ -474,7 +476,7 @@ cdef class FusedTrainer:
         finally:
             self._held = None
             if held_sparse:
-                (<Layer>self._stages[0].layer)._sparse_inputs(False)
+                self._dense_first_layer()
 
     @contextmanager
     def epoch(self, x, targets, order, weights=None):
@@ -519,7 +521,7 @@ cdef class FusedTrainer:
             return self._count_correct(x, self._x, labels, self._takes_pixels(x, training=False))
         finally:
             if sparse:
-                (<Layer>self._stages[0].layer)._sparse_inputs(False)
+                self._dense_first_layer()
 
     def evaluate(self, x, targets):
         """Return ``(summed loss, correct rows)`` of the model on ``x`` against
@@ -543,7 +545,7 @@ cdef class FusedTrainer:
                                   self._takes_pixels(x, training=False))
         finally:
             if sparse:
-                (<Layer>self._stages[0].layer)._sparse_inputs(False)
+                self._dense_first_layer()
 
     def _evaluate(self, const pixel_t[:, ::1] x, floating[:, ::1] xbuf,
                   floating[:, ::1] ybuf, targets, const cnp.int64_t[::1] rows,
@@ -578,16 +580,69 @@ cdef class FusedTrainer:
     def _sparse_first_layer(self, x, bint training):
         """Switch the first layer to its kernels for zero inputs if they suit ``x``.
 
-        Only for a layer with the ``"sparse_inputs"`` capability, ``x`` that is
-        :func:`mostly_zeros`, and in training only with the folded update (those kernels
-        apply the step inside the product).  Returns whether it switched.
+        Only for a layer with the ``"sparse_inputs"`` capability and ``x`` that is
+        :func:`mostly_zeros`; in training, with the folded update (those kernels apply
+        the step inside the product) or with a compiled optimizer and a layer that has
+        the ``"sparse_gradients"`` capability (:meth:`_panel_parameters`).  Returns
+        whether it switched.
         """
         layer = <Layer>self._stages[0].layer
         if not (_sparse_allowed and _sparse_capable(layer)) or not mostly_zeros(x):
             return False
-        if training and not self._stages[0].folded:
+        if training and not (self._stages[0].folded or self._gradients_in_panels(layer)):
             return False
-        return layer._sparse_inputs(True)
+        if not layer._sparse_inputs(True):
+            return False
+        if training and not self._stages[0].folded:
+            self._panel_parameters(layer)
+        return True
+
+    def _gradients_in_panels(self, layer):
+        """Whether training with the kernels for zero inputs can go through the gradient:
+        the layer computes it in its panels and a compiled optimizer updates them."""
+        return (self._optimizer != NULL and "sparse_gradients" in type(layer).capabilities
+                and self._param_start[1] > self._param_start[0])
+
+    def _panel_parameters(self, layer):
+        """Point the loop at the panel layout of the first layer's weights (the layer's
+        first parameter): the weights, their gradient and the optimizer's state for them,
+        which is copied into that layout.  The optimizer's update is element by element,
+        so it gives the same bits in either layout.  :meth:`_dense_first_layer` undoes it."""
+        cdef Param* param = &self._params[self._param_start[0]]
+        cdef Optimizer optimizer = <Optimizer>self._optimizer
+        cdef Py_ssize_t slot = param.slot
+        weights, gradient = layer._sparse_gradients(True)
+        state = optimizer._state[slot]
+        panelled_state = [_panels(array) for array in state]
+        self._panelled = (<Py_ssize_t>param.value, <Py_ssize_t>param.grad, param.size, state,
+                          panelled_state)
+        self._point_state(optimizer, slot, panelled_state)
+        param.value = cnp.PyArray_DATA(weights)
+        param.grad = cnp.PyArray_DATA(gradient)
+        param.size = weights.size
+
+    def _point_state(self, Optimizer optimizer, Py_ssize_t slot, list arrays):
+        """Make ``arrays`` the optimizer's state for parameter ``slot``."""
+        cdef Py_ssize_t k
+        optimizer._state[slot] = arrays
+        for k in range(len(arrays)):
+            optimizer._state_data[slot * optimizer.state_per_parameter + k] = \
+                cnp.PyArray_DATA(arrays[k])
+
+    def _dense_first_layer(self):
+        """Switch the first layer back from its kernels for zero inputs, bringing the
+        public arrays (and the optimizer's state) up to date."""
+        cdef Param* param = &self._params[self._param_start[0]]
+        if self._panelled is not None:
+            value, grad, size, state, panelled_state = self._panelled
+            self._panelled = None
+            for array, panels in zip(state, panelled_state):
+                _unpanel(panels, array)
+            self._point_state(<Optimizer>self._optimizer, param.slot, state)
+            param.value = <void*><Py_ssize_t>value
+            param.grad = <void*><Py_ssize_t>grad
+            param.size = size
+        (<Layer>self._stages[0].layer)._sparse_inputs(False)
 
     def _takes_pixels(self, x, bint training):
         """Whether the first layer can read the uint8 pixels of ``x`` as they are.
@@ -844,6 +899,7 @@ cdef class FusedTrainer:
         cdef Stage* stage = &self._stages[s]
         cdef Param* param
         cdef int p
+        cdef Py_ssize_t end
         if lo >= hi:
             return
         if with_activation:
@@ -853,14 +909,16 @@ cdef class FusedTrainer:
             return
         for p in range(self._param_start[s], self._param_start[s + 1]):
             param = &self._params[p]
+            # the last share takes the whole tail, padding included (panel layouts)
+            end = param.size if hi == stage.n_out else hi * param.unit
             if floating is float:
                 (<Optimizer>self._optimizer).update_f32(
                     param.slot, <float*>param.value, <float*>param.grad,
-                    lo * param.unit, hi * param.unit)
+                    lo * param.unit, end)
             else:
                 (<Optimizer>self._optimizer).update_f64(
                     param.slot, <double*>param.value, <double*>param.grad,
-                    lo * param.unit, hi * param.unit)
+                    lo * param.unit, end)
 
     cdef inline bint _defers(self, int s, int m) noexcept nogil:
         """Whether stage s defers its folded update (see _backward_stage)."""
