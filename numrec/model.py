@@ -401,7 +401,9 @@ class Sequential:
         """
         if len(rows) == 0:
             return None
-        cast = rows.dtype != np.uint8 and rows.dtype != self.dtype
+        kind = rows.dtype
+        cast = kind is not _UINT8 and kind is not self.dtype and kind != self.dtype \
+            and kind != np.uint8
         if cast:
             rows = np.ascontiguousarray(check_array(rows, "x", shape=(None, None)),
                                         dtype=self.dtype)
@@ -409,11 +411,15 @@ class Sequential:
         if engine is None:
             return None
         output = np.empty((len(rows), engine.n_outputs), dtype=self.dtype)
-        if self._engines[2] and any(layer.training for layer in self._engines[2]):
-            with self._engine_mode():
-                finite = engine.predict(rows, output)
-        else:  # the model in evaluation mode already (a generator's start costs more)
+        layers = self._engines[2]
+        modes = [layer.training for layer in layers]
+        try:  # evaluation mode for the kernels (as _engine_mode, without a generator)
+            for layer in layers:
+                layer.training = False
             finite = engine.predict(rows, output)
+        finally:
+            for layer, mode in zip(layers, modes):
+                layer.training = mode
         if not finite:
             if cast:  # finite before the cast, beyond the dtype's range after it
                 return None
@@ -835,6 +841,7 @@ class Sequential:
 #: longest input it runs on the calling thread alone (FusedTrainer.predict).
 _EVAL_ROWS = 1024
 _SMALL_ROWS = 16
+_UINT8 = np.dtype(np.uint8)
 
 _LOOP_NAMES = {FusedEpoch: "compiled", SegmentedEpoch: "segmented", PythonEpoch: "python"}
 

@@ -296,6 +296,7 @@ cdef class FusedTrainer:
     cdef readonly int batch_size
     cdef readonly int n_threads
     cdef readonly object dtype
+    cdef int _kind              # the NumPy type number of dtype
     cdef object _keepalive
     cdef object _x, _x_next, _y, _gx
     cdef object _pixels, _pixels_next   # uint8 batches for a first layer that takes pixels
@@ -330,6 +331,7 @@ cdef class FusedTrainer:
         self.batch_size = batch_size
         self.n_threads = max(1, n_threads)
         self.dtype = np.dtype(dtype)
+        self._kind = cnp.NPY_FLOAT32 if self.dtype == np.float32 else cnp.NPY_FLOAT64
         self._rows = max(batch_size, EVAL_ROWS)
         self._n_stages = len(stages)
         self._loss = <PyObject*>loss if loss is not None else NULL
@@ -613,13 +615,19 @@ cdef class FusedTrainer:
         rounding elsewhere (a dense product's additions in another order).
         """
         cdef Py_ssize_t n
+        cdef int kind = self._kind
         if not isinstance(x, np.ndarray) or not isinstance(out, np.ndarray):
             raise TypeError("x and out must be numpy arrays")
-        self._check_inputs(x)
-        n = x.shape[0]
-        if (out.ndim != 2 or out.shape[0] != n or out.shape[1] != self.n_outputs
-                or out.dtype != self.dtype or not out.flags.c_contiguous
-                or not x.flags.c_contiguous):
+        if (cnp.PyArray_NDIM(<cnp.ndarray>x) != 2
+                or cnp.PyArray_DIM(<cnp.ndarray>x, 1) != self._stages[0].n_in
+                or cnp.PyArray_TYPE(<cnp.ndarray>x) not in (cnp.NPY_UINT8, kind)):
+            self._check_inputs(x)
+        n = cnp.PyArray_DIM(<cnp.ndarray>x, 0)
+        if (cnp.PyArray_NDIM(<cnp.ndarray>out) != 2 or cnp.PyArray_DIM(<cnp.ndarray>out, 0) != n
+                or cnp.PyArray_DIM(<cnp.ndarray>out, 1) != self.n_outputs
+                or cnp.PyArray_TYPE(<cnp.ndarray>out) != kind
+                or not cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>out)
+                or not cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>x)):
             raise ValueError(f"x must be C-contiguous and out a C-contiguous {self.dtype} "
                              f"array of shape ({n}, {self.n_outputs})")
         if self._held is not None:
