@@ -3,6 +3,7 @@ import contextlib
 import math
 import os
 import sys
+import threading
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -359,15 +360,34 @@ class Sequential:
         return grad
 
     def predict(self, x, *, batch_size=1024, raw=False):
-        """Return the outputs for ``x``, computed ``batch_size`` rows at a time.
+        """Return the outputs for ``x``, in evaluation mode.
 
         For a model trained with a loss on logits (:class:`SoftmaxCrossEntropy`), the
         outputs are that loss's probabilities (``self.loss.probabilities``); with
         ``raw=True``, or without such a loss, the last component's outputs as they are.
 
+        Parameters
+        ----------
+        x : ndarray, shape (n_samples, *input_shape) or (n_samples, n_inputs)
+            Floats, or uint8 pixels (each read as pixel / 255).
+        batch_size : int, default 1024
+            Rows per forward pass of a model with Python-written components, run layer by
+            layer.  A model of compiled components runs in the compiled engine, which
+            takes 1024 rows at a time whatever ``batch_size`` (each row's outputs do not
+            depend on it).
+        raw : bool, default False
+
         Returns
         -------
         ndarray, shape (n_samples, n_outputs)
+
+        Notes
+        -----
+        When every component is compiled for the model's dtype, the outputs come from
+        the compiled forward pass of :meth:`fit`'s test pass, kept on the model between
+        calls: inputs of up to 16 rows in one call into C on the calling thread (the
+        low-latency path for one sample), longer ones 1024 rows at a time on the
+        threads, as the test pass runs them (docs/architecture.rst, "Inference").
         """
         output = self._outputs(x, batch_size)
         if raw or self.loss is None:
@@ -405,21 +425,23 @@ class Sequential:
         cast = kind is not _UINT8 and kind is not self.dtype and kind != self.dtype \
             and kind != np.uint8
         if cast:
-            rows = np.ascontiguousarray(check_array(rows, "x", shape=(None, None)),
-                                        dtype=self.dtype)
+            rows = check_array(rows, "x", shape=(None, None))
+            with np.errstate(over="ignore"):  # (then the layer-by-layer path's error)
+                rows = np.ascontiguousarray(rows, dtype=self.dtype)
         engine = self._inference_engine(rows)
         if engine is None:
             return None
         output = np.empty((len(rows), engine.n_outputs), dtype=self.dtype)
-        layers = self._engines[2]
-        modes = [layer.training for layer in layers]
-        try:  # evaluation mode for the kernels (as _engine_mode, without a generator)
-            for layer in layers:
-                layer.training = False
-            finite = engine.predict(rows, output)
-        finally:
-            for layer, mode in zip(layers, modes):
-                layer.training = mode
+        _, _, layers, _, lock = self._engines
+        with lock:  # one call at a time in the engine's buffers
+            modes = [layer.training for layer in layers]
+            try:  # evaluation mode for the kernels (as _engine_mode, without a generator)
+                for layer in layers:
+                    layer.training = False
+                finite = engine.predict(rows, output)
+            finally:
+                for layer, mode in zip(layers, modes):
+                    layer.training = mode
         if not finite:
             if cast:  # finite before the cast, beyond the dtype's range after it
                 return None
@@ -444,7 +466,7 @@ class Sequential:
         if cache is None or cache[0] != structure:
             stages = plan_stages(self.components, self.dtype)
             layers = [c for c in self.components if isinstance(c, Layer)]
-            cache = self._engines = (structure, stages, layers, {})
+            cache = self._engines = (structure, stages, layers, {}, threading.Lock())
         stages, engines = cache[1], cache[3]
         if stages is None:
             return None
@@ -533,6 +555,12 @@ class Sequential:
         ``(n_samples, n_outputs)`` (accuracy then compares argmaxes).  ``loss`` defaults
         to the model's :attr:`loss`, else :class:`MSE`, against one-hot labels; it sees
         the raw outputs (logits for :class:`SoftmaxCrossEntropy`).
+
+        With compiled components and a compiled loss this is :meth:`fit`'s test pass:
+        the loss summed by the loss's kernel over the samples, divided by their number
+        (after :meth:`fit`, the same bits as the last ``val_loss`` and ``val_accuracy``
+        on the same data when both planned the same threads).  ``batch_size`` is the
+        rows per forward pass of the layer-by-layer path only (see :meth:`predict`).
         """
         loss = _check_component(loss if loss is not None else self.loss or MSE(), "loss",
                                 Loss)
@@ -562,7 +590,7 @@ class Sequential:
         if engine is None or kernel_problem(loss, self.dtype) is not None:
             return None
         targets, labels = _prepare_targets(y, len(rows), engine.n_outputs, self.dtype, "y")
-        with self._engine_mode():
+        with self._engines[4], self._engine_mode():
             total, correct = engine.evaluate(rows, labels if targets is None else targets,
                                              loss=loss)
         return {"loss": total / len(rows), "accuracy": correct / len(rows)}

@@ -8,6 +8,7 @@ loads and training.
 """
 import copy
 import pickle
+import threading
 
 import numpy as np
 import pytest
@@ -411,3 +412,25 @@ def test_the_engine_refuses_bad_buffers():
     with pytest.raises(TypeError):
         engine.predict(x.astype(np.float64), np.empty((3, 10), dtype=np.float32))
     assert engine.predict(x, np.empty((3, 10), dtype=np.float32))
+
+
+def test_calls_from_several_threads_at_once():
+    """The engine's buffers serve one call at a time: every thread gets its own rows'
+    outputs."""
+    model = dense_model(np.float32, dropout=0.3)
+    inputs = [pixels(n, seed=n) for n in (1, 3, 40, 1100)]
+    expected = [model.predict(x) for x in inputs]
+    wrong = []
+
+    def work():
+        for _ in range(8):
+            for x, outputs in zip(inputs, expected):
+                if not np.array_equal(model.predict(x), outputs):
+                    wrong.append(len(x))
+
+    workers = [threading.Thread(target=work) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert wrong == [] and model.training and model.components[2].training

@@ -599,8 +599,11 @@ cdef class FusedTrainer:
     def predict(self, x, out):
         """Write the outputs of the stages for the rows of ``x`` into ``out``.
 
-        ``x`` is ``(n, n_inputs)``, C-contiguous, uint8 pixels (each standing for
-        pixel / 255) or the trainer's dtype; ``out`` is ``(n, n_outputs)``,
+        ``x`` is ``(n, n_inputs)``, C-contiguous, uint8 pixels or the trainer's dtype;
+        pixels are scaled as the model scales them, ``pixel * dtype(1 / 255)`` (so
+        that they give the same bits as ``load_mnist``'s floats), except where the
+        first layer reads them in place (its kernels for zero inputs take the
+        correctly rounded pixel / 255, as in training).  ``out`` is ``(n, n_outputs)``,
         C-contiguous, of the trainer's dtype.  Returns False, leaving ``out``
         incomplete, if ``x`` holds NaN or infinity (checked as the rows are copied into
         the trainer's buffer), else True.
@@ -673,7 +676,7 @@ cdef class FusedTrainer:
         cdef Stage* stage
         cdef floating* inputs = xbuf
         cdef int s
-        if not _copy_checked(x, m * self._stages[0].n_in, xbuf):
+        if not _copy_inputs(x, m * self._stages[0].n_in, xbuf):
             return False
         for s in range(self._n_stages):
             stage = &self._stages[s]
@@ -693,7 +696,7 @@ cdef class FusedTrainer:
                 if pixel_t is cnp.uint8_t and floating is float and take_pixels:
                     self._forward(&xbuf[0, 0], &x[begin, 0], <int>m)
                 else:
-                    if not _copy_checked(&x[begin, 0], m * x.shape[1], &xbuf[0, 0]):
+                    if not _copy_inputs(&x[begin, 0], m * x.shape[1], &xbuf[0, 0]):
                         finite = False
                         break
                     self._forward(&xbuf[0, 0], NULL, <int>m)
@@ -1406,11 +1409,30 @@ cdef void _copy_rows(const pixel_t* x, Py_ssize_t count, floating* out) noexcept
 
 cdef bint _copy_checked(const pixel_t* x, Py_ssize_t count, floating* out) noexcept nogil:
     """_copy_rows, and whether every value copied is finite (pixels always are)."""
-    cdef Py_ssize_t i
-    cdef int bad = 0
     if pixel_t is cnp.uint8_t:
         _copy_rows(x, count, out)
         return True
+    return _copy_finite(x, count, out)
+
+
+cdef bint _copy_inputs(const pixel_t* x, Py_ssize_t count, floating* out) noexcept nogil:
+    """Copy inputs for predict(): floats as _copy_checked, pixels scaled as the model
+    scales them outside the loop, ``pixel * floating(1 / 255)`` (numpy's
+    ``np.multiply(x, 1 / 255, dtype=...)``, as ``load_mnist`` gives floats), so that
+    predict() of pixels and of the loader's floats agree bit for bit."""
+    cdef Py_ssize_t i
+    cdef floating scale = <floating>(1.0 / 255)
+    if pixel_t is cnp.uint8_t:
+        for i in range(count):
+            out[i] = <floating>x[i] * scale
+        return True
+    return _copy_finite(x, count, out)
+
+
+cdef bint _copy_finite(const pixel_t* x, Py_ssize_t count, floating* out) noexcept nogil:
+    """Copy floats, converting them, and return whether all are finite."""
+    cdef Py_ssize_t i
+    cdef int bad = 0
     for i in range(count):
         out[i] = <floating>x[i]
         bad |= (x[i] - x[i]) != 0  # NaN for NaN and infinity, 0 for finite values
