@@ -368,7 +368,7 @@ class Sequential:
 
         Parameters
         ----------
-        x : ndarray, shape (n_samples, *input_shape) or (n_samples, n_inputs)
+        x : ndarray, shape ``(n_samples, *input_shape)`` or (n_samples, n_inputs)
             Floats, or uint8 pixels (each read as pixel / 255).
         batch_size : int, default 1024
             Rows per forward pass of a model with Python-written components, run layer by
