@@ -830,3 +830,30 @@ cdef class Dense(Layer):
         pixels_update(m, hi - lo, n_in, <float>step, g + lo, n_out, x,
                                     n_in, self._panels_from(lo))
         _column_sums(g, <float*>self._b, m, n_out, lo, hi, <float>step, 1)
+
+
+def _repeat_kernel(str kernel, Dense layer, float[:, ::1] x, float[:, ::1] g,
+                   float[:, ::1] out, int repeats):
+    """Run one float32 kernel of ``layer`` ``repeats`` times without the GIL, for
+    benchmarks (benchmarks/bench_kernels.py): ``"forward"`` (out = x W^T + b),
+    ``"input_grad"`` (out = g W) or ``"update"`` (the folded SGD step W -= 1e-9 g^T x,
+    b -= 1e-9 column sums of g), on the layer's current kernels: those for mostly-zero
+    inputs after ``layer._sparse_inputs(True)``.  x (m, in), g and z (m, out), gx (m, in).
+    """
+    cdef int m = x.shape[0], r, which
+    if kernel not in ("forward", "input_grad", "update"):
+        raise ValueError(f"unknown kernel {kernel!r}")
+    which = ("forward", "input_grad", "update").index(kernel)
+    layer._check_kernel_args(True, x, g, None)
+    if out.shape[0] != m or out.shape[1] != (layer.in_features if which == 1 else layer.out_features):
+        raise ValueError("out has the wrong shape")
+    if m == 0:
+        return
+    with nogil:
+        for r in range(repeats):
+            if which == 0:
+                layer.forward_f32(&x[0, 0], &out[0, 0], m, 0, layer.out_features)
+            elif which == 1:
+                layer.backward_input_f32(&g[0, 0], &out[0, 0], m)
+            else:
+                layer.folded_update_f32(&x[0, 0], &g[0, 0], m, -1e-9, 0, layer.out_features)
