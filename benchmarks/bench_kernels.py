@@ -16,9 +16,11 @@ rate of one thread for scale.  numrec uses its own kernels for float32 batches o
 
 With ``--levels``, it compares instead the kernel levels (``_kernel_level``) kernel by
 kernel: forward, input gradient and folded update at batches of 32 and 128 on layers of
-784x256, 784x512 and 1024x1024 (normal inputs), and the kernels for mostly-zero inputs
-on rows of MNIST.  Runs of each level alternate; the figures are medians of those runs,
-and the ratio is the AVX2 time over the AVX-512 time (above 1: AVX-512 is faster).
+784x256, 784x512 and 1024x1024 (normal inputs), the kernels for mostly-zero inputs
+on rows of MNIST, and an epoch of the reference network on MNIST (two threads).  Runs
+of each level alternate; the figures are medians of those runs in CPU time (less
+disturbed than the clock's on a loaded machine), and the ratio is the AVX2 time over
+the AVX-512 time (above 1: AVX-512 is faster).
 
     python benchmarks/bench_kernels.py --levels
 """
@@ -77,35 +79,56 @@ def measure(rows, units, inputs, repeats):
 LEVEL_SHAPES = [(256, 784), (512, 784), (1024, 1024)]
 
 
-def mnist_rows(count):
-    """The first `count` training images of MNIST as float32 pixel / 255 (about 19 % of
-    the entries nonzero); random rows with as many zeros if the files are absent."""
+def mnist_pixels():
+    """MNIST's training images as uint8 rows (about 19 % of the entries nonzero) and
+    their labels; random rows with as many zeros if the files are absent."""
     try:
         from numrec.datasets import load_mnist
-        (x, _), _ = load_mnist(dtype=np.uint8)
-        x = x.reshape(len(x), -1)[:count]
+        (x, y), _ = load_mnist(dtype=np.uint8)
+        return np.ascontiguousarray(x.reshape(len(x), -1)), np.asarray(y, np.int64)
     except Exception:  # no copy of MNIST here
         rng = np.random.default_rng(0)
-        x = rng.integers(1, 256, size=(count, 784), dtype=np.uint8)
+        x = rng.integers(1, 256, size=(60000, 784), dtype=np.uint8)
         x[rng.random(x.shape) < 0.81] = 0
-    return x.astype(np.float32) / np.float32(255)
+        return x, rng.integers(0, 10, size=60000)
 
 
-def time_levels(layer, kernel, x, g, levels, runs, target_seconds=0.02):
-    """Median seconds per call of `kernel` at each level, runs of the levels alternating."""
+def time_epochs(x, y, levels, runs, threads=2):
+    """Median seconds of one epoch of the reference network (batch 32, SGD, `threads`
+    threads) at each level, runs alternating, in the process's CPU time (both threads'
+    time, waits at the barriers included); and whether the levels' weights agreed."""
+    times = {level: [] for level in levels}
+    weights = {}
+    for _ in range(runs):
+        for level in levels:
+            _kernel_level(level)
+            model = numrec.mnist_mlp(seed=0)
+            start = time.process_time()
+            model.fit(x, y, epochs=1, batch_size=32, optimizer=numrec.SGD(0.5), seed=0,
+                      threads=threads)
+            times[level].append(time.process_time() - start)
+            weights[level] = model.parameters()[0]
+    same = all(np.array_equal(weights[levels[0]], w) for w in weights.values())
+    return {level: statistics.median(values) for level, values in times.items()}, same
+
+
+def time_levels(layer, kernel, x, g, levels, runs, target_seconds=0.05):
+    """Median seconds per call of `kernel` at each level, runs of the levels alternating,
+    in the thread's CPU time (time.thread_time), which a loaded machine disturbs far
+    less than the time on the clock."""
     out = np.empty((len(x), layer.in_features if kernel == "input_grad" else layer.out_features),
                    dtype=np.float32)
     _repeat_kernel(kernel, layer, x, g, out, 3)
-    start = time.perf_counter()
+    start = time.thread_time()
     _repeat_kernel(kernel, layer, x, g, out, 10)
-    inner = max(1, int(target_seconds / max((time.perf_counter() - start) / 10, 1e-9)))
+    inner = max(1, int(target_seconds / max((time.thread_time() - start) / 10, 1e-9)))
     times = {level: [] for level in levels}
     for _ in range(runs):
         for level in levels:
             _kernel_level(level)
-            start = time.perf_counter()
+            start = time.thread_time()
             _repeat_kernel(kernel, layer, x, g, out, inner)
-            times[level].append((time.perf_counter() - start) / inner)
+            times[level].append((time.thread_time() - start) / inner)
     return {level: statistics.median(values) for level, values in times.items()}
 
 
@@ -119,10 +142,12 @@ def compare_levels(runs):
         raise SystemExit(f"bench_kernels.py: {error}")
     print(f"numrec {numrec.__version__}; kernel levels avx2 against avx512, one thread; "
           f"load average {os.getloadavg()[0]:.2f} ({os.cpu_count()} cores)\n")
+    print("CPU time per call (the epoch: of both threads), medians\n")
     print("| kernel | units x inputs | batch | avx2, us | avx512, us | avx2 / avx512 |")
     print("|---|---|---|---|---|---|")
     rng = np.random.default_rng(0)
-    mnist = mnist_rows(128)
+    pixels, labels = mnist_pixels()
+    mnist = pixels[:128].astype(np.float32) / np.float32(255)
     try:
         for sparse in (False, True):
             for units, inputs in LEVEL_SHAPES if not sparse else LEVEL_SHAPES[:2]:
@@ -139,6 +164,10 @@ def compare_levels(runs):
                               f"{t['avx2'] * 1e6:.1f} | {t['avx512'] * 1e6:.1f} | "
                               f"{t['avx2'] / t['avx512']:.2f} |", flush=True)
                 layer._sparse_inputs(False)
+        t, same = time_epochs(pixels, labels, levels, max(3, runs // 2))
+        print(f"| epoch, reference network, 2 threads | 784-256-10 MNIST | 32 | "
+              f"{t['avx2'] * 1e6:.0f} | {t['avx512'] * 1e6:.0f} | {t['avx2'] / t['avx512']:.2f} |")
+        print(f"\nthe epochs' weights at both levels: {'the same bits' if same else 'DIFFERENT'}")
     finally:
         _kernel_level(original)
     print(f"\nload average after: {os.getloadavg()[0]:.2f}")
