@@ -10,7 +10,7 @@
  *   8 entries of a row of x broadcast to both halves.  A tile of 8 rows of x by 4 units
  *   keeps 16 accumulators in the 32 registers, and 4 rows of w in the L1 cache as the
  *   AVX2 tile does (a tile of 4 rows by 8 units, whose 8 rows of w crowd that cache,
- *   measured up to a third slower at batch 128).
+ *   measured slower at batch 128).  FORWARD_ROWS_MAX (at most 8) sets the tile's rows.
  * - update and input gradient: lanes are columns of the result, each summed over the
  *   rows in the same order (blocks of ROW_BLOCK rows), so 16 columns per vector change
  *   nothing.  The update skips the same groups of 8 columns as the AVX2 kernel: a
@@ -34,6 +34,10 @@
 #define ROW_BLOCK 32
 #define MAX_GROUPS 1024
 #define MIN_OUTPUTS_TO_SCAN 32
+
+#ifndef FORWARD_ROWS_MAX
+#define FORWARD_ROWS_MAX 8
+#endif
 
 int nr_avx512_available(void)
 {
@@ -157,8 +161,8 @@ TILE void forward_block(const int *bounds, int runs, int m, int n, int k, const 
 {
     for (int j = 0; j < n; j += 4) {
         int nj = n - j < 4 ? n - j : 4;
-        for (int i = 0; i < m; i += 8) {
-            int mi = m - i < 8 ? m - i : 8;
+        for (int i = 0; i < m; i += FORWARD_ROWS_MAX) {
+            int mi = m - i < FORWARD_ROWS_MAX ? m - i : FORWARD_ROWS_MAX;
             switch (nj) {
             case 4: FORWARD_ROWS(2, 0); break;
             case 3: FORWARD_ROWS(2, 1); break;
