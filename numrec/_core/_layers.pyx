@@ -727,12 +727,12 @@ cdef class Dense(Layer):
         cdef int n_in = self.in_features
         if self._sparse:
             sparse_forward(m, hi - lo, n_in, x, n_in, self._panels_from(lo),
-                                  <float*>self._b + lo, z + lo, self.out_features)
+                           <float*>self._b + lo, z + lo, self.out_features)
             return
         if _simd and m <= SIMD_MAX_ROWS:
             dense_forward(m, hi - lo, n_in, x, n_in,
-                                 <float*>self._w + <Py_ssize_t>lo * n_in, n_in,
-                                 <float*>self._b + lo, z + lo, self.out_features)
+                          <float*>self._w + <Py_ssize_t>lo * n_in, n_in,
+                          <float*>self._b + lo, z + lo, self.out_features)
             return
         _dense_forward(x, <float*>self._w, <float*>self._b, z, m,
                        self.out_features, self.in_features, lo, hi)
@@ -753,8 +753,8 @@ cdef class Dense(Layer):
             return
         if _simd and m <= SIMD_MAX_ROWS:
             dense_input_grad(m, self.out_features, self.in_features, g,
-                                    self.out_features, <float*>self._w, self.in_features,
-                                    gx, self.in_features)
+                             self.out_features, <float*>self._w, self.in_features,
+                             gx, self.in_features)
             return
         matmul_nn(m, self.in_features, self.out_features, 1, g, <float*>self._w, 0, gx)
 
@@ -784,12 +784,12 @@ cdef class Dense(Layer):
         cdef int n_in = self.in_features, n_out = self.out_features
         if self._sparse:
             sparse_update(m, hi - lo, n_in, <float>step, g + lo, n_out, x, n_in,
-                                 self._panels_from(lo))
+                          self._panels_from(lo))
             _column_sums(g, <float*>self._b, m, n_out, lo, hi, <float>step, 1)
             return
         if _simd and m <= SIMD_MAX_ROWS:
             dense_update(m, hi - lo, n_in, <float>step, g + lo, n_out, x, n_in,
-                                <float*>self._w + <Py_ssize_t>lo * n_in, n_in)
+                         <float*>self._w + <Py_ssize_t>lo * n_in, n_in)
             _column_sums(g, <float*>self._b, m, n_out, lo, hi, <float>step, 1)
             return
         _dense_folded(x, g, <float*>self._w, <float*>self._b, m, n_out, n_in, step, lo, hi)
@@ -821,14 +821,14 @@ cdef class Dense(Layer):
     cdef void forward_pixels_f32(self, const uint8_t* x, float* z, int m, int lo,
                                  int hi) noexcept nogil:
         pixels_forward(m, hi - lo, self.in_features, x, self.in_features,
-                                     self._panels_from(lo), <float*>self._b + lo, z + lo,
-                                     self.out_features)
+                       self._panels_from(lo), <float*>self._b + lo, z + lo,
+                       self.out_features)
 
     cdef void folded_update_pixels_f32(self, const uint8_t* x, const float* g, int m,
                                        double step, int lo, int hi) noexcept nogil:
         cdef int n_in = self.in_features, n_out = self.out_features
         pixels_update(m, hi - lo, n_in, <float>step, g + lo, n_out, x,
-                                    n_in, self._panels_from(lo))
+                      n_in, self._panels_from(lo))
         _column_sums(g, <float*>self._b, m, n_out, lo, hi, <float>step, 1)
 
 
@@ -845,8 +845,9 @@ def _repeat_kernel(str kernel, Dense layer, float[:, ::1] x, float[:, ::1] g,
         raise ValueError(f"unknown kernel {kernel!r}")
     which = ("forward", "input_grad", "update").index(kernel)
     layer._check_kernel_args(True, x, g, None)
-    if out.shape[0] != m or out.shape[1] != (layer.in_features if which == 1 else layer.out_features):
-        raise ValueError("out has the wrong shape")
+    width = layer.in_features if which == 1 else layer.out_features
+    if out.shape[0] != m or out.shape[1] != width:
+        raise ValueError(f"out must have shape ({m}, {width})")
     if m == 0:
         return
     with nogil:
