@@ -17,7 +17,7 @@ rate of one thread for scale.  numrec uses its own kernels for float32 batches o
 With ``--levels``, it compares instead the kernel levels (``_kernel_level``) kernel by
 kernel: forward, input gradient and folded update at batches of 32 and 128 on layers of
 784x256, 784x512 and 1024x1024 (normal inputs), the kernels for mostly-zero inputs
-on rows of MNIST, and an epoch of the reference network on MNIST (two threads).  Runs
+on rows of MNIST, the sigmoid on 128 x 1024 entries, and an epoch of the reference network on MNIST (two threads).  Runs
 of each level alternate; the figures are medians of those runs in CPU time (less
 disturbed than the clock's on a loaded machine), and the ratio is the AVX2 time over
 the AVX-512 time (above 1: AVX-512 is faster).
@@ -132,6 +132,22 @@ def time_levels(layer, kernel, x, g, levels, runs, target_seconds=0.05):
     return {level: statistics.median(values) for level, values in times.items()}
 
 
+def time_sigmoid(levels, runs, shape=(128, 1024), inner=100):
+    """Median seconds (thread CPU time) of Sigmoid.forward on float32 `shape` at each
+    level, runs alternating."""
+    z = np.random.default_rng(0).standard_normal(shape).astype(np.float32) * 4
+    sigmoid = numrec.Sigmoid()
+    times = {level: [] for level in levels}
+    for _ in range(runs):
+        for level in levels:
+            _kernel_level(level)
+            start = time.thread_time()
+            for _ in range(inner):
+                sigmoid.forward(z)
+            times[level].append((time.thread_time() - start) / inner)
+    return {level: statistics.median(values) for level, values in times.items()}
+
+
 def compare_levels(runs):
     """Print the table of --levels."""
     levels = ("avx2", "avx512")
@@ -164,6 +180,9 @@ def compare_levels(runs):
                               f"{t['avx2'] * 1e6:.1f} | {t['avx512'] * 1e6:.1f} | "
                               f"{t['avx2'] / t['avx512']:.2f} |", flush=True)
                 layer._sparse_inputs(False)
+        t = time_sigmoid(levels, runs)
+        print(f"| sigmoid | 1024 | 128 | {t['avx2'] * 1e6:.1f} | {t['avx512'] * 1e6:.1f} | "
+              f"{t['avx2'] / t['avx512']:.2f} |", flush=True)
         t, same = time_epochs(pixels, labels, levels, max(3, runs // 2))
         print(f"| epoch, reference network, 2 threads | 784-256-10 MNIST | 32 | "
               f"{t['avx2'] * 1e6:.0f} | {t['avx512'] * 1e6:.0f} | {t['avx2'] / t['avx512']:.2f} |")
