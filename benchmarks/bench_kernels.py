@@ -13,8 +13,19 @@ rate of one thread for scale.  numrec uses its own kernels for float32 batches o
 128 rows on processors with AVX2 and FMA; elsewhere both columns are BLAS.
 
     python benchmarks/bench_kernels.py
+
+With ``--levels``, it compares instead the kernel levels (``_kernel_level``) kernel by
+kernel: forward, input gradient and folded update at batches of 32 and 128 on layers of
+784x256, 784x512 and 1024x1024 (normal inputs), the kernels for mostly-zero inputs
+on rows of MNIST, the sigmoid on 128 x 1024 entries, and an epoch of the reference network on MNIST (two threads).  Runs
+of each level alternate; the figures are medians of those runs in CPU time (less
+disturbed than the clock's on a loaded machine), and the ratio is the AVX2 time over
+the AVX-512 time (above 1: AVX-512 is faster).
+
+    python benchmarks/bench_kernels.py --levels
 """
 import argparse
+import os
 import statistics
 import time
 
@@ -23,7 +34,7 @@ from scipy.linalg.blas import sgemm
 from threadpoolctl import threadpool_limits
 
 import numrec
-from numrec._core._layers import _simd_kernels
+from numrec._core._layers import _kernel_level, _repeat_kernel, _simd_kernels
 
 
 def gflops(flop, seconds):
@@ -65,13 +76,135 @@ def measure(rows, units, inputs, repeats):
     return {key: statistics.median(values) for key, values in times.items()}
 
 
+LEVEL_SHAPES = [(256, 784), (512, 784), (1024, 1024)]
+
+
+def mnist_pixels():
+    """MNIST's training images as uint8 rows (about 19 % of the entries nonzero) and
+    their labels; random rows with as many zeros if the files are absent."""
+    try:
+        from numrec.datasets import load_mnist
+        (x, y), _ = load_mnist(dtype=np.uint8)
+        return np.ascontiguousarray(x.reshape(len(x), -1)), np.asarray(y, np.int64)
+    except Exception:  # no copy of MNIST here
+        rng = np.random.default_rng(0)
+        x = rng.integers(1, 256, size=(60000, 784), dtype=np.uint8)
+        x[rng.random(x.shape) < 0.81] = 0
+        return x, rng.integers(0, 10, size=60000)
+
+
+def time_epochs(x, y, levels, runs, threads=2):
+    """Median seconds of one epoch of the reference network (batch 32, SGD, `threads`
+    threads) at each level, runs alternating, in the process's CPU time (both threads'
+    time, waits at the barriers included); and whether the levels' weights agreed."""
+    times = {level: [] for level in levels}
+    weights = {}
+    for _ in range(runs):
+        for level in levels:
+            _kernel_level(level)
+            model = numrec.mnist_mlp(seed=0)
+            start = time.process_time()
+            model.fit(x, y, epochs=1, batch_size=32, optimizer=numrec.SGD(0.5), seed=0,
+                      threads=threads)
+            times[level].append(time.process_time() - start)
+            weights[level] = model.parameters()[0]
+    same = all(np.array_equal(weights[levels[0]], w) for w in weights.values())
+    return {level: statistics.median(values) for level, values in times.items()}, same
+
+
+def time_levels(layer, kernel, x, g, levels, runs, target_seconds=0.05):
+    """Median seconds per call of `kernel` at each level, runs of the levels alternating,
+    in the thread's CPU time (time.thread_time), which a loaded machine disturbs far
+    less than the time on the clock."""
+    out = np.empty((len(x), layer.in_features if kernel == "input_grad" else layer.out_features),
+                   dtype=np.float32)
+    _repeat_kernel(kernel, layer, x, g, out, 3)
+    start = time.thread_time()
+    _repeat_kernel(kernel, layer, x, g, out, 10)
+    inner = max(1, int(target_seconds / max((time.thread_time() - start) / 10, 1e-9)))
+    times = {level: [] for level in levels}
+    for _ in range(runs):
+        for level in levels:
+            _kernel_level(level)
+            start = time.thread_time()
+            _repeat_kernel(kernel, layer, x, g, out, inner)
+            times[level].append((time.thread_time() - start) / inner)
+    return {level: statistics.median(values) for level, values in times.items()}
+
+
+def time_sigmoid(levels, runs, shape=(128, 1024), inner=100):
+    """Median seconds (thread CPU time) of Sigmoid.forward on float32 `shape` at each
+    level, runs alternating."""
+    z = np.random.default_rng(0).standard_normal(shape).astype(np.float32) * 4
+    sigmoid = numrec.Sigmoid()
+    times = {level: [] for level in levels}
+    for _ in range(runs):
+        for level in levels:
+            _kernel_level(level)
+            start = time.thread_time()
+            for _ in range(inner):
+                sigmoid.forward(z)
+            times[level].append((time.thread_time() - start) / inner)
+    return {level: statistics.median(values) for level, values in times.items()}
+
+
+def compare_levels(runs):
+    """Print the table of --levels."""
+    levels = ("avx2", "avx512")
+    original = _kernel_level()
+    try:
+        _kernel_level("avx512")
+    except ValueError as error:
+        raise SystemExit(f"bench_kernels.py: {error}")
+    print(f"numrec {numrec.__version__}; kernel levels avx2 against avx512, one thread; "
+          f"load average {os.getloadavg()[0]:.2f} ({os.cpu_count()} cores)\n")
+    print("CPU time per call (the epoch: of both threads), medians\n")
+    print("| kernel | units x inputs | batch | avx2, us | avx512, us | avx2 / avx512 |")
+    print("|---|---|---|---|---|---|")
+    rng = np.random.default_rng(0)
+    pixels, labels = mnist_pixels()
+    mnist = pixels[:128].astype(np.float32) / np.float32(255)
+    try:
+        for sparse in (False, True):
+            for units, inputs in LEVEL_SHAPES if not sparse else LEVEL_SHAPES[:2]:
+                layer = numrec.Dense(inputs, units, seed=1)
+                if sparse and not layer._sparse_inputs(True):
+                    continue
+                for rows in (32, 128):
+                    x = mnist[:rows] if sparse else rng.standard_normal((rows, inputs)).astype(np.float32)
+                    g = rng.standard_normal((rows, units)).astype(np.float32) * 1e-3
+                    for kernel in ("forward", "update") if sparse else ("forward", "input_grad", "update"):
+                        t = time_levels(layer, kernel, x, g, levels, runs)
+                        name = f"{'sparse ' if sparse else ''}{kernel}"
+                        print(f"| {name} | {units}x{inputs}{' MNIST' if sparse else ''} | {rows} | "
+                              f"{t['avx2'] * 1e6:.1f} | {t['avx512'] * 1e6:.1f} | "
+                              f"{t['avx2'] / t['avx512']:.2f} |", flush=True)
+                layer._sparse_inputs(False)
+        t = time_sigmoid(levels, runs)
+        print(f"| sigmoid | 1024 | 128 | {t['avx2'] * 1e6:.1f} | {t['avx512'] * 1e6:.1f} | "
+              f"{t['avx2'] / t['avx512']:.2f} |", flush=True)
+        t, same = time_epochs(pixels, labels, levels, max(3, runs // 2))
+        print(f"| epoch, reference network, 2 threads | 784-256-10 MNIST | 32 | "
+              f"{t['avx2'] * 1e6:.0f} | {t['avx512'] * 1e6:.0f} | {t['avx2'] / t['avx512']:.2f} |")
+        print(f"\nthe epochs' weights at both levels: {'the same bits' if same else 'DIFFERENT'}")
+    finally:
+        _kernel_level(original)
+    print(f"\nload average after: {os.getloadavg()[0]:.2f}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 64])
     parser.add_argument("--units", type=int, default=128,
                         help="units per thread: half of the 256 hidden units (default)")
     parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument("--levels", action="store_true",
+                        help="compare the kernel levels avx2 and avx512 kernel by kernel")
     args = parser.parse_args()
+    if args.levels:
+        with threadpool_limits(1, user_api="blas"):
+            compare_levels(args.repeats)
+        return
     own = _simd_kernels()
     print(f"numrec {numrec.__version__}; own AVX2 kernels: {'on' if own else 'off (BLAS only)'}")
     with threadpool_limits(1, user_api="blas"):

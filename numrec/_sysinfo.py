@@ -1,18 +1,24 @@
 """What ``numrec info`` reports: versions, the kernels this processor runs, threads, BLAS.
 
-The kernel path is the one numrec's compiled code chose when it was imported: the
+The kernel level is the one numrec's compiled code chose when it was imported: the
 float32 dense-layer products, the sparse-input products and the vector sigmoid run
-hand-written AVX2 + FMA code where the processor has both (checked at run time with
-``__builtin_cpu_supports``, so one build serves every x86-64 processor), and portable
-code (compiled loops and BLAS) everywhere else, ARM included.  numrec has no AVX-512 code
-of its own: a processor with AVX-512 runs the AVX2 + FMA kernels (its BLAS may still use
-AVX-512).
+hand-written AVX-512 code where the processor has AVX-512F, AVX2 + FMA code where it has
+those (the two give the same bits), and portable code (compiled loops and BLAS)
+everywhere else, ARM included.  The processor is checked at run time with
+``__builtin_cpu_supports``, so one build serves every x86-64 processor; the environment
+variable ``NUMREC_KERNELS`` pins a lower level.
 """
 import os
 import platform
 
-#: The kernel paths :func:`collect` reports under ``"kernels"``.
-KERNEL_PATHS = ("avx2-fma", "portable")
+#: The kernel levels :func:`collect` reports under ``"kernels"``, highest first.
+KERNEL_PATHS = ("avx512", "avx2-fma", "portable")
+
+#: The kernels each level covers, by their key in ``"kernel_detail"``.
+KERNEL_KINDS = {"dense_float32": "dense float32 products", "sparse_float32": "sparse inputs",
+                "sigmoid_float32": "sigmoid"}
+
+_PATH_OF_LEVEL = {"avx512": "avx512", "avx2": "avx2-fma", "portable": "portable"}
 
 #: Processor features worth naming in a bug report (numpy's names).
 _FEATURES = ("AVX512F", "AVX2", "FMA3", "NEON", "ASIMD")
@@ -27,8 +33,8 @@ def collect():
     from numrec._core import _activations, _layers
     from numrec.model import _default_threads
 
-    dense = bool(_layers._simd_kernels())
-    sigmoid = bool(_activations._vector_sigmoid_kernel())
+    dense = _PATH_OF_LEVEL[_layers._kernel_level()]
+    sigmoid = _PATH_OF_LEVEL[_activations._sigmoid_kernel_level()]
     return {
         "numrec": __version__,
         "python": f"{platform.python_version()} ({platform.python_implementation()})",
@@ -37,8 +43,9 @@ def collect():
         "numpy": np.__version__,
         "scipy": scipy.__version__,
         "cpu_features": _cpu_features(),
-        "kernels": "avx2-fma" if dense else "portable",
-        "kernel_detail": {"dense_float32": dense, "sigmoid_float32": sigmoid},
+        "kernels": dense,
+        "kernel_detail": {"dense_float32": dense, "sparse_float32": dense,
+                          "sigmoid_float32": sigmoid},
         "threads": _default_threads(),
         "cpu_count": os.cpu_count(),
         "blas": _libraries("blas"),
@@ -76,12 +83,9 @@ def format_text(info):
     shown = ", ".join(f"{_FEATURE_LABELS.get(name, name)} {'yes' if on else 'no'}"
                       for name, on in features.items()
                       if on or name in ("avx512f", "avx2", "fma3")) or "unknown"
-    if info["kernels"] == "avx2-fma":
-        kernels = "AVX2 + FMA (dense float32 products, sparse inputs, sigmoid)"
-        if features.get("avx512f"):
-            kernels += "; numrec has no AVX-512 kernels of its own"
-    else:
-        kernels = "portable (compiled loops and BLAS; no AVX2 + FMA on this processor)"
+    kernels = _describe_kernels(info["kernel_detail"])
+    if features.get("avx512f") and info["kernels"] != "avx512":
+        kernels += "; the processor has AVX-512F (NUMREC_KERNELS or a switch lowered the level)"
     rows = [
         ("numrec", info["numrec"]),
         ("python", info["python"]),
@@ -98,6 +102,20 @@ def format_text(info):
             rows.append((label, _describe_library(library) if library else "none loaded"))
     width = max(len(label) for label, _ in rows)
     return [f"{label + ':':<{width + 1}}  {value}" for label, value in rows]
+
+
+_PATH_LABELS = {"avx512": "AVX-512", "avx2-fma": "AVX2 + FMA",
+                "portable": "portable (compiled loops and BLAS)"}
+
+
+def _describe_kernels(detail):
+    """Which level runs which kernels, e.g. "AVX-512 (dense float32 products, sparse
+    inputs, sigmoid)"; AVX-512 and AVX2 + FMA give the same bits."""
+    by_path = {}
+    for key, path in detail.items():
+        by_path.setdefault(path, []).append(KERNEL_KINDS[key])
+    return "; ".join(f"{_PATH_LABELS[path]} for {', '.join(kinds)}"
+                     for path, kinds in by_path.items())
 
 
 _FEATURE_LABELS = {"avx512f": "AVX-512F", "avx2": "AVX2", "fma3": "FMA", "neon": "NEON",

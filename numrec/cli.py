@@ -368,7 +368,7 @@ def build_parser():
     info = commands.add_parser(
         "info", help="versions, kernels, threads and BLAS (for bug reports)",
         description="Print numrec's version, Python's and NumPy's, which kernels run on "
-                    "this processor (AVX2 + FMA or portable), the training threads and the "
+                    "this processor (AVX-512, AVX2 + FMA or portable), the training threads and the "
                     "BLAS library in use.  Paste it into bug reports.",
     )
     info.add_argument("--json", action="store_true", help="print one JSON object")

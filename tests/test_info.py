@@ -14,6 +14,7 @@ import scipy
 import numrec
 from numrec import cli
 from numrec._core import _activations, _layers
+from numrec import _sysinfo
 from numrec._sysinfo import KERNEL_PATHS
 
 
@@ -56,9 +57,13 @@ def test_kernels_follow_the_processor(info):
         assert info["kernels"] == "portable"
         return
     has_avx2_fma = {"avx2", "fma"} <= flags
-    assert info["kernels"] == ("avx2-fma" if has_avx2_fma else "portable")
-    assert info["kernel_detail"] == {"dense_float32": has_avx2_fma,
-                                     "sigmoid_float32": has_avx2_fma}
+    has_avx512 = has_avx2_fma and {"avx512f", "popcnt"} <= flags
+    expected = "avx512" if has_avx512 else "avx2-fma" if has_avx2_fma else "portable"
+    if os.environ.get("NUMREC_KERNELS"):
+        pytest.skip("NUMREC_KERNELS pins the level")
+    assert info["kernels"] == expected
+    assert info["kernel_detail"] == {"dense_float32": expected, "sparse_float32": expected,
+                                     "sigmoid_float32": expected}
     assert info["cpu_features"]["avx2"] == ("avx2" in flags)
     assert info["cpu_features"]["avx512f"] == ("avx512f" in flags)
 
@@ -90,7 +95,9 @@ def test_text_form(info):
     assert fields["numpy"] == [np.__version__]
     assert fields["threads"][0].startswith(f"{info['threads']} for training")
     assert len(fields["BLAS"]) == len(info["blas"])
-    expected = "AVX2 + FMA" if info["kernels"] == "avx2-fma" else "portable"
+    expected = {"avx512": "AVX-512 for dense float32 products, sparse inputs, sigmoid",
+                "avx2-fma": "AVX2 + FMA for dense float32 products, sparse inputs, sigmoid",
+                "portable": "portable"}[info["kernels"]]
     assert fields["kernels"][0].startswith(expected)
 
 
@@ -103,7 +110,26 @@ def test_switched_off_kernels_report_portable(capsys):
         _activations._vector_sigmoid_kernel(sigmoid)
     report = json.loads(capsys.readouterr().out)
     assert report["kernels"] == "portable" and report["kernels"] in KERNEL_PATHS
-    assert report["kernel_detail"] == {"dense_float32": False, "sigmoid_float32": False}
+    assert report["kernel_detail"] == {"dense_float32": "portable",
+                                       "sparse_float32": "portable",
+                                       "sigmoid_float32": "portable"}
+
+
+def test_a_lowered_level_is_reported(capsys):
+    """At the avx2 level on a processor with AVX-512, the report says both."""
+    try:
+        previous = _layers._kernel_level("avx2")
+    except ValueError:
+        pytest.skip("the processor lacks AVX2 and FMA")
+    try:
+        report = _sysinfo.collect()
+        text = "\n".join(_sysinfo.format_text(report))
+    finally:
+        _layers._kernel_level(previous)
+    assert report["kernels"] == "avx2-fma"
+    assert set(report["kernel_detail"].values()) == {"avx2-fma"}
+    assert "kernels:" in text and "AVX2 + FMA for dense float32 products" in text
+    assert ("lowered the level" in text) == bool(report["cpu_features"].get("avx512f"))
 
 
 def test_bad_option_is_one_line():

@@ -5,28 +5,51 @@ from libc.string cimport memcpy
 
 import numpy as np
 
+from numrec._core import _kernels
 from numrec._core._copying import reduce_component
 
 from numrec._core._validation import check_array, check_finite_number, FLOAT_DTYPES
 
 cdef extern from "_sigmoid.h" nogil:
     int nr_sigmoid_available()
+    int nr_sigmoid_avx512_available()
     Py_ssize_t nr_sigmoid_f32(const float* z, float* a, Py_ssize_t n)
+    Py_ssize_t nr_sigmoid_f32_avx512(const float* z, float* a, Py_ssize_t n)
 
-cdef bint _vector_sigmoid = nr_sigmoid_available()
+# The sigmoid's kernel level, an index into _kernels.LEVELS (0: the scalar form alone).
+cdef int _sigmoid_available = (2 if nr_sigmoid_avx512_available()
+                               else 1 if nr_sigmoid_available() else 0)
+cdef int _sigmoid_level = _kernels.LEVELS.index(
+    _kernels.default_level(_kernels.LEVELS[_sigmoid_available]))
+cdef int _sigmoid_last_vector_level = _sigmoid_level or 1
 
 
 def _vector_sigmoid_kernel(enable=None):
-    """Whether float32 ``Sigmoid`` runs numrec's own AVX2 code (four entries at a time).
+    """Whether float32 ``Sigmoid`` runs numrec's own AVX2 or AVX-512 code (four or eight
+    entries at a time).
 
-    With ``enable``, switch it on (where the processor has AVX2 and FMA) or off, and
-    return the previous setting.  For benchmarks and tests: it gives the scalar form's
-    float32 results except, rarely, in the last bit (see _sigmoid.h).
+    With ``enable``, switch it on (at the level it last ran, where the processor has AVX2
+    and FMA) or off, and return the previous setting.  For benchmarks and tests: it gives
+    the scalar form's float32 results except, rarely, in the last bit (see _sigmoid.h);
+    both levels give the same bits.
     """
-    global _vector_sigmoid
-    previous = bool(_vector_sigmoid)
+    global _sigmoid_level
+    previous = _sigmoid_level > 0
     if enable is not None:
-        _vector_sigmoid = bool(enable) and nr_sigmoid_available()
+        _sigmoid_level = min(_sigmoid_last_vector_level, _sigmoid_available) if enable else 0
+    return previous
+
+
+def _sigmoid_kernel_level(level=None):
+    """The sigmoid's kernel level, ``"avx512"``, ``"avx2"`` or ``"portable"`` (the scalar
+    form); with ``level``, set it and return the previous one.  ValueError for an unknown
+    level or one the processor lacks.  ``_layers._kernel_level`` sets it with the rest."""
+    global _sigmoid_level, _sigmoid_last_vector_level
+    previous = _kernels.LEVELS[_sigmoid_level]
+    if level is not None:
+        _sigmoid_level = _kernels.check_level(level, _kernels.LEVELS[_sigmoid_available])
+        if _sigmoid_level:
+            _sigmoid_last_vector_level = _sigmoid_level
     return previous
 
 
@@ -386,7 +409,8 @@ cdef class Sigmoid(ElementwiseActivation):
     kernel_dtypes = ("float32", "float64")
 
     cdef void map_forward_f32(self, const float* z, float* a, Py_ssize_t n) noexcept nogil:
-        cdef Py_ssize_t done = nr_sigmoid_f32(z, a, n) if _vector_sigmoid else 0
+        cdef Py_ssize_t done = (nr_sigmoid_f32_avx512(z, a, n) if _sigmoid_level == 2
+                                else nr_sigmoid_f32(z, a, n) if _sigmoid_level == 1 else 0)
         _sigmoid_forward(z + done, a + done, n - done)
 
     cdef void map_forward_f64(self, const double* z, double* a, Py_ssize_t n) noexcept nogil:

@@ -6,6 +6,7 @@ cimport numpy as cnp
 
 import numpy as np
 
+from numrec._core import _activations, _kernels
 from numrec._core._copying import reduce_component
 
 from numrec._core._blas cimport matmul_nt, matmul_tn, matmul_nn
@@ -18,18 +19,27 @@ cnp.import_array()
 
 cdef extern from "_simd.h" nogil:
     int nr_simd_available()
+    int nr_avx512_available()
     void nr_dense_forward_f32(int m, int n, int k, const float* x, int ldx,
                               const float* w, int ldw, const float* b, float* z, int ldz)
     void nr_dense_update_f32(int m, int n, int k, float alpha, const float* g, int ldg,
                              const float* x, int ldx, float* w, int ldw)
     void nr_dense_input_grad_f32(int m, int n, int k, const float* g, int ldg,
                                  const float* w, int ldw, float* gx, int ldgx)
+    void nr_dense_forward_f32_avx512(int m, int n, int k, const float* x, int ldx,
+                                     const float* w, int ldw, const float* b, float* z,
+                                     int ldz)
+    void nr_dense_update_f32_avx512(int m, int n, int k, float alpha, const float* g,
+                                    int ldg, const float* x, int ldx, float* w, int ldw)
+    void nr_dense_input_grad_f32_avx512(int m, int n, int k, const float* g, int ldg,
+                                        const float* w, int ldw, float* gx, int ldgx)
     void nr_axpy_fma_f32(Py_ssize_t n, float alpha, const float* x, float* y)
 
 cdef extern from "_sparse.h" nogil:
     enum: NR_SPARSE_MAX_INPUTS
     enum: NR_SPARSE_PANEL
     void nr_sparse_init()
+    void nr_sparse_init_avx512()
     void nr_sparse_forward_f32(int m, int n, int k, const float* x, int ldx,
                                const float* wt, const float* b, float* z, int ldz)
     void nr_sparse_update_f32(int m, int n, int k, float alpha, const float* g, int ldg,
@@ -38,12 +48,93 @@ cdef extern from "_sparse.h" nogil:
                                       const float* wt, const float* b, float* z, int ldz)
     void nr_sparse_update_pixels_f32(int m, int n, int k, float alpha, const float* g,
                                      int ldg, const uint8_t* x, int ldx, float* wt)
+    void nr_sparse_forward_f32_avx512(int m, int n, int k, const float* x, int ldx,
+                                      const float* wt, const float* b, float* z, int ldz)
+    void nr_sparse_update_f32_avx512(int m, int n, int k, float alpha, const float* g,
+                                     int ldg, const float* x, int ldx, float* wt)
+    void nr_sparse_forward_pixels_f32_avx512(int m, int n, int k, const uint8_t* x,
+                                             int ldx, const float* wt, const float* b,
+                                             float* z, int ldz)
+    void nr_sparse_update_pixels_f32_avx512(int m, int n, int k, float alpha,
+                                            const float* g, int ldg, const uint8_t* x,
+                                            int ldx, float* wt)
     void nr_sparse_to_panels(int n, int k, const float* w, float* wt)
     void nr_sparse_from_panels(int n, int k, const float* wt, float* w)
 
 nr_sparse_init()
+nr_sparse_init_avx512()
 
-cdef bint _simd = nr_simd_available()
+# The float32 kernels in use, AVX2 or AVX-512 (the same results); _simd says whether
+# either runs (else the portable loops and BLAS do).
+ctypedef void (*forward_kernel)(int m, int n, int k, const float* x, int ldx,
+                                const float* w, int ldw, const float* b, float* z,
+                                int ldz) noexcept nogil
+ctypedef void (*update_kernel)(int m, int n, int k, float alpha, const float* g, int ldg,
+                               const float* x, int ldx, float* w, int ldw) noexcept nogil
+ctypedef void (*input_grad_kernel)(int m, int n, int k, const float* g, int ldg,
+                                   const float* w, int ldw, float* gx,
+                                   int ldgx) noexcept nogil
+ctypedef void (*sparse_forward_kernel)(int m, int n, int k, const float* x, int ldx,
+                                       const float* wt, const float* b, float* z,
+                                       int ldz) noexcept nogil
+ctypedef void (*sparse_update_kernel)(int m, int n, int k, float alpha, const float* g,
+                                      int ldg, const float* x, int ldx,
+                                      float* wt) noexcept nogil
+ctypedef void (*pixels_forward_kernel)(int m, int n, int k, const uint8_t* x, int ldx,
+                                       const float* wt, const float* b, float* z,
+                                       int ldz) noexcept nogil
+ctypedef void (*pixels_update_kernel)(int m, int n, int k, float alpha, const float* g,
+                                      int ldg, const uint8_t* x, int ldx,
+                                      float* wt) noexcept nogil
+
+cdef forward_kernel dense_forward = nr_dense_forward_f32
+cdef update_kernel dense_update = nr_dense_update_f32
+cdef input_grad_kernel dense_input_grad = nr_dense_input_grad_f32
+cdef sparse_forward_kernel sparse_forward = nr_sparse_forward_f32
+cdef sparse_update_kernel sparse_update = nr_sparse_update_f32
+cdef pixels_forward_kernel pixels_forward = nr_sparse_forward_pixels_f32
+cdef pixels_update_kernel pixels_update = nr_sparse_update_pixels_f32
+
+# Kernel levels, as indices into _kernels.LEVELS.
+cdef enum:
+    LEVEL_PORTABLE = 0
+    LEVEL_AVX2 = 1
+    LEVEL_AVX512 = 2
+
+cdef int _available_level = (LEVEL_AVX512 if nr_avx512_available()
+                             else LEVEL_AVX2 if nr_simd_available() else LEVEL_PORTABLE)
+cdef int _level = LEVEL_PORTABLE
+cdef bint _simd = False
+cdef int _last_simd_level = LEVEL_AVX2  # where _simd_kernels(True) returns to
+
+
+cdef void _use_level(int level):
+    global _level, _simd, _last_simd_level
+    global dense_forward, dense_update, dense_input_grad
+    global sparse_forward, sparse_update, pixels_forward, pixels_update
+    _level = level
+    _simd = level >= LEVEL_AVX2
+    if _simd:
+        _last_simd_level = level
+    if level == LEVEL_AVX512:
+        dense_forward = nr_dense_forward_f32_avx512
+        dense_update = nr_dense_update_f32_avx512
+        dense_input_grad = nr_dense_input_grad_f32_avx512
+        sparse_forward = nr_sparse_forward_f32_avx512
+        sparse_update = nr_sparse_update_f32_avx512
+        pixels_forward = nr_sparse_forward_pixels_f32_avx512
+        pixels_update = nr_sparse_update_pixels_f32_avx512
+    else:
+        dense_forward = nr_dense_forward_f32
+        dense_update = nr_dense_update_f32
+        dense_input_grad = nr_dense_input_grad_f32
+        sparse_forward = nr_sparse_forward_f32
+        sparse_update = nr_sparse_update_f32
+        pixels_forward = nr_sparse_forward_pixels_f32
+        pixels_update = nr_sparse_update_pixels_f32
+
+
+_use_level(_kernels.LEVELS.index(_kernels.default_level(_kernels.LEVELS[_available_level])))
 
 # A layer with at least this many weights is worth sharing between threads: below it, the
 # threads' meeting at a barrier costs more than half the product (docs/benchmarks.rst).
@@ -51,16 +142,34 @@ cdef int SPLIT_MIN_WEIGHTS = 32768
 
 
 def _simd_kernels(enable=None):
-    """Whether float32 ``Dense`` products of up to 128 rows use numrec's own AVX2 code.
+    """Whether float32 ``Dense`` products of up to 128 rows use numrec's own AVX2 or
+    AVX-512 code (see :func:`_kernel_level`).
 
-    With ``enable``, switch them on (where the processor has AVX2 and FMA) or off, and
-    return the previous setting.  For benchmarks and tests; results agree with BLAS to
-    float32 rounding.
+    With ``enable``, switch them on (at the level they last ran, where the processor has
+    AVX2 and FMA) or off (the portable level), and return the previous setting.  For
+    benchmarks and tests; results agree with BLAS to float32 rounding.
     """
-    global _simd
     previous = bool(_simd)
     if enable is not None:
-        _simd = bool(enable) and nr_simd_available()
+        _use_level(min(_last_simd_level, _available_level) if enable else LEVEL_PORTABLE)
+    return previous
+
+
+def _kernel_level(level=None):
+    """The level of numrec's own float32 kernels: ``"avx512"``, ``"avx2"`` or
+    ``"portable"`` (see ``numrec._core._kernels``).
+
+    With ``level``, run the dense-layer kernels, those for mostly-zero inputs and the
+    sigmoid at that level and return the previous one (of the dense-layer kernels).
+    "avx512" and "avx2" give the same bits; "portable" runs compiled loops and BLAS.
+    Raises ValueError for an unknown level or one the processor lacks.  For tests and
+    benchmarks; ``NUMREC_KERNELS`` pins the level at import.
+    """
+    previous = _kernels.LEVELS[_level]
+    if level is not None:
+        index = _kernels.check_level(level, _kernels.LEVELS[_available_level])
+        _activations._sigmoid_kernel_level(level)
+        _use_level(index)
     return previous
 
 
@@ -674,13 +783,13 @@ cdef class Dense(Layer):
                           int hi) noexcept nogil:
         cdef int n_in = self.in_features
         if self._sparse:
-            nr_sparse_forward_f32(m, hi - lo, n_in, x, n_in, self._panels_from(lo),
-                                  <float*>self._b + lo, z + lo, self.out_features)
+            sparse_forward(m, hi - lo, n_in, x, n_in, self._panels_from(lo),
+                           <float*>self._b + lo, z + lo, self.out_features)
             return
         if self._own_kernels(m):
-            nr_dense_forward_f32(m, hi - lo, n_in, x, n_in,
-                                 <float*>self._w + <Py_ssize_t>lo * n_in, n_in,
-                                 <float*>self._b + lo, z + lo, self.out_features)
+            dense_forward(m, hi - lo, n_in, x, n_in,
+                          <float*>self._w + <Py_ssize_t>lo * n_in, n_in,
+                          <float*>self._b + lo, z + lo, self.out_features)
             return
         _dense_forward(x, <float*>self._w, <float*>self._b, z, m,
                        self.out_features, self.in_features, lo, hi)
@@ -707,9 +816,9 @@ cdef class Dense(Layer):
                                self.in_features)
             return
         if self._own_kernels(m):
-            nr_dense_input_grad_f32(m, self.out_features, self.in_features, g,
-                                    self.out_features, <float*>self._w, self.in_features,
-                                    gx, self.in_features)
+            dense_input_grad(m, self.out_features, self.in_features, g,
+                             self.out_features, <float*>self._w, self.in_features,
+                             gx, self.in_features)
             return
         matmul_nn(m, self.in_features, self.out_features, 1, g, <float*>self._w, 0, gx)
 
@@ -725,13 +834,13 @@ cdef class Dense(Layer):
             gt = <float*>self._gt + <Py_ssize_t>(lo // NR_SPARSE_PANEL) * NR_SPARSE_PANEL * n_in
             if not accumulate:
                 memset(gt, 0, <size_t>_padded_units(hi - lo) * n_in * sizeof(float))
-            nr_sparse_update_f32(m, hi - lo, n_in, 1, g + lo, n_out, x, n_in, gt)
+            sparse_update(m, hi - lo, n_in, 1, g + lo, n_out, x, n_in, gt)
             _column_sums(g, <float*>self._gb, m, n_out, lo, hi, 1, 1 if accumulate else 0)
             return
         if self._own_kernels(m):  # the folded kernel with step 1 on the gradient
             if not accumulate:
                 memset(gw, 0, <size_t>(hi - lo) * n_in * sizeof(float))
-            nr_dense_update_f32(m, hi - lo, n_in, 1, g + lo, n_out, x, n_in, gw, n_in)
+            dense_update(m, hi - lo, n_in, 1, g + lo, n_out, x, n_in, gw, n_in)
             _column_sums(g, <float*>self._gb, m, n_out, lo, hi, 1, 1 if accumulate else 0)
             return
         _dense_gradient(x, g, <float*>self._gw, <float*>self._gb, m, n_out, n_in, lo, hi,
@@ -746,13 +855,13 @@ cdef class Dense(Layer):
                                 int lo, int hi) noexcept nogil:
         cdef int n_in = self.in_features, n_out = self.out_features
         if self._sparse:
-            nr_sparse_update_f32(m, hi - lo, n_in, <float>step, g + lo, n_out, x, n_in,
-                                 self._panels_from(lo))
+            sparse_update(m, hi - lo, n_in, <float>step, g + lo, n_out, x, n_in,
+                          self._panels_from(lo))
             _column_sums(g, <float*>self._b, m, n_out, lo, hi, <float>step, 1)
             return
         if self._own_kernels(m):
-            nr_dense_update_f32(m, hi - lo, n_in, <float>step, g + lo, n_out, x, n_in,
-                                <float*>self._w + <Py_ssize_t>lo * n_in, n_in)
+            dense_update(m, hi - lo, n_in, <float>step, g + lo, n_out, x, n_in,
+                         <float*>self._w + <Py_ssize_t>lo * n_in, n_in)
             _column_sums(g, <float*>self._b, m, n_out, lo, hi, <float>step, 1)
             return
         _dense_folded(x, g, <float*>self._w, <float*>self._b, m, n_out, n_in, step, lo, hi)
@@ -775,7 +884,7 @@ cdef class Dense(Layer):
                             <float*>self._w)
             return
         memset(self._gw, 0, <size_t>n_out * n_in * sizeof(float))
-        nr_dense_update_f32(m, n_out, n_in, 1, g, n_out, x, n_in, <float*>self._gw, n_in)
+        dense_update(m, n_out, n_in, 1, g, n_out, x, n_in, <float*>self._gw, n_in)
         _column_sums(g, <float*>self._b, m, n_out, 0, n_out, <float>step, 1)
 
     cdef bint takes_pixels(self) noexcept nogil:
@@ -783,13 +892,41 @@ cdef class Dense(Layer):
 
     cdef void forward_pixels_f32(self, const uint8_t* x, float* z, int m, int lo,
                                  int hi) noexcept nogil:
-        nr_sparse_forward_pixels_f32(m, hi - lo, self.in_features, x, self.in_features,
-                                     self._panels_from(lo), <float*>self._b + lo, z + lo,
-                                     self.out_features)
+        pixels_forward(m, hi - lo, self.in_features, x, self.in_features,
+                       self._panels_from(lo), <float*>self._b + lo, z + lo,
+                       self.out_features)
 
     cdef void folded_update_pixels_f32(self, const uint8_t* x, const float* g, int m,
                                        double step, int lo, int hi) noexcept nogil:
         cdef int n_in = self.in_features, n_out = self.out_features
-        nr_sparse_update_pixels_f32(m, hi - lo, n_in, <float>step, g + lo, n_out, x,
-                                    n_in, self._panels_from(lo))
+        pixels_update(m, hi - lo, n_in, <float>step, g + lo, n_out, x,
+                      n_in, self._panels_from(lo))
         _column_sums(g, <float*>self._b, m, n_out, lo, hi, <float>step, 1)
+
+
+def _repeat_kernel(str kernel, Dense layer, float[:, ::1] x, float[:, ::1] g,
+                   float[:, ::1] out, int repeats):
+    """Run one float32 kernel of ``layer`` ``repeats`` times without the GIL, for
+    benchmarks (benchmarks/bench_kernels.py): ``"forward"`` (out = x W^T + b),
+    ``"input_grad"`` (out = g W) or ``"update"`` (the folded SGD step W -= 1e-9 g^T x,
+    b -= 1e-9 column sums of g), on the layer's current kernels: those for mostly-zero
+    inputs after ``layer._sparse_inputs(True)``.  x (m, in), g and z (m, out), gx (m, in).
+    """
+    cdef int m = x.shape[0], r, which
+    if kernel not in ("forward", "input_grad", "update"):
+        raise ValueError(f"unknown kernel {kernel!r}")
+    which = ("forward", "input_grad", "update").index(kernel)
+    layer._check_kernel_args(True, x, g, None)
+    width = layer.in_features if which == 1 else layer.out_features
+    if out.shape[0] != m or out.shape[1] != width:
+        raise ValueError(f"out must have shape ({m}, {width})")
+    if m == 0:
+        return
+    with nogil:
+        for r in range(repeats):
+            if which == 0:
+                layer.forward_f32(&x[0, 0], &out[0, 0], m, 0, layer.out_features)
+            elif which == 1:
+                layer.backward_input_f32(&g[0, 0], &out[0, 0], m)
+            else:
+                layer.folded_update_f32(&x[0, 0], &g[0, 0], m, -1e-9, 0, layer.out_features)

@@ -32,4 +32,19 @@ void nr_dense_input_grad_f32(int m, int n, int k, const float *g, int ldg,
 /* y[i] = fma(alpha, x[i], y[i]) for i < n: one rounding, as the update's last step. */
 void nr_axpy_fma_f32(ptrdiff_t n, float alpha, const float *x, float *y);
 
+/* AVX-512 versions (_simd512.c): the same contracts and the same results, bit for bit.
+ * Callers check nr_avx512_available() (AVX-512F beside AVX2, FMA and POPCNT) first. */
+int nr_avx512_available(void);
+
+void nr_dense_forward_f32_avx512(int m, int n, int k,
+                                 const float *x, int ldx, const float *w, int ldw,
+                                 const float *b, float *z, int ldz);
+
+void nr_dense_update_f32_avx512(int m, int n, int k, float alpha,
+                                const float *g, int ldg, const float *x, int ldx,
+                                float *w, int ldw);
+
+void nr_dense_input_grad_f32_avx512(int m, int n, int k, const float *g, int ldg,
+                                    const float *w, int ldw, float *gx, int ldgx);
+
 #endif

@@ -54,4 +54,17 @@ void nr_sparse_forward_pixels_f32(int m, int n, int k, const uint8_t *x, int ldx
 void nr_sparse_update_pixels_f32(int m, int n, int k, float alpha, const float *g, int ldg,
                                  const uint8_t *x, int ldx, float *wt);
 
+/* AVX-512 versions (_sparse512.c): the same contracts and the same results, bit for bit.
+ * Call nr_sparse_init_avx512() once before them; callers check nr_avx512_available()
+ * (_simd.h) first. */
+void nr_sparse_init_avx512(void);
+void nr_sparse_forward_f32_avx512(int m, int n, int k, const float *x, int ldx,
+                                  const float *wt, const float *b, float *z, int ldz);
+void nr_sparse_update_f32_avx512(int m, int n, int k, float alpha, const float *g, int ldg,
+                                 const float *x, int ldx, float *wt);
+void nr_sparse_forward_pixels_f32_avx512(int m, int n, int k, const uint8_t *x, int ldx,
+                                         const float *wt, const float *b, float *z, int ldz);
+void nr_sparse_update_pixels_f32_avx512(int m, int n, int k, float alpha, const float *g,
+                                        int ldg, const uint8_t *x, int ldx, float *wt);
+
 #endif
