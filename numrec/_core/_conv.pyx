@@ -227,6 +227,9 @@ cdef void _im2col(const floating* x, floating* col, const Geometry* g, int p0,
     cdef const floating* plane
     cdef const floating* src
     cdef floating* row
+    if g.sw == 1 and p0 == 0 and p1 == g.hw:
+        _im2col_whole(x, col, g)
+        return
     for c in range(g.c):
         plane = x + <Py_ssize_t>c * g.h * g.w
         for i in range(g.kh):
@@ -260,6 +263,56 @@ cdef void _im2col(const floating* x, floating* col, const Geometry* g, int p0,
                     p += end - start
 
 
+cdef void _im2col_whole(const floating* x, floating* col, const Geometry* g) noexcept nogil:
+    """:func:`_im2col` of all of a sample's columns, for a horizontal stride of 1: each
+    output row's window row is a run of the input row."""
+    cdef int c, i, j, oy, ox, iy, first, last
+    cdef const floating* plane
+    cdef const floating* src
+    cdef floating* dst
+    for c in range(g.c):
+        plane = x + <Py_ssize_t>c * g.h * g.w
+        for i in range(g.kh):
+            for j in range(g.kw):
+                dst = col + <Py_ssize_t>((c * g.kh + i) * g.kw + j) * g.hw
+                _valid_columns(g, j, &first, &last)
+                for oy in range(g.oh):
+                    iy = oy * g.sh - g.ph + i
+                    if iy < 0 or iy >= g.h:
+                        for ox in range(g.ow):
+                            dst[ox] = 0
+                    else:
+                        src = plane + <Py_ssize_t>iy * g.w - g.pw + j
+                        for ox in range(first):
+                            dst[ox] = 0
+                        for ox in range(first, last):
+                            dst[ox] = src[ox]
+                        for ox in range(last, g.ow):
+                            dst[ox] = 0
+                    dst += g.ow
+
+
+cdef void _col2im_whole(const floating* col, floating* gx, const Geometry* g) noexcept nogil:
+    """:func:`_col2im` of all of a sample's columns, for a horizontal stride of 1."""
+    cdef int c, i, j, oy, ox, iy, first, last
+    cdef floating* plane
+    cdef floating* dst
+    cdef const floating* src
+    for c in range(g.c):
+        plane = gx + <Py_ssize_t>c * g.h * g.w
+        for i in range(g.kh):
+            for j in range(g.kw):
+                src = col + <Py_ssize_t>((c * g.kh + i) * g.kw + j) * g.hw
+                _valid_columns(g, j, &first, &last)
+                for oy in range(g.oh):
+                    iy = oy * g.sh - g.ph + i
+                    if 0 <= iy < g.h:
+                        dst = plane + <Py_ssize_t>iy * g.w - g.pw + j
+                        for ox in range(first, last):
+                            dst[ox] += src[ox]
+                    src += g.ow
+
+
 cdef void _col2im(const floating* col, floating* gx, const Geometry* g, int p0,
                   int p1) noexcept nogil:
     """Add columns p0:p1 of a column matrix's gradient back onto one sample's input
@@ -269,6 +322,9 @@ cdef void _col2im(const floating* col, floating* gx, const Geometry* g, int p0,
     cdef floating* plane
     cdef floating* dst
     cdef const floating* row
+    if g.sw == 1 and p0 == 0 and p1 == g.hw:
+        _col2im_whole(col, gx, g)
+        return
     for c in range(g.c):
         plane = gx + <Py_ssize_t>c * g.h * g.w
         for i in range(g.kh):
@@ -379,6 +435,9 @@ cdef void _pool_forward(const Geometry* g, const floating* x, floating* z, int* 
     cdef Py_ssize_t n_out = <Py_ssize_t>g.c * g.hw, out
     cdef const floating* xs
     cdef floating value, top
+    if g.kh == 2 and g.kw == 2 and g.sh == 2 and g.sw == 2:
+        _pool_forward_2x2(g, x, z, argmax, m, lo, hi)
+        return
     for s in range(m):
         xs = x + s * n_in
         for c in range(lo, hi):
@@ -397,6 +456,39 @@ cdef void _pool_forward(const Geometry* g, const floating* x, floating* z, int* 
                     z[out] = top
                     argmax[out] = best
                     out += 1
+
+
+cdef inline void _keep_larger(floating value, int offset, floating* top,
+                              int* best) noexcept nogil:
+    if value > top[0] or isnan(value):
+        top[0] = value
+        best[0] = offset
+
+
+cdef void _pool_forward_2x2(const Geometry* g, const floating* x, floating* z, int* argmax,
+                            int m, int lo, int hi) noexcept nogil:
+    """:func:`_pool_forward` for 2x2 windows with stride 2 (the same results)."""
+    cdef int s, c, oy, ox, offset, best
+    cdef Py_ssize_t n_in = <Py_ssize_t>g.c * g.h * g.w
+    cdef Py_ssize_t n_out = <Py_ssize_t>g.c * g.hw, out
+    cdef const floating* xs
+    cdef floating top
+    for s in range(m):
+        xs = x + s * n_in
+        for c in range(lo, hi):
+            out = s * n_out + <Py_ssize_t>c * g.hw
+            for oy in range(g.oh):
+                offset = (c * g.h + 2 * oy) * g.w
+                for ox in range(g.ow):
+                    best = offset
+                    top = xs[best]
+                    _keep_larger(xs[offset + 1], offset + 1, &top, &best)
+                    _keep_larger(xs[offset + g.w], offset + g.w, &top, &best)
+                    _keep_larger(xs[offset + g.w + 1], offset + g.w + 1, &top, &best)
+                    z[out] = top
+                    argmax[out] = best
+                    out += 1
+                    offset += 2
 
 
 cdef void _pool_input_gradient(const Geometry* g, const floating* grad, const int* argmax,
@@ -470,9 +562,9 @@ cdef class Conv2D(Layer):
     """
 
     kernel_dtypes = ("float32", "float64")
-    # Each sample's dL/dx is its own product: the threads of the compiled loop may
-    # share them by rows.
-    capabilities = frozenset({"rowwise_input"})
+    # Each sample's output and dL/dx are its own products: the threads of the compiled
+    # loop may share them by rows (each then builds only its own samples' columns).
+    capabilities = frozenset({"rowwise_input", "rowwise_forward"})
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, *,
                  dtype=np.float32, seed=None, init="torch"):
