@@ -109,6 +109,103 @@ cdef class _Scratch:
         free(buffer)
 
 
+# Bytes of column matrices that a Conv2D keeps from its forward pass for the weight
+# gradient (the small network's two layers at batch 256 take 15 and 26 MB).
+cdef size_t KEPT_BYTES = 32 << 20
+
+
+cdef class _KeptColumns:
+    """Column matrices that forward passes built, kept for the weight gradient.
+
+    A forward pass on a block of rows ``claim``s room for their matrices (which drops
+    any kept block whose input rows it overlaps: those rows hold new values); the
+    weight gradient finds a row's matrix by the address of its input row
+    (:func:`_kept_columns` on a ``snapshot``).  Holds at most ``limit`` bytes: beyond,
+    ``claim`` returns NULL and the matrices are built again.  Only the compiled loop's
+    passes keep matrices, where the rows of a forward pass stay unchanged until its
+    backward pass; the Python-level passes ``forget`` them.
+    """
+
+    def __cinit__(self):
+        cdef int i
+        self._lock = PyThread_allocate_lock()
+        if self._lock == NULL:
+            raise MemoryError()
+        for i in range(KEPT_BLOCKS):
+            self._table.x[i] = NULL
+            self._table.rows[i] = 0
+            self._table.col[i] = NULL
+            self._sizes[i] = 0
+        self._total = 0
+        self._limit = KEPT_BYTES
+
+    def __dealloc__(self):
+        cdef int i
+        for i in range(KEPT_BLOCKS):
+            free(self._table.col[i])
+        if self._lock != NULL:
+            PyThread_free_lock(self._lock)
+
+    cdef char* claim(self, const char* x, Py_ssize_t rows, size_t row_bytes,
+                     size_t col_bytes) noexcept nogil:
+        """Room for the column matrices of ``rows`` input rows from ``x`` on (each row
+        ``row_bytes`` long, each matrix ``col_bytes``), kept until a later claim
+        overlaps those rows; NULL if they do not fit."""
+        cdef int i, slot = -1
+        cdef size_t need = <size_t>rows * col_bytes
+        cdef const char* end = x + <size_t>rows * row_bytes
+        cdef char* buffer = NULL
+        PyThread_acquire_lock(self._lock, WAIT_LOCK)
+        for i in range(KEPT_BLOCKS):
+            if self._table.x[i] != NULL and x < self._table.x[i] + <size_t>self._table.rows[i] * row_bytes and self._table.x[i] < end:
+                self._table.x[i] = NULL
+        for i in range(KEPT_BLOCKS):  # a free slot large enough, else any free one
+            if self._table.x[i] == NULL and (slot < 0 or self._sizes[i] >= need):
+                slot = i
+                if self._sizes[i] >= need:
+                    break
+        if slot >= 0 and self._sizes[slot] < need:
+            if self._total - self._sizes[slot] + need <= self._limit:
+                free(self._table.col[slot])
+                self._total -= self._sizes[slot]
+                self._table.col[slot] = <char*>malloc(need)
+                self._sizes[slot] = need if self._table.col[slot] != NULL else 0
+                self._total += self._sizes[slot]
+            if self._sizes[slot] < need:
+                slot = -1
+        if slot >= 0:
+            self._table.x[slot] = x
+            self._table.rows[slot] = rows
+            buffer = self._table.col[slot]
+        PyThread_release_lock(self._lock)
+        return buffer
+
+    cdef void snapshot(self, KeptTable* table) noexcept nogil:
+        PyThread_acquire_lock(self._lock, WAIT_LOCK)
+        table[0] = self._table
+        PyThread_release_lock(self._lock)
+
+    cdef void forget(self) noexcept nogil:
+        cdef int i
+        PyThread_acquire_lock(self._lock, WAIT_LOCK)
+        for i in range(KEPT_BLOCKS):
+            self._table.x[i] = NULL
+        PyThread_release_lock(self._lock)
+
+
+cdef inline const char* _kept_columns(const KeptTable* table, const char* x,
+                                      size_t row_bytes, size_t col_bytes) noexcept nogil:
+    """The kept column matrix of the input row at ``x``, or NULL."""
+    cdef int i
+    cdef Py_ssize_t offset
+    for i in range(KEPT_BLOCKS):
+        if table.x[i] != NULL and table.x[i] <= x:
+            offset = x - table.x[i]
+            if offset < table.rows[i] * <Py_ssize_t>row_bytes and offset % row_bytes == 0:
+                return table.col[i] + (offset // row_bytes) * col_bytes
+    return NULL
+
+
 # --- arguments and shapes --------------------------------------------------------------
 
 def _pair(value, name, minimum=1):
@@ -359,14 +456,18 @@ cdef inline void _add_to(floating* dst, const floating* src, int n) noexcept nog
 
 cdef void _conv_forward(const Geometry* g, const floating* x, const floating* w,
                         const floating* b, floating* z, int m, int n_out, int lo, int hi,
-                        floating* col) noexcept nogil:
-    """Channels lo:hi of ``z`` (m, n_out): per sample, ``W[lo:hi] @ col + b[lo:hi]``."""
+                        floating* col, floating* kept) noexcept nogil:
+    """Channels lo:hi of ``z`` (m, n_out): per sample, ``W[lo:hi] @ col + b[lo:hi]``.
+    The samples' column matrices are built in ``kept`` one after another unless it is
+    NULL (for a whole sample in one block), else in ``col``, a block at a time."""
     cdef int s, c, p, p0, p1
     cdef Py_ssize_t n_in = <Py_ssize_t>g.c * g.h * g.w
     cdef floating* zs
     cdef floating* out
     for s in range(m):
         zs = z + <Py_ssize_t>s * n_out
+        if kept != NULL:
+            col = kept + <Py_ssize_t>s * g.k * g.hw
         p0 = 0
         while p0 < g.hw:
             p1 = min(g.hw, p0 + g.block)
@@ -382,20 +483,29 @@ cdef void _conv_forward(const Geometry* g, const floating* x, const floating* w,
 
 cdef void _conv_gradient(const Geometry* g, const floating* x, const floating* grad,
                          floating* gw, floating* gb, int m, int n_out, int lo, int hi,
-                         bint accumulate, floating* col) noexcept nogil:
+                         bint accumulate, floating* col, const KeptTable* kept) noexcept nogil:
     """Channels lo:hi of ``dL/dW += g_s[lo:hi] @ col_s.T`` and ``dL/db += g_s[lo:hi]``
-    summed over positions, sample after sample (written afresh unless accumulate)."""
+    summed over positions, sample after sample (written afresh unless accumulate);
+    a sample's column matrix from ``kept`` if a forward pass kept it, else built in
+    ``col``, a block at a time."""
     cdef int s, c, p, p0, p1
     cdef Py_ssize_t n_in = <Py_ssize_t>g.c * g.h * g.w
+    cdef size_t col_bytes = <size_t>g.k * g.hw * sizeof(floating)
     cdef const floating* gs
     cdef const floating* plane
+    cdef const floating* whole
     cdef floating total
     if not accumulate:
         memset(gw + <Py_ssize_t>lo * g.k, 0, <size_t>(hi - lo) * g.k * sizeof(floating))
         memset(gb + lo, 0, <size_t>(hi - lo) * sizeof(floating))
     for s in range(m):
         gs = grad + <Py_ssize_t>s * n_out
-        p0 = 0
+        whole = <const floating*>_kept_columns(kept, <const char*>(x + s * n_in),
+                                               n_in * sizeof(floating), col_bytes)
+        if whole != NULL:
+            _matmul(b"N", b"T", hi - lo, g.k, g.hw, gs + <Py_ssize_t>lo * g.hw, g.hw,
+                    whole, g.hw, 1, gw + <Py_ssize_t>lo * g.k, g.k)
+        p0 = g.hw if whole != NULL else 0
         while p0 < g.hw:
             p1 = min(g.hw, p0 + g.block)
             _im2col(x + s * n_in, col, g, p0, p1)
@@ -458,37 +568,47 @@ cdef void _pool_forward(const Geometry* g, const floating* x, floating* z, int* 
                     out += 1
 
 
-cdef inline void _keep_larger(floating value, int offset, floating* top,
-                              int* best) noexcept nogil:
-    if value > top[0] or isnan(value):
-        top[0] = value
-        best[0] = offset
-
-
 cdef void _pool_forward_2x2(const Geometry* g, const floating* x, floating* z, int* argmax,
                             int m, int lo, int hi) noexcept nogil:
-    """:func:`_pool_forward` for 2x2 windows with stride 2 (the same results)."""
+    """:func:`_pool_forward` for 2x2 windows with stride 2 (the same results), without
+    branches: each of the window's later values replaces the maximum so far when it is
+    larger or NaN."""
     cdef int s, c, oy, ox, offset, best
     cdef Py_ssize_t n_in = <Py_ssize_t>g.c * g.h * g.w
-    cdef Py_ssize_t n_out = <Py_ssize_t>g.c * g.hw, out
-    cdef const floating* xs
-    cdef floating top
+    cdef Py_ssize_t n_out = <Py_ssize_t>g.c * g.hw
+    cdef const floating* r0
+    cdef const floating* r1
+    cdef floating* zo
+    cdef int* ao
+    cdef floating top, value
+    cdef bint take
     for s in range(m):
-        xs = x + s * n_in
         for c in range(lo, hi):
-            out = s * n_out + <Py_ssize_t>c * g.hw
+            zo = z + s * n_out + <Py_ssize_t>c * g.hw
+            ao = argmax + s * n_out + <Py_ssize_t>c * g.hw
             for oy in range(g.oh):
                 offset = (c * g.h + 2 * oy) * g.w
+                r0 = x + s * n_in + offset
+                r1 = r0 + g.w
                 for ox in range(g.ow):
-                    best = offset
-                    top = xs[best]
-                    _keep_larger(xs[offset + 1], offset + 1, &top, &best)
-                    _keep_larger(xs[offset + g.w], offset + g.w, &top, &best)
-                    _keep_larger(xs[offset + g.w + 1], offset + g.w + 1, &top, &best)
-                    z[out] = top
-                    argmax[out] = best
-                    out += 1
-                    offset += 2
+                    top = r0[2 * ox]
+                    best = offset + 2 * ox
+                    value = r0[2 * ox + 1]
+                    take = (value > top) | (value != value)
+                    best = offset + 2 * ox + 1 if take else best
+                    top = value if take else top
+                    value = r1[2 * ox]
+                    take = (value > top) | (value != value)
+                    best = offset + g.w + 2 * ox if take else best
+                    top = value if take else top
+                    value = r1[2 * ox + 1]
+                    take = (value > top) | (value != value)
+                    best = offset + g.w + 2 * ox + 1 if take else best
+                    top = value if take else top
+                    zo[ox] = top
+                    ao[ox] = best
+                zo += g.ow
+                ao += g.ow
 
 
 cdef void _pool_input_gradient(const Geometry* g, const floating* grad, const int* argmax,
@@ -596,6 +716,8 @@ cdef class Conv2D(Layer):
         self._built = False
         self._input = None
         self._scratch = _Scratch()
+        self._kept = _KeptColumns()
+        self._keeping = True
 
     def __reduce__(self):
         rebuild, args = reduce_component(self, Layer)
@@ -776,10 +898,13 @@ cdef class Conv2D(Layer):
         if x.shape[0] == 0:
             return
         with nogil:
+            self._kept.forget()  # (x may change before a backward pass: none kept)
+            self._keeping = False
             if floating is float:
                 self.forward_f32(&x[0, 0], &z[0, 0], x.shape[0], 0, self.out_channels)
             else:
                 self.forward_f64(&x[0, 0], &z[0, 0], x.shape[0], 0, self.out_channels)
+            self._keeping = True
 
     def _backward(self, floating[:, ::1] x, floating[:, ::1] g, floating[:, ::1] gx):
         _check_kernel_args(self, floating is float, x, g, gx)
@@ -789,6 +914,7 @@ cdef class Conv2D(Layer):
             self._grad_bias[...] = 0
             return
         with nogil:
+            self._kept.forget()
             if floating is float:
                 self.backward_input_f32(&g[0, 0], &gx[0, 0], m)
                 self.gradient_f32(&x[0, 0], &g[0, 0], m, 0, self.out_channels, False)
@@ -800,19 +926,35 @@ cdef class Conv2D(Layer):
 
     cdef void forward_f32(self, const float* x, float* z, int m, int lo,
                           int hi) noexcept nogil:
-        cdef float* col = <float*>self._scratch.take(<size_t>self._g.k * self._g.block * sizeof(float))
-        if col != NULL:
+        cdef float* kept = <float*>self._keep(<const char*>x, m, lo, hi, sizeof(float))
+        cdef float* col = NULL
+        if kept == NULL:
+            col = <float*>self._scratch.take(<size_t>self._g.k * self._g.block * sizeof(float))
+        if kept != NULL or col != NULL:
             _conv_forward(&self._g, x, <float*>self._w, <float*>self._b, z, m,
-                          self.out_channels * self._g.hw, lo, hi, col)
+                          self.out_channels * self._g.hw, lo, hi, col, kept)
         self._scratch.give(col)
 
     cdef void forward_f64(self, const double* x, double* z, int m, int lo,
                           int hi) noexcept nogil:
-        cdef double* col = <double*>self._scratch.take(<size_t>self._g.k * self._g.block * sizeof(double))
-        if col != NULL:
+        cdef double* kept = <double*>self._keep(<const char*>x, m, lo, hi, sizeof(double))
+        cdef double* col = NULL
+        if kept == NULL:
+            col = <double*>self._scratch.take(<size_t>self._g.k * self._g.block * sizeof(double))
+        if kept != NULL or col != NULL:
             _conv_forward(&self._g, x, <double*>self._w, <double*>self._b, z, m,
-                          self.out_channels * self._g.hw, lo, hi, col)
+                          self.out_channels * self._g.hw, lo, hi, col, kept)
         self._scratch.give(col)
+
+    cdef char* _keep(self, const char* x, int m, int lo, int hi,
+                     size_t itemsize) noexcept nogil:
+        """Room to keep the column matrices of a forward pass over all output channels
+        of m rows from ``x`` (whole samples in one block), else NULL."""
+        if (not self._keeping or lo != 0 or hi != self.out_channels
+                or self._g.block != self._g.hw):
+            return NULL
+        return self._kept.claim(x, m, <size_t>self._g.c * self._g.h * self._g.w * itemsize,
+                                <size_t>self._g.k * self._g.hw * itemsize)
 
     cdef void backward_input_f32(self, const float* g, float* gx, int m) noexcept nogil:
         cdef float* col = <float*>self._scratch.take(<size_t>self._g.k * self._g.block * sizeof(float))
@@ -830,18 +972,22 @@ cdef class Conv2D(Layer):
 
     cdef void gradient_f32(self, const float* x, const float* g, int m, int lo, int hi,
                            bint accumulate) noexcept nogil:
+        cdef KeptTable kept
         cdef float* col = <float*>self._scratch.take(<size_t>self._g.k * self._g.block * sizeof(float))
+        self._kept.snapshot(&kept)
         if col != NULL:
             _conv_gradient(&self._g, x, g, <float*>self._gw, <float*>self._gb, m,
-                           self.out_channels * self._g.hw, lo, hi, accumulate, col)
+                           self.out_channels * self._g.hw, lo, hi, accumulate, col, &kept)
         self._scratch.give(col)
 
     cdef void gradient_f64(self, const double* x, const double* g, int m, int lo, int hi,
                            bint accumulate) noexcept nogil:
+        cdef KeptTable kept
         cdef double* col = <double*>self._scratch.take(<size_t>self._g.k * self._g.block * sizeof(double))
+        self._kept.snapshot(&kept)
         if col != NULL:
             _conv_gradient(&self._g, x, g, <double*>self._gw, <double*>self._gb, m,
-                           self.out_channels * self._g.hw, lo, hi, accumulate, col)
+                           self.out_channels * self._g.hw, lo, hi, accumulate, col, &kept)
         self._scratch.give(col)
 
 
