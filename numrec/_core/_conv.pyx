@@ -568,47 +568,66 @@ cdef void _pool_forward(const Geometry* g, const floating* x, floating* z, int* 
                     out += 1
 
 
+cdef extern from *:
+    """
+    /* One output row of 2x2 max pooling with stride 2: input rows r0 and r1, the
+       maxima into z and their offsets (from `offset`, r0's offset in the sample; rows
+       `w` apart) into where.  Branch-free selects, so that the compiler vectorises:
+       each later value of a window replaces the maximum so far if larger or NaN. */
+    #define NR_POOL_2X2(NAME, T)                                                      \
+    static void NAME(const T* r0, const T* r1, int ow, int offset, int w, T* z,      \
+                     int* where)                                                     \
+    {                                                                                \
+        for (int ox = 0; ox < ow; ox++) {                                            \
+            T top = r0[2 * ox], value;                                               \
+            int best = offset + 2 * ox, take;                                        \
+            value = r0[2 * ox + 1];                                                  \
+            take = (value > top) | (value != value);                                 \
+            top = take ? value : top;                                                \
+            best = take ? offset + 2 * ox + 1 : best;                                \
+            value = r1[2 * ox];                                                      \
+            take = (value > top) | (value != value);                                 \
+            top = take ? value : top;                                                \
+            best = take ? offset + w + 2 * ox : best;                                \
+            value = r1[2 * ox + 1];                                                  \
+            take = (value > top) | (value != value);                                 \
+            top = take ? value : top;                                                \
+            best = take ? offset + w + 2 * ox + 1 : best;                            \
+            z[ox] = top;                                                             \
+            where[ox] = best;                                                        \
+        }                                                                            \
+    }
+    NR_POOL_2X2(nr_pool_row_2x2_f32, float)
+    NR_POOL_2X2(nr_pool_row_2x2_f64, double)
+    """
+    void _pool_row_2x2_f32 "nr_pool_row_2x2_f32" (const float* r0, const float* r1, int ow,
+                                                  int offset, int w, float* z,
+                                                  int* where) noexcept nogil
+    void _pool_row_2x2_f64 "nr_pool_row_2x2_f64" (const double* r0, const double* r1,
+                                                  int ow, int offset, int w, double* z,
+                                                  int* where) noexcept nogil
+
+
 cdef void _pool_forward_2x2(const Geometry* g, const floating* x, floating* z, int* argmax,
                             int m, int lo, int hi) noexcept nogil:
-    """:func:`_pool_forward` for 2x2 windows with stride 2 (the same results), without
-    branches: each of the window's later values replaces the maximum so far when it is
-    larger or NaN."""
-    cdef int s, c, oy, ox, offset, best
+    """:func:`_pool_forward` for 2x2 windows with stride 2 (the same results)."""
+    cdef int s, c, oy, offset
     cdef Py_ssize_t n_in = <Py_ssize_t>g.c * g.h * g.w
-    cdef Py_ssize_t n_out = <Py_ssize_t>g.c * g.hw
+    cdef Py_ssize_t n_out = <Py_ssize_t>g.c * g.hw, out
     cdef const floating* r0
-    cdef const floating* r1
-    cdef floating* zo
-    cdef int* ao
-    cdef floating top, value
-    cdef bint take
     for s in range(m):
         for c in range(lo, hi):
-            zo = z + s * n_out + <Py_ssize_t>c * g.hw
-            ao = argmax + s * n_out + <Py_ssize_t>c * g.hw
+            out = s * n_out + <Py_ssize_t>c * g.hw
             for oy in range(g.oh):
                 offset = (c * g.h + 2 * oy) * g.w
                 r0 = x + s * n_in + offset
-                r1 = r0 + g.w
-                for ox in range(g.ow):
-                    top = r0[2 * ox]
-                    best = offset + 2 * ox
-                    value = r0[2 * ox + 1]
-                    take = (value > top) | (value != value)
-                    best = offset + 2 * ox + 1 if take else best
-                    top = value if take else top
-                    value = r1[2 * ox]
-                    take = (value > top) | (value != value)
-                    best = offset + g.w + 2 * ox if take else best
-                    top = value if take else top
-                    value = r1[2 * ox + 1]
-                    take = (value > top) | (value != value)
-                    best = offset + g.w + 2 * ox + 1 if take else best
-                    top = value if take else top
-                    zo[ox] = top
-                    ao[ox] = best
-                zo += g.ow
-                ao += g.ow
+                if floating is float:
+                    _pool_row_2x2_f32(r0, r0 + g.w, g.ow, offset, g.w, z + out,
+                                      argmax + out)
+                else:
+                    _pool_row_2x2_f64(r0, r0 + g.w, g.ow, offset, g.w, z + out,
+                                      argmax + out)
+                out += g.ow
 
 
 cdef void _pool_input_gradient(const Geometry* g, const floating* grad, const int* argmax,
