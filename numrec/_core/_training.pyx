@@ -228,16 +228,18 @@ def thread_plan(stages, dtype, int batch_size, x, int threads):
     """How a trainer for ``stages`` uses ``threads`` threads on data ``x``.
 
     Returns ``(n_threads, blas_threads, exact_shares)`` for :class:`FusedTrainer` and
-    the caller's BLAS limit.  The threads share the large layers' units when every
+    the caller's BLAS limit.  The threads share the large layers' units when some
     shared layer's kernels beat a threaded BLAS product at this batch size
-    (``Layer.unit_shares()``), or when the first layer reads inputs that are mostly
-    zeros (its kernels for them have no row limit; the other shared layers then run
-    their longest exact blocks of rows, so that results do not depend on the threads).
-    Otherwise BLAS threads each product itself.
+    (``Layer.unit_shares()``: all of a dense network's alike, while a convolution's
+    have no row limit), or when the first layer reads inputs that are mostly zeros
+    (its kernels for them have no row limit).  The other shared layers then run their
+    longest exact blocks of rows, so that results do not depend on the threads, or
+    their single-threaded products on their share of the units.  Otherwise BLAS
+    threads each product itself.
     """
     limits = [max_rows for worth_it, _, max_rows, _ in
               (layer.unit_shares(dtype) for layer, _ in stages) if worth_it]
-    shared = (not limits or batch_size <= min(limits)
+    shared = (not limits or batch_size <= max(limits)
               or (_sparse_capable(stages[0][0]) and mostly_zeros(x)))
     split = threads if shared else 1
     return split, (1 if split > 1 else threads), shared
