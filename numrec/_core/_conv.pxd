@@ -36,9 +36,10 @@ cdef class _KeptColumns:
     cdef size_t _sizes[KEPT_BLOCKS]
     cdef size_t _total
     cdef size_t _limit
+    cdef Py_ssize_t _rows_wanted   # the most rows a weight gradient has taken
     cdef char* claim(self, const char* x, Py_ssize_t rows, size_t row_bytes,
-                     size_t col_bytes) noexcept nogil
-    cdef void snapshot(self, KeptTable* table) noexcept nogil
+                     size_t col_bytes, bint keep) noexcept nogil
+    cdef void snapshot(self, KeptTable* table, Py_ssize_t rows) noexcept nogil
     cdef void forget(self) noexcept nogil
 
 

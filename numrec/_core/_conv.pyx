@@ -120,8 +120,10 @@ cdef class _KeptColumns:
     A forward pass on a block of rows ``claim``s room for their matrices (which drops
     any kept block whose input rows it overlaps: those rows hold new values); the
     weight gradient finds a row's matrix by the address of its input row
-    (:func:`_kept_columns` on a ``snapshot``).  Holds at most ``limit`` bytes: beyond,
-    ``claim`` returns NULL and the matrices are built again.  Only the compiled loop's
+    (:func:`_kept_columns` on a ``snapshot``).  Holds at most ``limit`` bytes, and
+    blocks of at most as many rows as a weight gradient has taken (so that passes that
+    only evaluate keep nothing): beyond, ``claim`` returns NULL and the matrices are
+    built again.  Only the compiled loop's
     passes keep matrices, where the rows of a forward pass stay unchanged until its
     backward pass; the Python-level passes ``forget`` them.
     """
@@ -138,6 +140,7 @@ cdef class _KeptColumns:
             self._sizes[i] = 0
         self._total = 0
         self._limit = KEPT_BYTES
+        self._rows_wanted = 0
 
     def __dealloc__(self):
         cdef int i
@@ -147,10 +150,11 @@ cdef class _KeptColumns:
             PyThread_free_lock(self._lock)
 
     cdef char* claim(self, const char* x, Py_ssize_t rows, size_t row_bytes,
-                     size_t col_bytes) noexcept nogil:
+                     size_t col_bytes, bint keep) noexcept nogil:
         """Room for the column matrices of ``rows`` input rows from ``x`` on (each row
         ``row_bytes`` long, each matrix ``col_bytes``), kept until a later claim
-        overlaps those rows; NULL if they do not fit."""
+        overlaps those rows; NULL if they do not fit or not ``keep`` (which still drops
+        the kept blocks that those rows overlap)."""
         cdef int i, slot = -1
         cdef size_t need = <size_t>rows * col_bytes
         cdef const char* end = x + <size_t>rows * row_bytes
@@ -159,7 +163,8 @@ cdef class _KeptColumns:
         for i in range(KEPT_BLOCKS):
             if self._table.x[i] != NULL and x < self._table.x[i] + <size_t>self._table.rows[i] * row_bytes and self._table.x[i] < end:
                 self._table.x[i] = NULL
-        for i in range(KEPT_BLOCKS):  # a free slot large enough, else any free one
+        for i in range(KEPT_BLOCKS if keep and rows <= self._rows_wanted else 0):
+            # a free slot large enough, else any free one
             if self._table.x[i] == NULL and (slot < 0 or self._sizes[i] >= need):
                 slot = i
                 if self._sizes[i] >= need:
@@ -180,9 +185,11 @@ cdef class _KeptColumns:
         PyThread_release_lock(self._lock)
         return buffer
 
-    cdef void snapshot(self, KeptTable* table) noexcept nogil:
+    cdef void snapshot(self, KeptTable* table, Py_ssize_t rows) noexcept nogil:
+        """The kept blocks, for a weight gradient over ``rows`` rows."""
         PyThread_acquire_lock(self._lock, WAIT_LOCK)
         table[0] = self._table
+        self._rows_wanted = max(self._rows_wanted, rows)
         PyThread_release_lock(self._lock)
 
     cdef void forget(self) noexcept nogil:
@@ -968,12 +975,12 @@ cdef class Conv2D(Layer):
     cdef char* _keep(self, const char* x, int m, int lo, int hi,
                      size_t itemsize) noexcept nogil:
         """Room to keep the column matrices of a forward pass over all output channels
-        of m rows from ``x`` (whole samples in one block), else NULL."""
-        if (not self._keeping or lo != 0 or hi != self.out_channels
-                or self._g.block != self._g.hw):
-            return NULL
+        of m rows from ``x`` (whole samples in one block), else NULL (the blocks kept
+        for those rows are dropped either way)."""
+        cdef bint keep = (self._keeping and lo == 0 and hi == self.out_channels
+                          and self._g.block == self._g.hw)
         return self._kept.claim(x, m, <size_t>self._g.c * self._g.h * self._g.w * itemsize,
-                                <size_t>self._g.k * self._g.hw * itemsize)
+                                <size_t>self._g.k * self._g.hw * itemsize, keep)
 
     cdef void backward_input_f32(self, const float* g, float* gx, int m) noexcept nogil:
         cdef float* col = <float*>self._scratch.take(<size_t>self._g.k * self._g.block * sizeof(float))
@@ -993,7 +1000,7 @@ cdef class Conv2D(Layer):
                            bint accumulate) noexcept nogil:
         cdef KeptTable kept
         cdef float* col = <float*>self._scratch.take(<size_t>self._g.k * self._g.block * sizeof(float))
-        self._kept.snapshot(&kept)
+        self._kept.snapshot(&kept, m)
         if col != NULL:
             _conv_gradient(&self._g, x, g, <float*>self._gw, <float*>self._gb, m,
                            self.out_channels * self._g.hw, lo, hi, accumulate, col, &kept)
@@ -1003,7 +1010,7 @@ cdef class Conv2D(Layer):
                            bint accumulate) noexcept nogil:
         cdef KeptTable kept
         cdef double* col = <double*>self._scratch.take(<size_t>self._g.k * self._g.block * sizeof(double))
-        self._kept.snapshot(&kept)
+        self._kept.snapshot(&kept, m)
         if col != NULL:
             _conv_gradient(&self._g, x, g, <double*>self._gw, <double*>self._gb, m,
                            self.out_channels * self._g.hw, lo, hi, accumulate, col, &kept)
