@@ -246,8 +246,9 @@ def timed_epochs(args, data, batch_size, log):
             start = time.perf_counter()
             accuracy[name] = runners[name].epoch(x, y, *test, order, batch_size)
             seconds[name].append(time.perf_counter() - start)
+            tested = "" if args.train_only else f", test accuracy {100 * accuracy[name]:.2f} %"
             log(f"batch {batch_size} round {round_number + 1} {name}: "
-                f"{seconds[name][-1]:.2f} s, test accuracy {100 * accuracy[name]:.2f} %")
+                f"{seconds[name][-1]:.2f} s{tested}")
     return seconds, accuracy
 
 

@@ -880,10 +880,12 @@ cdef class Conv2D(Layer):
         return [self._g.k, 1]
 
     def unit_shares(self, dtype):
-        """The threads share the output channels when a sample takes at least 32768
+        """The threads share the layer when a sample takes at least 32768
         multiply-adds, on batches of any length (each sample's products are too small
-        for BLAS's own threads); the results do not depend on the split only as far as
-        BLAS's do not, so not declared exact."""
+        for BLAS's own threads): the forward pass and dL/dx by samples (the
+        "rowwise_forward" and "rowwise_input" capabilities: the same bits as on one
+        thread), the parameter gradients by output channels, whose results do not
+        depend on the split only as far as BLAS's do not, so not declared exact."""
         work = <Py_ssize_t>self._g.k * self.out_channels * (self._g.hw if self._built else 1)
         return (self.out_channels > 1 and work >= SPLIT_MIN_WORK, 1, NO_ROW_LIMIT, False)
 
