@@ -3,17 +3,28 @@
 Every runner trains the same network from the same initial weights, on the same batch
 order, with the same loss and the same plain SGD:
 
-* 784 -> 256 -> 10, leaky ReLU (alpha 0.2) after the hidden layer, logistic sigmoid output;
+* by default 784 -> 256 -> 10 (the reference network; ``sizes`` gives others, such as
+  784 -> 512 -> 256 -> 10), leaky ReLU (alpha 0.2) after every hidden layer, logistic
+  sigmoid output;
 * quadratic cost summed over the 10 outputs and averaged over the batch, whose gradient
   is ``2 (a - y) / n`` (PyTorch's ``MSELoss`` would also divide by the number of outputs,
   so the peers write the cost out as ``((a - y) ** 2).sum(1).mean()``);
-* float32 throughout.
+* float32 throughout by default, or float64 (``dtype``).
+
+``Runner(sizes, dtype)`` builds a runner for another network or dtype; the floats it
+trains on are ``data.x_train_f32``, ``data.y_train_onehot`` and ``data.x_test_f32`` in
+float32, and ``data.x_train_f64``, ``data.y_train_onehot_f64`` and ``data.x_test_f64``
+in float64 (see :func:`float_arrays`).
 
 A runner's life: ``prepare(data)`` once (put the data where the framework wants it),
 ``start(init, lr)`` to load the shared initial weights, then ``epoch(order, order_seed,
 batch_size)`` as often as needed.  One ``epoch`` is one pass over the 60000 training
 images (the last, partial batch included) followed by one pass over the 10000 test
 images; it returns ``(seconds, test_accuracy)``, the seconds measured around both passes.
+After ``start``, ``predictor()`` returns ``(predict, as_input)``: ``predict(as_input(x))``
+computes the network's outputs for the rows ``x`` (a float array of the runner's dtype),
+finished when it returns; ``as_input`` puts ``x`` where the framework reads it (outside
+any timing).
 """
 import importlib.util
 import re
@@ -24,14 +35,36 @@ import numpy as np
 
 ALPHA = 0.2
 N_IN, N_HIDDEN, N_OUT = 784, 256, 10
+REFERENCE_SIZES = (N_IN, N_HIDDEN, N_OUT)
 
 
-def initial_weights(seed):
-    """He-initialised float32 weights ``(W1, b1, W2, b2)``; ``W`` is ``(out, in)``."""
+def initial_weights(seed, sizes=REFERENCE_SIZES, dtype=np.float32):
+    """He-initialised weights ``(W1, b1, W2, b2, ...)`` of the network ``sizes``.
+
+    ``W`` is ``(out, in)``, drawn layer after layer as
+    ``rng.standard_normal((out, in)) * sqrt(2 / in)`` and then cast to ``dtype``; the
+    biases are zeros.
+    """
     rng = np.random.default_rng(seed)
-    w1 = (rng.standard_normal((N_HIDDEN, N_IN)) * np.sqrt(2.0 / N_IN)).astype(np.float32)
-    w2 = (rng.standard_normal((N_OUT, N_HIDDEN)) * np.sqrt(2.0 / N_HIDDEN)).astype(np.float32)
-    return (w1, np.zeros(N_HIDDEN, np.float32), w2, np.zeros(N_OUT, np.float32))
+    params = []
+    for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+        w = rng.standard_normal((n_out, n_in)) * np.sqrt(2.0 / n_in)
+        params += [w.astype(dtype), np.zeros(n_out, dtype)]
+    return tuple(params)
+
+
+def float_arrays(data, dtype):
+    """``(x_train, y_train_onehot, x_test)`` of ``data`` in ``dtype`` (float32 or float64)."""
+    if np.dtype(dtype) == np.float32:
+        return data.x_train_f32, data.y_train_onehot, data.x_test_f32
+    if np.dtype(dtype) == np.float64:
+        return data.x_train_f64, data.y_train_onehot_f64, data.x_test_f64
+    raise ValueError(f"the runners train in float32 or float64, not {np.dtype(dtype)}")
+
+
+def layer_pairs(params):
+    """``[(W1, b1), (W2, b2), ...]`` from the flat ``(W1, b1, W2, b2, ...)``."""
+    return [tuple(params[i:i + 2]) for i in range(0, len(params), 2)]
 
 
 def batch_order(seed, n):
@@ -51,6 +84,9 @@ class Runner:
     needs_float = True     # trains on a float32 copy of the images
     module = None          # import name that must be installed
     compiles = False       # compiles code for each new batch shape or setting
+
+    def __init__(self, sizes=REFERENCE_SIZES, dtype=np.float32):
+        self.sizes, self.dtype = tuple(sizes), np.dtype(dtype)
 
     @classmethod
     def missing(cls):
@@ -82,6 +118,9 @@ class Runner:
     def epoch(self, order, order_seed, batch_size):
         raise NotImplementedError
 
+    def predictor(self):
+        raise NotImplementedError
+
     def versions(self):
         return {}
 
@@ -94,38 +133,57 @@ class NumpyRunner(Runner):
     name, label = "numpy", "NumPy"
 
     def prepare(self, data):
-        self.x, self.y = data.x_train_f32, data.y_train_onehot
-        self.x_test, self.y_test = data.x_test_f32, data.y_test
+        self.x, self.y, self.x_test = float_arrays(data, self.dtype)
+        self.y_test = data.y_test
 
     def start(self, init, lr):
-        self.w1, self.b1, self.w2, self.b2 = (p.copy() for p in init)
-        self.lr = np.float32(lr)
+        self.layers = [(w.copy(), b.copy()) for w, b in layer_pairs(init)]
+        self.lr = self.dtype.type(lr)
+
+    def forward(self, x):
+        """The outputs of the network for the rows ``x``."""
+        last = len(self.layers) - 1
+        for index, (w, b) in enumerate(self.layers):
+            z = x @ w.T
+            z += b
+            x = 1 / (1 + np.exp(-z)) if index == last else np.where(z > 0, z, ALPHA * z)
+        return x
+
+    def train_batch(self, x, y):
+        """One SGD step on the batch ``(x, y)``."""
+        layers, lr = self.layers, self.lr
+        inputs, pre = [x], []
+        for index, (w, b) in enumerate(layers):
+            z = inputs[-1] @ w.T
+            z += b
+            pre.append(z)
+            inputs.append(1 / (1 + np.exp(-z)) if index == len(layers) - 1
+                          else np.where(z > 0, z, ALPHA * z))
+        a = inputs.pop()
+        g = (2 / len(x)) * (a - y) * a * (1 - a)                    # dL/dz of the last layer
+        one, alpha = self.dtype.type(1), self.dtype.type(ALPHA)
+        for index in range(len(layers) - 1, -1, -1):
+            w, b = layers[index]
+            g_in = (g @ w) * np.where(pre[index - 1] > 0, one, alpha) if index else None
+            w -= lr * (g.T @ inputs[index])
+            b -= lr * g.sum(axis=0)
+            g = g_in
 
     def epoch(self, order, order_seed, batch_size):
-        w1, b1, w2, b2, lr = self.w1, self.b1, self.w2, self.b2, self.lr
         x_all, y_all = self.x, self.y
         start = time.perf_counter()
         with np.errstate(over="ignore"):
             for begin in range(0, len(order), batch_size):
                 rows = order[begin:begin + batch_size]
-                x, y = x_all[rows], y_all[rows]
-                z1 = x @ w1.T
-                z1 += b1
-                a1 = np.where(z1 > 0, z1, ALPHA * z1)
-                z2 = a1 @ w2.T
-                z2 += b2
-                a2 = 1 / (1 + np.exp(-z2))
-                g2 = (2 / len(rows)) * (a2 - y) * a2 * (1 - a2)       # dL/dz2
-                g1 = (g2 @ w2) * np.where(z1 > 0, np.float32(1), np.float32(ALPHA))
-                w2 -= lr * (g2.T @ a1)
-                b2 -= lr * g2.sum(axis=0)
-                w1 -= lr * (g1.T @ x)
-                b1 -= lr * g1.sum(axis=0)
-            z1 = self.x_test @ w1.T + b1
-            z2 = np.where(z1 > 0, z1, ALPHA * z1) @ w2.T + b2
-            a2 = 1 / (1 + np.exp(-z2))
-            accuracy = float(np.mean(a2.argmax(axis=1) == self.y_test))
+                self.train_batch(x_all[rows], y_all[rows])
+            accuracy = float(np.mean(self.forward(self.x_test).argmax(axis=1) == self.y_test))
         return time.perf_counter() - start, accuracy
+
+    def predictor(self):
+        def predict(x):
+            with np.errstate(over="ignore"):
+                return self.forward(x)
+        return predict, np.ascontiguousarray
 
     def versions(self):
         return {"numpy": np.__version__}
@@ -144,15 +202,15 @@ class TorchRunner(Runner):
         import torch
         torch.set_num_threads(2)
         self.torch = torch
-        self.x = torch.from_numpy(data.x_train_f32)
-        self.y = torch.from_numpy(data.y_train_onehot)
-        self.x_test = torch.from_numpy(data.x_test_f32)
+        x, y, x_test = float_arrays(data, self.dtype)
+        self.x, self.y, self.x_test = (torch.from_numpy(a) for a in (x, y, x_test))
         self.y_test = torch.from_numpy(data.y_test)
         nn = torch.nn
-        self.model = nn.Sequential(
-            nn.Linear(N_IN, N_HIDDEN), nn.LeakyReLU(ALPHA),
-            nn.Linear(N_HIDDEN, N_OUT), nn.Sigmoid(),
-        )
+        modules = []
+        for n_in, n_out in zip(self.sizes[:-1], self.sizes[1:]):
+            modules += [nn.Linear(n_in, n_out), nn.LeakyReLU(ALPHA)]
+        modules[-1] = nn.Sigmoid()
+        self.model = nn.Sequential(*modules).to(getattr(torch, self.dtype.name))
         # One optimizer for the runner's life (a compiled step is specialised on it);
         # plain SGD keeps no state, so reusing it across runs changes nothing.
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=0.5)
@@ -171,9 +229,9 @@ class TorchRunner(Runner):
 
     def start(self, init, lr):
         torch = self.torch
-        layers = [self.model[0], self.model[2]]
+        layers = [m for m in self.model if isinstance(m, torch.nn.Linear)]
         with torch.no_grad():
-            for layer, (w, b) in zip(layers, [init[:2], init[2:]]):
+            for layer, (w, b) in zip(layers, layer_pairs(init)):
                 layer.weight.copy_(torch.from_numpy(w))
                 layer.bias.copy_(torch.from_numpy(b))
         for group in self.optimizer.param_groups:
@@ -190,6 +248,14 @@ class TorchRunner(Runner):
         with torch.no_grad():
             accuracy = float((self.predict(self.x_test) == self.y_test).float().mean())
         return time.perf_counter() - start, accuracy
+
+    def predictor(self):
+        torch, model = self.torch, self.model
+
+        def predict(x):
+            with torch.inference_mode():
+                return model(x)
+        return predict, lambda x: torch.from_numpy(np.ascontiguousarray(x))
 
     def versions(self):
         torch = self.torch
@@ -246,16 +312,19 @@ class JaxRunner(Runner):
         import jax.numpy as jnp
         from jax import lax
 
+        if self.dtype == np.float64:
+            jax.config.update("jax_enable_x64", True)
         self.jax, self.jnp = jax, jnp
-        self.x = jax.device_put(data.x_train_f32)
-        self.y = jax.device_put(data.y_train_onehot)
-        self.x_test = jax.device_put(data.x_test_f32)
+        x, y, x_test = float_arrays(data, self.dtype)
+        self.x, self.y, self.x_test = (jax.device_put(a) for a in (x, y, x_test))
         self.y_test = jax.device_put(data.y_test.astype(np.int32))
 
         def forward(params, x):
-            w1, b1, w2, b2 = params
-            hidden = jax.nn.leaky_relu(x @ w1.T + b1, ALPHA)
-            return jax.nn.sigmoid(hidden @ w2.T + b2)
+            layers = layer_pairs(params)
+            for w, b in layers[:-1]:
+                x = jax.nn.leaky_relu(x @ w.T + b, ALPHA)
+            w, b = layers[-1]
+            return jax.nn.sigmoid(x @ w.T + b)
 
         def loss(params, x, y):
             return ((forward(params, x) - y) ** 2).sum(1).mean()
@@ -278,10 +347,11 @@ class JaxRunner(Runner):
 
         self.train_epoch = jax.jit(train_epoch)
         self.count_correct = jax.jit(count_correct)
+        self.forward = jax.jit(forward)
 
     def start(self, init, lr):
         self.params = tuple(self.jax.device_put(p.copy()) for p in init)
-        self.lr = np.float32(lr)
+        self.lr = self.dtype.type(lr)
 
     def epoch(self, order, order_seed, batch_size):
         order = order.astype(np.int32)
@@ -294,6 +364,10 @@ class JaxRunner(Runner):
         seconds = time.perf_counter() - start
         self.params = params
         return seconds, correct / self.y_test.shape[0]
+
+    def predictor(self):
+        forward, params = self.forward, self.params
+        return (lambda x: forward(params, x).block_until_ready()), self.jax.device_put
 
     def versions(self):
         import jaxlib
@@ -322,14 +396,21 @@ class NumrecRunner(Runner):
         self.numrec = numrec
         self.x, self.y = data.x_train_u8, data.y_train
         self.x_test, self.y_test = data.x_test_u8, data.y_test
+        if self.x is None:   # inputs that are not pixels (standardised): the floats
+            self.x, _, self.x_test = float_arrays(data, self.dtype)
         self.fused = None
         self.last_history_seconds = None
 
     def build(self, init):
         numrec = self.numrec
-        dense1, dense2 = numrec.Dense(N_IN, N_HIDDEN), numrec.Dense(N_HIDDEN, N_OUT)
-        dense1.weights, dense1.bias, dense2.weights, dense2.bias = init
-        return numrec.Sequential([dense1, numrec.LeakyReLU(ALPHA), dense2, numrec.Sigmoid()])
+        components = []
+        for (n_in, n_out), (w, b) in zip(zip(self.sizes[:-1], self.sizes[1:]),
+                                         layer_pairs(init)):
+            dense = numrec.Dense(n_in, n_out, dtype=self.dtype)
+            dense.weights, dense.bias = w, b
+            components += [dense, numrec.LeakyReLU(ALPHA)]
+        components[-1] = numrec.Sigmoid()
+        return numrec.Sequential(components)
 
     def start(self, init, lr):
         self.model = self.build(init)
@@ -347,6 +428,10 @@ class NumrecRunner(Runner):
         self.fused = history.fused
         self.last_history_seconds = history.seconds[0]
         return seconds, history.val_accuracy[0]
+
+    def predictor(self):
+        model = self.model
+        return (lambda x: model.predict(x, batch_size=max(len(x), 1))), np.ascontiguousarray
 
     def versions(self):
         return {"numrec": f"{self.numrec.__version__} ({Path(self.numrec.__file__).parent})"}

@@ -3,6 +3,7 @@ import contextlib
 import math
 import os
 import sys
+import threading
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -359,15 +360,34 @@ class Sequential:
         return grad
 
     def predict(self, x, *, batch_size=1024, raw=False):
-        """Return the outputs for ``x``, computed ``batch_size`` rows at a time.
+        """Return the outputs for ``x``, in evaluation mode.
 
         For a model trained with a loss on logits (:class:`SoftmaxCrossEntropy`), the
         outputs are that loss's probabilities (``self.loss.probabilities``); with
         ``raw=True``, or without such a loss, the last component's outputs as they are.
 
+        Parameters
+        ----------
+        x : ndarray, shape ``(n_samples, *input_shape)`` or (n_samples, n_inputs)
+            Floats, or uint8 pixels (each read as pixel / 255).
+        batch_size : int, default 1024
+            Rows per forward pass of a model with Python-written components, run layer by
+            layer.  A model of compiled components runs in the compiled engine, which
+            takes 1024 rows at a time whatever ``batch_size`` (each row's outputs do not
+            depend on it).
+        raw : bool, default False
+
         Returns
         -------
         ndarray, shape (n_samples, n_outputs)
+
+        Notes
+        -----
+        When every component is compiled for the model's dtype, the outputs come from
+        the compiled forward pass of :meth:`fit`'s test pass, kept on the model between
+        calls: inputs of up to 16 rows in one call into C on the calling thread (the
+        low-latency path for one sample), longer ones 1024 rows at a time on the
+        threads, as the test pass runs them (docs/architecture.rst, "Inference").
         """
         output = self._outputs(x, batch_size)
         if raw or self.loss is None:
@@ -375,13 +395,112 @@ class Sequential:
         return self.loss.probabilities(output)
 
     def _outputs(self, x, batch_size):
-        """The last component's outputs for ``x``, ``batch_size`` rows at a time."""
+        """The last component's outputs for ``x``, in evaluation mode: from the compiled
+        engine (:meth:`_engine_outputs`) when it runs the whole model, else layer by
+        layer through Python, ``batch_size`` rows at a time."""
         batch_size = check_positive_int(batch_size, "batch_size")
+        rows = _check_inputs(x, "x", self.input_shape, finite=False)
+        output = self._engine_outputs(rows)
+        if output is not None:
+            return output
         x = _check_inputs(x, "x", self.input_shape)
         with self._mode(False):
             outputs = [self._predict_batch(x[i:i + batch_size])
                        for i in range(0, max(len(x), 1), batch_size)]
         return np.concatenate(outputs)
+
+    # --- the compiled inference engine ----------------------------------------------------
+
+    def _engine_outputs(self, rows):
+        """The outputs for ``rows`` (checked by :func:`_check_inputs` but for
+        finiteness) from the compiled engine, or None when it cannot run the model.
+
+        Raises the ``ValueError`` of :func:`_check_inputs` for NaN or infinity, found as
+        the engine copies the rows into its buffer (uint8 pixels and rows of the model's
+        dtype go in as they are; other floats are checked, then cast).
+        """
+        if len(rows) == 0:
+            return None
+        kind = rows.dtype
+        cast = kind is not _UINT8 and kind is not self.dtype and kind != self.dtype \
+            and kind != np.uint8
+        if cast:
+            rows = check_array(rows, "x", shape=(None, None))
+            with np.errstate(over="ignore"):  # (then the layer-by-layer path's error)
+                rows = np.ascontiguousarray(rows, dtype=self.dtype)
+        engine = self._inference_engine(rows)
+        if engine is None:
+            return None
+        output = np.empty((len(rows), engine.n_outputs), dtype=self.dtype)
+        _, _, layers, _, lock = self._engines
+        with lock:  # one call at a time in the engine's buffers
+            modes = [layer.training for layer in layers]
+            try:  # evaluation mode for the kernels (as _engine_mode, without a generator)
+                for layer in layers:
+                    layer.training = False
+                finite = engine.predict(rows, output)
+            finally:
+                for layer, mode in zip(layers, modes):
+                    layer.training = mode
+        if not finite:
+            if cast:  # finite before the cast, beyond the dtype's range after it
+                return None
+            raise ValueError("x contains NaN or infinity")
+        return output
+
+    def _inference_engine(self, rows):
+        """The compiled engine for ``rows``: a :class:`FusedTrainer` without a loss or
+        an optimizer, or None if a component is not compiled for the model's dtype.
+
+        Engines are kept on the model and reused: the parameters are updated in place
+        (:meth:`fit`, ``layer.weights = ...``), so that the kernels' pointers stay valid,
+        and the engines are made again when the components, or their sizes, change.
+        Inputs of more than 16 rows run on an engine planned for them as
+        :meth:`fit`'s test pass plans its trainer (:func:`thread_plan` for 1024 rows:
+        the threads share the large layers, or BLAS threads each product); shorter ones
+        on any engine, which runs them on the calling thread.
+        """
+        structure = tuple((c, getattr(c, "in_features", None), getattr(c, "out_features", None))
+                          for c in self.components)
+        cache = self.__dict__.get("_engines")
+        if cache is None or cache[0] != structure:
+            stages = plan_stages(self.components, self.dtype)
+            layers = [c for c in self.components if isinstance(c, Layer)]
+            cache = self._engines = (structure, stages, layers, {}, threading.Lock())
+        stages, engines = cache[1], cache[3]
+        if stages is None:
+            return None
+        if len(rows) <= _SMALL_ROWS and engines:
+            return next(iter(engines.values()))
+        split, _, exact = thread_plan(stages, self.dtype, _EVAL_ROWS, rows, _default_threads())
+        if (split, exact) not in engines:
+            engines[split, exact] = FusedTrainer(stages, None, None, _EVAL_ROWS, self.dtype,
+                                                 split, exact)
+        return engines[split, exact]
+
+    @contextlib.contextmanager
+    def _engine_mode(self):
+        """Evaluation mode for the engine's kernels: every layer's
+        :attr:`~numrec.Layer.training` False inside the block, then as it was (the
+        lighter form of ``_mode(False)`` for a model that the engine runs)."""
+        layers = self._engines[2]
+        modes = [layer.training for layer in layers]
+        if not any(modes):
+            yield
+            return
+        for layer in layers:
+            layer.training = False
+        try:
+            yield
+        finally:
+            for layer, mode in zip(layers, modes):
+                layer.training = mode
+
+    def __getstate__(self):
+        """The attributes without the cached engines (pickling, ``copy.deepcopy``)."""
+        state = dict(self.__dict__)
+        state.pop("_engines", None)
+        return state
 
     def _predict_batch(self, x):
         out = self._as_input(x)
@@ -436,11 +555,20 @@ class Sequential:
         ``(n_samples, n_outputs)`` (accuracy then compares argmaxes).  ``loss`` defaults
         to the model's :attr:`loss`, else :class:`MSE`, against one-hot labels; it sees
         the raw outputs (logits for :class:`SoftmaxCrossEntropy`).
+
+        With compiled components and a compiled loss this is :meth:`fit`'s test pass:
+        the loss summed by the loss's kernel over the samples, divided by their number
+        (after :meth:`fit`, the same bits as the last ``val_loss`` and ``val_accuracy``
+        on the same data when both planned the same threads).  ``batch_size`` is the
+        rows per forward pass of the layer-by-layer path only (see :meth:`predict`).
         """
         loss = _check_component(loss if loss is not None else self.loss or MSE(), "loss",
                                 Loss)
         if isinstance(x, np.ndarray) and len(x) == 0:
             raise ValueError("x must hold at least one sample")
+        result = self._engine_evaluate(x, y, loss, batch_size)
+        if result is not None:
+            return result
         output = self._outputs(x, batch_size)
         targets, labels = _prepare_targets(y, len(output), output.shape[1], self.dtype, "y")
         if targets is None:
@@ -449,6 +577,23 @@ class Sequential:
             "loss": float(loss.value(output, targets)),
             "accuracy": float(np.mean(output.argmax(axis=1) == labels)),
         }
+
+    def _engine_evaluate(self, x, y, loss, batch_size):
+        """:meth:`evaluate` in the compiled engine with its compiled loss: the same pass,
+        loss and count as :meth:`fit`'s test pass (the summed loss over the samples); or
+        None when the engine cannot run the model or the loss."""
+        batch_size = check_positive_int(batch_size, "batch_size")
+        rows = _check_inputs(x, "x", self.input_shape)
+        if rows.dtype != np.uint8:
+            rows = np.ascontiguousarray(rows, dtype=self.dtype)
+        engine = self._inference_engine(rows)
+        if engine is None or kernel_problem(loss, self.dtype) is not None:
+            return None
+        targets, labels = _prepare_targets(y, len(rows), engine.n_outputs, self.dtype, "y")
+        with self._engines[4], self._engine_mode():
+            total, correct = engine.evaluate(rows, labels if targets is None else targets,
+                                             loss=loss)
+        return {"loss": total / len(rows), "accuracy": correct / len(rows)}
 
     def save(self, path):
         """Save the model to one ``.npz`` file: its architecture and its parameters.
@@ -720,6 +865,12 @@ class Sequential:
         return x_val, labels, (labels if targets is None else targets)
 
 
+#: Rows of each forward pass of the engine (FusedTrainer's evaluation rows), and the
+#: longest input it runs on the calling thread alone (FusedTrainer.predict).
+_EVAL_ROWS = 1024
+_SMALL_ROWS = 16
+_UINT8 = np.dtype(np.uint8)
+
 _LOOP_NAMES = {FusedEpoch: "compiled", SegmentedEpoch: "segmented", PythonEpoch: "python"}
 
 
@@ -945,9 +1096,9 @@ def _check_component(value, name, kind):
     return value
 
 
-def _check_inputs(x, name, input_shape):
-    """Check a model input of floats or uint8 pixels, finite, and return it as rows
-    ``(n, prod(input_shape))`` (a view where it can be).
+def _check_inputs(x, name, input_shape, *, finite=True):
+    """Check a model input of floats or uint8 pixels, finite (unless ``finite`` is
+    False), and return it as rows ``(n, prod(input_shape))`` (a view where it can be).
 
     Accepted: ``(n, *input_shape)``, rows ``(n, prod(input_shape))``, and for an
     ``input_shape`` ``(1, H, W)`` also ``(n, H, W)``; any rows when the shape is unknown.
@@ -957,14 +1108,14 @@ def _check_inputs(x, name, input_shape):
         if input_shape is not None and len(input_shape) > 1 and isinstance(x, np.ndarray) \
                 and x.shape[1:] != (width,):
             raise ValueError(_shape_problem(name, x.shape, input_shape))
-        x = check_array(x, name, shape=(None, width))
+        x = check_array(x, name, shape=(None, width), finite=finite)
     else:
         accepted = [tuple(input_shape)]
         if len(input_shape) == 3 and input_shape[0] == 1:
             accepted.append(tuple(input_shape[1:]))
         if x.shape[1:] not in accepted:
             raise ValueError(_shape_problem(name, x.shape, input_shape))
-        x = check_array(x, name, shape=(None, *x.shape[1:]))
+        x = check_array(x, name, shape=(None, *x.shape[1:]), finite=finite)
         x = x.reshape(len(x), -1)
     if x.dtype != np.uint8 and x.dtype.kind != "f":
         raise TypeError(f"{name} must hold floats or uint8 pixels, got dtype {x.dtype}")

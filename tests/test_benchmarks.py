@@ -1,4 +1,5 @@
 """The benchmark scripts start, and their runners train like for like (no timing here)."""
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -148,3 +149,153 @@ def test_bench_cnn_runners_train_alike():
         expected = theirs.model(torch.from_numpy(x[:16])).numpy()
     np.testing.assert_allclose(ours.model.predict(x[:16], raw=True), expected, rtol=1e-3,
                                atol=1e-4)
+
+
+# --- bench_matrix.py ---------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def matrix():
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import bench_matrix
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    return bench_matrix
+
+
+def test_bench_matrix_quick(tmp_path):
+    """--quick runs one tiny cell per row kind and writes figures that follow from the
+    samples it measured: the paired ratio, GFLOP/s and share of the peak."""
+    out = tmp_path / "matrix.json"
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "bench_matrix.py"), "--quick", "--peers", "numpy",
+         "--json", str(out)], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert "| network | data | batch | dtype | numrec | fastest peer | paired ratio" \
+        in result.stdout
+    figures = json.loads(out.read_text())
+    assert [r["row"]["kind"] for r in figures["rows"]] == ["train", "predict", "latency"]
+    train = figures["rows"][0]
+    numpy_s, numrec_s = train["samples"]["numpy"], train["samples"]["numrec"]
+    assert train["paired ratio"] == pytest.approx(numpy_s[0] / numrec_s[0])
+    macs = 784 * 256 + 256 * 10
+    assert train["flops"] == 6 * macs * 2000 + 2 * macs * 500
+    assert train["numrec GFLOP/s"] == pytest.approx(train["flops"] / numrec_s[0] / 1e9)
+    peak = figures["peaks GFLOP/s"]["float32"]
+    assert train["numrec % peak"] == pytest.approx(100 * train["numrec GFLOP/s"] / peak)
+    # Same weights and batches: the same test accuracy after the epoch.
+    assert train["accuracy"]["numpy"][0] == pytest.approx(train["accuracy"]["numrec"][0],
+                                                          abs=0.01)
+    for row in figures["rows"]:
+        assert set(row["peak RSS MB"]) == {"numpy", "numrec"}
+        assert all(mb > 10 for mb in row["peak RSS MB"].values())
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--networks", "100-10"], "784-...-10"),
+    (["--batches", "0"], "--batches must be positive"),
+    (["--fashion-dir", "/nowhere/at/all"], "is not a directory"),
+    (["--fashion-dir", str(BENCHMARKS)], "lacks train-images-idx3-ubyte.gz"),
+    (["--networks", "784-64-10"], "no row matches"),
+])
+def test_bench_matrix_bad_options(argv, message):
+    result = subprocess.run([sys.executable, str(BENCHMARKS / "bench_matrix.py"), *argv],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_bench_matrix_rows(matrix):
+    """The default rows are the issue's twelve, each with its goal; --full is the product."""
+    args = matrix.parse_args([])
+    rows = matrix.select_rows(args)
+    assert len(rows) == 12
+    goals = {(r.kind, r.network, r.data, r.batch, r.dtype): matrix.goal(r) for r in rows}
+    assert goals["train", "reference", "mnist", 32, "float32"] == ("ratio", 3.0)
+    assert goals["train", "reference", "mnist", 512, "float32"] == ("ratio", 2.0)
+    assert goals["train", "reference", "standardised", 32, "float32"] == ("ratio", 1.5)
+    assert goals["train", "784-512-256-10", "mnist", 512, "float32"] == ("ratio", 1.25)
+    assert goals["train", "784-1024-1024-10", "mnist", 128, "float32"] == ("peak", 85.0)
+    assert goals["train", "reference", "mnist", 128, "float64"] == ("ratio", 1.5)
+    assert goals["latency", "reference", "mnist", 1, "float32"] == ("torch ratio", 3.0)
+    full = matrix.select_rows(matrix.parse_args(["--full"]))
+    assert sum(r.kind == "train" for r in full) == 3 * 3 * 3 * 2
+    assert sum(r.kind != "train" for r in full) == 2 * 3 * 3 * 2
+    wide = matrix.select_rows(matrix.parse_args(["--networks", "784-1024-1024-10"]))
+    assert [(r.network, r.batch) for r in wide] == [("784-1024-1024-10", 128)]
+
+
+def test_bench_matrix_data(matrix):
+    """Standardised inputs: mean 0 and deviation 1 per pixel, all but a few nonzero; the
+    Fashion-MNIST stand-in is dilated MNIST with about half the pixels nonzero."""
+    rng = np.random.default_rng(0)
+    x = (rng.random((300, 784)) < 0.2) * rng.integers(1, 256, (300, 784))
+    x[:, :30] = 0                                   # pixels blank in every image
+    pixels = matrix.Data(x.astype(np.uint8), np.arange(300) % 10, x[:50].astype(np.uint8),
+                         np.arange(50) % 10, "test")
+    standard = matrix.standardise(pixels)
+    assert standard.x_train_u8 is None
+    assert standard.density() > 0.999     # zero only where a pixel equals its mean
+    np.testing.assert_allclose(standard.x_train_float[:, 30:].mean(axis=0), 0, atol=1e-12)
+    np.testing.assert_allclose(standard.x_train_float[:, 30:].std(axis=0), 1, rtol=1e-12)
+    stand_in = matrix.fashion_stand_in(pixels)
+    assert stand_in.density() >= matrix.STAND_IN_DENSITY
+    assert "STAND-IN" in stand_in.source
+    image = np.zeros((1, 784), np.uint8)
+    image[0, 28 * 5 + 5] = 7
+    grown = matrix.dilate(image).reshape(28, 28)
+    assert sorted(zip(*np.nonzero(grown))) == [(4, 5), (5, 4), (5, 5), (5, 6), (6, 5)]
+
+
+@pytest.fixture
+def jax_x64_restored():
+    """JAX's float64 switch (which the float64 JAX runner turns on) as it was before."""
+    try:
+        import jax
+    except ImportError:
+        yield
+        return
+    before = jax.config.jax_enable_x64
+    yield
+    jax.config.update("jax_enable_x64", before)
+
+
+def test_matrix_runners_train_alike(matrix, jax_x64_restored):
+    """Every runner trains a deeper network in float64 from the same weights on the same
+    batches as PyTorch: the same weights after one epoch, and the same outputs."""
+    pytest.importorskip("torch")
+    from numrec.datasets import load_mnist
+    (x, y), (x_test, y_test) = load_mnist(dtype=np.uint8)
+    data = matrix.Data(x[:600].reshape(600, -1), y[:600].astype(np.int64),
+                       x_test[:100].reshape(100, -1), y_test[:100].astype(np.int64), "test")
+    matrix.add_floats(data, "float64")
+    sizes = (784, 32, 16, 10)
+    init = matrix.initial_weights(0, sizes, np.float64)
+    order = matrix.batch_order(5, 600)
+    names = [n for n in ("torch", "numpy", "jax", "numrec")
+             if matrix.RUNNERS[n].missing() is None]
+    trained = {}
+    for name in names:
+        runner = matrix.RUNNERS[name](sizes, np.float64)
+        runner.prepare(data)
+        runner.start(init, 0.5)
+        runner.epoch(order, 5, 50)
+        if name == "torch":
+            trained[name] = [p.detach().numpy() for p in runner.model.parameters()]
+        elif name == "numpy":
+            trained[name] = [a for pair in runner.layers for a in pair]
+        elif name == "jax":
+            trained[name] = [np.asarray(p) for p in runner.params]
+        else:
+            trained[name] = [np.asarray(p) for p in runner.model.parameters()]
+        predict, as_input = runner.predictor()
+        trained[name + " outputs"] = np.asarray(predict(as_input(data.x_test_f64)))
+    for name in names[1:]:
+        for before, theirs, mine in zip(init, trained["torch"], trained[name]):
+            assert mine.dtype == np.float64
+            moved = np.abs(theirs - before).max()
+            assert moved > 1e-4
+            np.testing.assert_allclose(mine, theirs, rtol=0, atol=1e-9 * moved + 1e-12)
+        np.testing.assert_allclose(trained[name + " outputs"], trained["torch outputs"],
+                                   rtol=1e-10, atol=1e-12)

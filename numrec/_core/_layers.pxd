@@ -59,7 +59,8 @@ cdef class Layer:
     cdef void deferred_update_f32(self, const float* x, const float* g, int m,
                                   double step, bint apply) noexcept nogil
     # "sparse_inputs": Python-level _sparse_inputs(enable) switches kernels for inputs
-    # that are mostly zeros (only with the folded update).
+    # that are mostly zeros (with the folded update, or with _sparse_gradients(True) the
+    # gradient kernels as well, in the layout of the parameters' panels).
     # "rowwise_input": backward_input may run on any block of the rows (g and gx
     # pointing at its first row), on several threads at once; the loop then shares
     # dL/dx between its threads by rows.
@@ -72,12 +73,15 @@ cdef class Dense(Layer):
     cdef readonly int in_features
     cdef readonly int out_features
     cdef readonly object dtype
-    cdef object _weights, _bias, _grad_weights, _grad_bias, _input, _weights_t
+    cdef object _weights, _bias, _grad_weights, _grad_bias, _input, _weights_t, _grad_t
     cdef bint _sparse           # kernels skip zero inputs, on _weights_t (_sparse_inputs)
+    cdef bint _sparse_grads     # gradient_f32 writes into _grad_t (_sparse_gradients)
     cdef bint _single           # float32
     cdef void* _wt
+    cdef void* _gt
     cdef void* _w
     cdef void* _b
     cdef void* _gw
     cdef void* _gb
+    cdef bint _own_kernels(self, int m) noexcept nogil
     cdef float* _panels_from(self, int lo) noexcept nogil

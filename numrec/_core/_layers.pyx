@@ -338,6 +338,32 @@ cdef void _panels_input_grad(const float* g, const float* wt, float* gx, int m, 
                 gx[i * k + p] += g[i * n + j] * panel[p * NR_SPARSE_PANEL]
 
 
+cdef inline int _padded_units(int units) noexcept nogil:
+    """``units`` rounded up to whole panels of NR_SPARSE_PANEL."""
+    return (units + NR_SPARSE_PANEL - 1) // NR_SPARSE_PANEL * NR_SPARSE_PANEL
+
+
+def _panels(array):
+    """A copy of the 2-D float32 ``array`` (n, k) in the panels of the kernels for zero
+    inputs, ``(ceil(n / 16), k, 16)``, zero-padded."""
+    cdef int n = array.shape[0], k = array.shape[1]
+    cdef float[:, ::1] rows = array
+    out = aligned_zeros(((n + NR_SPARSE_PANEL - 1) // NR_SPARSE_PANEL, k, NR_SPARSE_PANEL),
+                        np.float32)
+    cdef float[:, :, ::1] panels = out
+    with nogil:
+        nr_sparse_to_panels(n, k, &rows[0, 0], &panels[0, 0, 0])
+    return out
+
+
+def _unpanel(panels, out):
+    """Copy ``panels`` (as from :func:`_panels`) back into the float32 ``out`` (n, k)."""
+    cdef float[:, ::1] rows = out
+    cdef const float[:, :, ::1] source = panels
+    with nogil:
+        nr_sparse_from_panels(rows.shape[0], rows.shape[1], &source[0, 0, 0], &rows[0, 0])
+
+
 def _he_normal(rng, shape):
     return rng.standard_normal(shape) * np.sqrt(2.0 / shape[1]), None
 
@@ -418,7 +444,8 @@ cdef class Dense(Layer):
     """
 
     kernel_dtypes = ("float32", "float64")
-    capabilities = frozenset({"folded_sgd", "pixels", "sparse_inputs", "deferred_update"})
+    capabilities = frozenset({"folded_sgd", "pixels", "sparse_inputs", "sparse_gradients",
+                              "deferred_update"})
 
     def __init__(self, in_features, out_features, *, seed=None, dtype=np.float32,
                  init="he"):
@@ -442,7 +469,9 @@ cdef class Dense(Layer):
         self._gb = cnp.PyArray_DATA(self._grad_bias)
         self._input = None
         self._weights_t = None
+        self._grad_t = None
         self._sparse = False
+        self._sparse_grads = False
         self._single = self.dtype == np.float32
 
     def get_config(self):
@@ -571,11 +600,39 @@ cdef class Dense(Layer):
                                     <float*>self._wt)
             self._sparse = True
         elif not enable and self._sparse:
+            self._sparse_gradients(False)
             with nogil:
                 nr_sparse_from_panels(self.out_features, self.in_features, <float*>self._wt,
                                       <float*>self._w)
             self._sparse = False
         return bool(self._sparse)
+
+    def _sparse_gradients(self, enable):
+        """While the kernels for zero inputs are on, compute the weights' gradient in
+        their layout too (for an optimizer with state, which cannot be folded into the
+        product), or stop.
+
+        On, :meth:`gradient_f32` writes :math:`\partial L / \partial W` into a private
+        array in the panels of the weights, and returns ``(weights, gradient)``: the two
+        panel arrays ``(ceil(out_features / 16), in_features, 16)``, whose padding stays
+        zero, for the optimizer to update element by element as it would the public
+        arrays.  Off (and when the kernels for zero inputs are switched off),
+        ``grad_weights`` is brought up to date; returns None.
+        """
+        if enable:
+            if not self._sparse:
+                raise RuntimeError("the kernels for zero inputs are off")
+            if self._grad_t is None:
+                self._grad_t = aligned_zeros(self._weights_t.shape, self.dtype)
+                self._gt = cnp.PyArray_DATA(self._grad_t)
+            self._sparse_grads = True
+            return self._weights_t, self._grad_t
+        if self._sparse_grads:
+            with nogil:
+                nr_sparse_from_panels(self.out_features, self.in_features, <float*>self._gt,
+                                      <float*>self._gw)
+            self._sparse_grads = False
+        return None
 
     def _forward(self, floating[:, ::1] x, floating[:, ::1] z):
         cdef int m = x.shape[0]
@@ -620,13 +677,20 @@ cdef class Dense(Layer):
             nr_sparse_forward_f32(m, hi - lo, n_in, x, n_in, self._panels_from(lo),
                                   <float*>self._b + lo, z + lo, self.out_features)
             return
-        if _simd and m <= SIMD_MAX_ROWS:
+        if self._own_kernels(m):
             nr_dense_forward_f32(m, hi - lo, n_in, x, n_in,
                                  <float*>self._w + <Py_ssize_t>lo * n_in, n_in,
                                  <float*>self._b + lo, z + lo, self.out_features)
             return
         _dense_forward(x, <float*>self._w, <float*>self._b, z, m,
                        self.out_features, self.in_features, lo, hi)
+
+    cdef bint _own_kernels(self, int m) noexcept nogil:
+        """Whether the float32 products of ``m`` rows run numrec's own kernels rather
+        than BLAS: up to SIMD_MAX_ROWS rows, and at any batch size for a layer too small
+        to share (BLAS would hand it to a team of threads for no gain)."""
+        return _simd and (m <= SIMD_MAX_ROWS
+                          or <Py_ssize_t>self.out_features * self.in_features < SPLIT_MIN_WEIGHTS)
 
     cdef inline float* _panels_from(self, int lo) noexcept nogil:
         """The panel of ``_weights_t`` that starts at unit ``lo`` (a multiple of 16)."""
@@ -642,7 +706,7 @@ cdef class Dense(Layer):
             _panels_input_grad(g, <float*>self._wt, gx, m, self.out_features,
                                self.in_features)
             return
-        if _simd and m <= SIMD_MAX_ROWS:
+        if self._own_kernels(m):
             nr_dense_input_grad_f32(m, self.out_features, self.in_features, g,
                                     self.out_features, <float*>self._w, self.in_features,
                                     gx, self.in_features)
@@ -656,7 +720,15 @@ cdef class Dense(Layer):
                            bint accumulate) noexcept nogil:
         cdef int n_in = self.in_features, n_out = self.out_features
         cdef float* gw = <float*>self._gw + <Py_ssize_t>lo * n_in
-        if _simd and m <= SIMD_MAX_ROWS:  # the folded kernel with step 1 on the gradient
+        cdef float* gt
+        if self._sparse_grads:  # the sparse update with step 1 on the gradient's panels
+            gt = <float*>self._gt + <Py_ssize_t>(lo // NR_SPARSE_PANEL) * NR_SPARSE_PANEL * n_in
+            if not accumulate:
+                memset(gt, 0, <size_t>_padded_units(hi - lo) * n_in * sizeof(float))
+            nr_sparse_update_f32(m, hi - lo, n_in, 1, g + lo, n_out, x, n_in, gt)
+            _column_sums(g, <float*>self._gb, m, n_out, lo, hi, 1, 1 if accumulate else 0)
+            return
+        if self._own_kernels(m):  # the folded kernel with step 1 on the gradient
             if not accumulate:
                 memset(gw, 0, <size_t>(hi - lo) * n_in * sizeof(float))
             nr_dense_update_f32(m, hi - lo, n_in, 1, g + lo, n_out, x, n_in, gw, n_in)
@@ -678,7 +750,7 @@ cdef class Dense(Layer):
                                  self._panels_from(lo))
             _column_sums(g, <float*>self._b, m, n_out, lo, hi, <float>step, 1)
             return
-        if _simd and m <= SIMD_MAX_ROWS:
+        if self._own_kernels(m):
             nr_dense_update_f32(m, hi - lo, n_in, <float>step, g + lo, n_out, x, n_in,
                                 <float*>self._w + <Py_ssize_t>lo * n_in, n_in)
             _column_sums(g, <float*>self._b, m, n_out, lo, hi, <float>step, 1)

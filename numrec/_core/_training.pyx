@@ -30,6 +30,7 @@ import numpy as np
 from numrec._core._memory import aligned_zeros
 
 from numrec._core._layers cimport Layer
+from numrec._core._layers import _panels, _unpanel
 from numrec._core._activations cimport Activation
 from numrec._core._losses cimport Loss
 from numrec._core._optimizers cimport Optimizer
@@ -73,6 +74,10 @@ ctypedef fused pixel_t:
 cdef enum:
     EVAL_ROWS = 1024       # rows per forward pass when evaluating
     SPARSE_SAMPLE_ROWS = 1024  # rows of the data looked at to choose the first layer's kernels
+    # Up to this many rows predict() runs on the calling thread, on the layers' kernels as
+    # they are: no thread team to start, and no switch to the kernels for zero inputs
+    # (which copies the first layer's weights into their layout and back).
+    SMALL_ROWS = 16
 
 # The first layer skips zero inputs when at most this fraction of the entries are nonzero
 # (where its kernels measured faster than the full product: docs/benchmarks.rst).
@@ -296,6 +301,7 @@ cdef class FusedTrainer:
     cdef readonly int batch_size
     cdef readonly int n_threads
     cdef readonly object dtype
+    cdef int _kind              # the NumPy type number of dtype
     cdef object _keepalive
     cdef object _x, _x_next, _y, _gx
     cdef object _pixels, _pixels_next   # uint8 batches for a first layer that takes pixels
@@ -307,6 +313,7 @@ cdef class FusedTrainer:
     cdef object _outputs        # (rows, n_out) activation output of the last stage
     cdef object _epoch_weights  # the sample weights of epoch(), or None
     cdef readonly Py_ssize_t correct  # training rows classified right (see train())
+    cdef object _panelled       # see _panel_parameters(): what to restore, or None
 
     def __cinit__(self):
         self._stages = NULL
@@ -330,6 +337,7 @@ cdef class FusedTrainer:
         self.batch_size = batch_size
         self.n_threads = max(1, n_threads)
         self.dtype = np.dtype(dtype)
+        self._kind = cnp.NPY_FLOAT32 if self.dtype == np.float32 else cnp.NPY_FLOAT64
         self._rows = max(batch_size, EVAL_ROWS)
         self._n_stages = len(stages)
         self._loss = <PyObject*>loss if loss is not None else NULL
@@ -440,7 +448,7 @@ cdef class FusedTrainer:
                                self._takes_pixels(x, training=True), weights)
         finally:
             if sparse:
-                (<Layer>self._stages[0].layer)._sparse_inputs(False)
+                self._dense_first_layer()
 
     def _check_weights(self, weights, Py_ssize_t n):
         if weights is not None and (not isinstance(weights, np.ndarray)
@@ -480,7 +488,7 @@ cdef class FusedTrainer:
         finally:
             self._held = None
             if held_sparse:
-                (<Layer>self._stages[0].layer)._sparse_inputs(False)
+                self._dense_first_layer()
 
     @contextmanager
     def epoch(self, x, targets, order, weights=None):
@@ -525,14 +533,24 @@ cdef class FusedTrainer:
             return self._count_correct(x, self._x, labels, self._takes_pixels(x, training=False))
         finally:
             if sparse:
-                (<Layer>self._stages[0].layer)._sparse_inputs(False)
+                self._dense_first_layer()
 
-    def evaluate(self, x, targets):
+    def evaluate(self, x, targets, loss=None):
         """Return ``(summed loss, correct rows)`` of the model on ``x`` against
         ``targets`` (int64 labels ``(n,)`` or rows ``(n, n_outputs)`` of the trainer's
         dtype), from one forward pass per 1024 rows: the loss as in training (unweighted)
         and the rows whose largest output is at their target's largest entry.  Needs a
-        trainer with a compiled loss."""
+        trainer with a compiled loss, or a compiled ``loss`` to use instead of it for
+        this call.  Raises ``ValueError`` if ``x`` holds NaN or infinity."""
+        if loss is not None:
+            if kernel_problem(loss, self.dtype) is not None or not isinstance(loss, Loss):
+                raise TypeError(f"loss must be a compiled Loss with {self.dtype} kernels")
+            own = self._loss
+            self._loss = <PyObject*>loss
+            try:
+                return self.evaluate(x, targets)
+            finally:
+                self._loss = own
         if self._loss == NULL:
             raise RuntimeError("evaluate() needs a trainer with a compiled loss")
         self._check_inputs(x)
@@ -549,7 +567,7 @@ cdef class FusedTrainer:
                                   self._takes_pixels(x, training=False))
         finally:
             if sparse:
-                (<Layer>self._stages[0].layer)._sparse_inputs(False)
+                self._dense_first_layer()
 
     def _evaluate(self, const pixel_t[:, ::1] x, floating[:, ::1] xbuf,
                   floating[:, ::1] ybuf, targets, const cnp.int64_t[::1] rows,
@@ -560,6 +578,7 @@ cdef class FusedTrainer:
         cdef const floating* target_ptr = NULL
         cdef Py_ssize_t n = x.shape[0], begin = 0, m, correct = 0
         cdef double total = 0
+        cdef bint finite = True
         if targets.ndim == 1:
             labels = targets
             label_ptr = &labels[0]
@@ -572,28 +591,195 @@ cdef class FusedTrainer:
                 if pixel_t is cnp.uint8_t and floating is float and take_pixels:
                     self._forward(&xbuf[0, 0], &x[begin, 0], <int>m)
                 else:
-                    _copy_rows(&x[begin, 0], m * x.shape[1], &xbuf[0, 0])
+                    if not _copy_checked(&x[begin, 0], m * x.shape[1], &xbuf[0, 0]):
+                        finite = False
+                        break
                     self._forward(&xbuf[0, 0], NULL, <int>m)
                 _gather_targets(label_ptr, target_ptr, &rows[begin], m, ybuf.shape[1],
                                 &ybuf[0, 0])
                 total += self._loss_kernel(&ybuf[0, 0], <int>m, NULL, NULL)
                 correct += self._count_rows(&ybuf[0, 0], <int>m)
                 begin += m
+        if not finite:
+            raise ValueError("x contains NaN or infinity")
         return total, correct
+
+    def predict(self, x, out):
+        """Write the outputs of the stages for the rows of ``x`` into ``out``.
+
+        ``x`` is ``(n, n_inputs)``, C-contiguous, uint8 pixels or the trainer's dtype;
+        pixels are scaled as the model scales them, ``pixel * dtype(1 / 255)`` (so
+        that they give the same bits as ``load_mnist``'s floats), except where the
+        first layer reads them in place (its kernels for zero inputs take the
+        correctly rounded pixel / 255, as in training).  ``out`` is ``(n, n_outputs)``,
+        C-contiguous, of the trainer's dtype.  Returns False, leaving ``out``
+        incomplete, if ``x`` holds NaN or infinity (checked as the rows are copied into
+        the trainer's buffer), else True.
+
+        Longer inputs run exactly as :meth:`evaluate` runs them, with the same bits: 1024
+        rows at a time (or ``batch_size``), each large stage shared by the threads, the
+        first layer on its kernels for zero inputs when ``x`` is mostly zeros, reading
+        uint8 pixels in place where it can.  Up to 16 rows run on the calling thread
+        alone, on the layers' kernels as they are (no thread team to start, and no copy
+        of the first layer's weights into the layout of the kernels for zero inputs):
+        the same bits as longer inputs wherever those use the same kernels, within
+        rounding elsewhere (a dense product's additions in another order).
+        """
+        cdef Py_ssize_t n
+        cdef int kind = self._kind
+        if not isinstance(x, np.ndarray) or not isinstance(out, np.ndarray):
+            raise TypeError("x and out must be numpy arrays")
+        if (cnp.PyArray_NDIM(<cnp.ndarray>x) != 2
+                or cnp.PyArray_DIM(<cnp.ndarray>x, 1) != self._stages[0].n_in
+                or cnp.PyArray_TYPE(<cnp.ndarray>x) not in (cnp.NPY_UINT8, kind)):
+            self._check_inputs(x)
+        n = cnp.PyArray_DIM(<cnp.ndarray>x, 0)
+        if (cnp.PyArray_NDIM(<cnp.ndarray>out) != 2 or cnp.PyArray_DIM(<cnp.ndarray>out, 0) != n
+                or cnp.PyArray_DIM(<cnp.ndarray>out, 1) != self.n_outputs
+                or cnp.PyArray_TYPE(<cnp.ndarray>out) != kind
+                or not cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>out)
+                or not cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>x)):
+            raise ValueError(f"x must be C-contiguous and out a C-contiguous {self.dtype} "
+                             f"array of shape ({n}, {self.n_outputs})")
+        if self._held is not None:
+            raise RuntimeError("predict() cannot run while the trainer holds its kernels "
+                               "(inside holding())")
+        if n == 0:
+            return True
+        if n <= SMALL_ROWS:
+            return self._predict_small(x, out)
+        sparse = self._sparse_first_layer(x, training=False)
+        try:
+            return self._predict(x, self._x, out, self._takes_pixels(x, training=False))
+        finally:
+            if sparse:
+                (<Layer>self._stages[0].layer)._sparse_inputs(False)
+
+    def _predict_small(self, cnp.ndarray x, cnp.ndarray out):
+        """predict() of up to SMALL_ROWS rows: one call to C on raw pointers, without a
+        fused-type dispatch in Python."""
+        cdef void* xp = cnp.PyArray_DATA(x)
+        cdef void* buf = cnp.PyArray_DATA(self._x)
+        cdef void* outp = cnp.PyArray_DATA(out)
+        cdef Py_ssize_t m = cnp.PyArray_DIM(x, 0)
+        cdef bint pixels = cnp.PyArray_TYPE(x) == cnp.NPY_UINT8
+        cdef bint single = cnp.PyArray_TYPE(out) == cnp.NPY_FLOAT32
+        cdef bint finite
+        with nogil:
+            if single and pixels:
+                finite = self._small_rows(<const cnp.uint8_t*>xp, m, <float*>buf, <float*>outp)
+            elif single:
+                finite = self._small_rows(<const float*>xp, m, <float*>buf, <float*>outp)
+            elif pixels:
+                finite = self._small_rows(<const cnp.uint8_t*>xp, m, <double*>buf,
+                                          <double*>outp)
+            else:
+                finite = self._small_rows(<const double*>xp, m, <double*>buf, <double*>outp)
+        return finite
+
+    cdef bint _small_rows(self, const pixel_t* x, Py_ssize_t m, floating* xbuf,
+                          floating* out) noexcept nogil:
+        """Copy (and check) m rows of x into xbuf, run every stage on all its units on
+        this thread, and copy the last stage's output rows into out."""
+        cdef Stage* stage
+        cdef floating* inputs = xbuf
+        cdef int s
+        if not _copy_inputs(x, m * self._stages[0].n_in, xbuf):
+            return False
+        for s in range(self._n_stages):
+            stage = &self._stages[s]
+            _forward_part(stage, inputs, NULL, <int>m, 0, stage.n_units, True)
+            inputs = <floating*>stage.a
+        memcpy(out, inputs, m * self._stages[self._n_stages - 1].n_out * sizeof(floating))
+        return True
+
+    def _predict(self, const pixel_t[:, ::1] x, floating[:, ::1] xbuf,
+                 floating[:, ::1] out, bint take_pixels):
+        cdef Stage* last = &self._stages[self._n_stages - 1]
+        cdef Py_ssize_t n = x.shape[0], begin = 0, m
+        cdef bint finite = True
+        with nogil:
+            while begin < n:
+                m = min(<Py_ssize_t>self._rows, n - begin)
+                if pixel_t is cnp.uint8_t and floating is float and take_pixels:
+                    self._forward(&xbuf[0, 0], &x[begin, 0], <int>m)
+                else:
+                    if not _copy_inputs(&x[begin, 0], m * x.shape[1], &xbuf[0, 0]):
+                        finite = False
+                        break
+                    self._forward(&xbuf[0, 0], NULL, <int>m)
+                memcpy(&out[begin, 0], last.a, m * last.n_out * sizeof(floating))
+                begin += m
+        return finite
 
     def _sparse_first_layer(self, x, bint training):
         """Switch the first layer to its kernels for zero inputs if they suit ``x``.
 
-        Only for a layer with the ``"sparse_inputs"`` capability, ``x`` that is
-        :func:`mostly_zeros`, and in training only with the folded update (those kernels
-        apply the step inside the product).  Returns whether it switched.
+        Only for a layer with the ``"sparse_inputs"`` capability and ``x`` that is
+        :func:`mostly_zeros`; in training, with the folded update (those kernels apply
+        the step inside the product) or with a compiled optimizer and a layer that has
+        the ``"sparse_gradients"`` capability (:meth:`_panel_parameters`).  Returns
+        whether it switched.
         """
         layer = <Layer>self._stages[0].layer
         if not (_sparse_allowed and _sparse_capable(layer)) or not mostly_zeros(x):
             return False
-        if training and not self._stages[0].folded:
+        if layer.takes_pixels():  # switched already, by a trainer that holds them
             return False
-        return layer._sparse_inputs(True)
+        if training and not (self._stages[0].folded or self._gradients_in_panels(layer)):
+            return False
+        if not layer._sparse_inputs(True):
+            return False
+        if training and not self._stages[0].folded:
+            self._panel_parameters(layer)
+        return True
+
+    def _gradients_in_panels(self, layer):
+        """Whether training with the kernels for zero inputs can go through the gradient:
+        the layer computes it in its panels and a compiled optimizer updates them."""
+        return (self._optimizer != NULL and "sparse_gradients" in type(layer).capabilities
+                and self._param_start[1] > self._param_start[0])
+
+    def _panel_parameters(self, layer):
+        """Point the loop at the panel layout of the first layer's weights (the layer's
+        first parameter): the weights, their gradient and the optimizer's state for them,
+        which is copied into that layout.  The optimizer's update is element by element,
+        so it gives the same bits in either layout.  :meth:`_dense_first_layer` undoes it."""
+        cdef Param* param = &self._params[self._param_start[0]]
+        cdef Optimizer optimizer = <Optimizer>self._optimizer
+        cdef Py_ssize_t slot = param.slot
+        weights, gradient = layer._sparse_gradients(True)
+        state = optimizer._state[slot]
+        panelled_state = [_panels(array) for array in state]
+        self._panelled = (<Py_ssize_t>param.value, <Py_ssize_t>param.grad, param.size, state,
+                          panelled_state)
+        self._point_state(optimizer, slot, panelled_state)
+        param.value = cnp.PyArray_DATA(weights)
+        param.grad = cnp.PyArray_DATA(gradient)
+        param.size = weights.size
+
+    def _point_state(self, Optimizer optimizer, Py_ssize_t slot, list arrays):
+        """Make ``arrays`` the optimizer's state for parameter ``slot``."""
+        cdef Py_ssize_t k
+        optimizer._state[slot] = arrays
+        for k in range(len(arrays)):
+            optimizer._state_data[slot * optimizer.state_per_parameter + k] = \
+                cnp.PyArray_DATA(arrays[k])
+
+    def _dense_first_layer(self):
+        """Switch the first layer back from its kernels for zero inputs, bringing the
+        public arrays (and the optimizer's state) up to date."""
+        cdef Param* param = &self._params[self._param_start[0]]
+        if self._panelled is not None:
+            value, grad, size, state, panelled_state = self._panelled
+            self._panelled = None
+            for array, panels in zip(state, panelled_state):
+                _unpanel(panels, array)
+            self._point_state(<Optimizer>self._optimizer, param.slot, state)
+            param.value = <void*><Py_ssize_t>value
+            param.grad = <void*><Py_ssize_t>grad
+            param.size = size
+        (<Layer>self._stages[0].layer)._sparse_inputs(False)
 
     def _takes_pixels(self, x, bint training):
         """Whether the first layer can read the uint8 pixels of ``x`` as they are.
@@ -856,6 +1042,7 @@ cdef class FusedTrainer:
         cdef Stage* stage = &self._stages[s]
         cdef Param* param
         cdef int p
+        cdef Py_ssize_t end
         if lo >= hi:
             return
         if with_activation:
@@ -865,14 +1052,16 @@ cdef class FusedTrainer:
             return
         for p in range(self._param_start[s], self._param_start[s + 1]):
             param = &self._params[p]
+            # the last share takes the whole tail, padding included (panel layouts)
+            end = param.size if hi == stage.n_out else hi * param.unit
             if floating is float:
                 (<Optimizer>self._optimizer).update_f32(
                     param.slot, <float*>param.value, <float*>param.grad,
-                    lo * param.unit, hi * param.unit)
+                    lo * param.unit, end)
             else:
                 (<Optimizer>self._optimizer).update_f64(
                     param.slot, <double*>param.value, <double*>param.grad,
-                    lo * param.unit, hi * param.unit)
+                    lo * param.unit, end)
 
     cdef inline bint _defers(self, int s, int m) noexcept nogil:
         """Whether stage s defers its folded update (see _backward_stage)."""
@@ -1303,6 +1492,38 @@ cdef void _copy_rows(const pixel_t* x, Py_ssize_t count, floating* out) noexcept
         return
     for i in range(count):
         out[i] = _convert(x[i], out[0])
+
+
+cdef bint _copy_checked(const pixel_t* x, Py_ssize_t count, floating* out) noexcept nogil:
+    """_copy_rows, and whether every value copied is finite (pixels always are)."""
+    if pixel_t is cnp.uint8_t:
+        _copy_rows(x, count, out)
+        return True
+    return _copy_finite(x, count, out)
+
+
+cdef bint _copy_inputs(const pixel_t* x, Py_ssize_t count, floating* out) noexcept nogil:
+    """Copy inputs for predict(): floats as _copy_checked, pixels scaled as the model
+    scales them outside the loop, ``pixel * floating(1 / 255)`` (numpy's
+    ``np.multiply(x, 1 / 255, dtype=...)``, as ``load_mnist`` gives floats), so that
+    predict() of pixels and of the loader's floats agree bit for bit."""
+    cdef Py_ssize_t i
+    cdef floating scale = <floating>(1.0 / 255)
+    if pixel_t is cnp.uint8_t:
+        for i in range(count):
+            out[i] = <floating>x[i] * scale
+        return True
+    return _copy_finite(x, count, out)
+
+
+cdef bint _copy_finite(const pixel_t* x, Py_ssize_t count, floating* out) noexcept nogil:
+    """Copy floats, converting them, and return whether all are finite."""
+    cdef Py_ssize_t i
+    cdef int bad = 0
+    for i in range(count):
+        out[i] = <floating>x[i]
+        bad |= (x[i] - x[i]) != 0  # NaN for NaN and infinity, 0 for finite values
+    return bad == 0
 
 
 cdef void _gather_targets(const cnp.int64_t* labels, const floating* targets,
