@@ -10,7 +10,7 @@ order, with softmax cross-entropy and Adam (learning rate 0.001), in float32:
   frameworks draw alike).
 
 One epoch is a pass over the training images (``--samples`` of them) and one over the
-test images; rounds alternate between the frameworks so that a change in the machine's
+test images (with ``--train-only``, the training pass alone); rounds alternate between the frameworks so that a change in the machine's
 load touches them alike.  The table gives each framework's median seconds per epoch and
 the median of the per-round ratios to numrec (paired), then, with ``--to-target``, the
 epochs and seconds each took to exceed 99 % test accuracy, and each framework's peak
@@ -20,6 +20,7 @@ memory (resident set, measured in a child process of its own).  PyTorch runs wit
     python benchmarks/bench_cnn.py                      # batch 64 and 256, 3 rounds
     python benchmarks/bench_cnn.py --samples 6000 --rounds 2 --skip-memory
     python benchmarks/bench_cnn.py --to-target --batch-sizes 64
+    python benchmarks/bench_cnn.py --samples 6000 --train-only --skip-memory
 """
 import argparse
 import importlib.util
@@ -115,6 +116,8 @@ class NumrecRunner:
     def epoch(self, x, y, x_test, y_test, order, batch_size):
         self.model.fit(x[order], y[order], epochs=1, batch_size=batch_size,
                        optimizer=self.optimizer, shuffle=False, threads=self.threads)
+        if x_test is None:
+            return float("nan")
         return float(np.mean(self.model.predict_classes(x_test, batch_size=1000) == y_test))
 
 
@@ -151,6 +154,8 @@ class TorchRunner:
             self.optimizer.zero_grad()
             self.loss(self.model(x[rows]), y[rows]).backward()
             self.optimizer.step()
+        if x_test is None:
+            return float("nan")
         self.model.eval()
         with torch.no_grad():
             predicted = torch.cat([self.model(torch.from_numpy(x_test[i:i + 1000])).argmax(1)
@@ -210,6 +215,9 @@ class JaxRunner:
             self.t += 1
             self.params, self.m, self.v = self.step(self.params, self.m, self.v,
                                                     jnp.float32(self.t), x[rows], y[rows])
+        if x_test is None:
+            self.jax.block_until_ready(self.params)
+            return float("nan")
         predicted = np.concatenate([np.asarray(self.predict(self.params, x_test[i:i + 1000]))
                                     for i in range(0, len(x_test), 1000)])
         return float((predicted == y_test).mean())
@@ -225,6 +233,7 @@ def timed_epochs(args, data, batch_size, log):
     """Per framework, the seconds of each round's epoch (rounds alternate frameworks)."""
     (x, y), (x_test, y_test) = data
     x, y = x[:args.samples], y[:args.samples]
+    test = (None, None) if args.train_only else (x_test, y_test)
     runners = {name: RUNNERS[name](args.network, args.threads) for name in args.frameworks}
     for name, runner in runners.items():  # a warm-up epoch on a few batches (JAX compiles)
         runner.epoch(x, y, x_test[:1000], y_test[:1000], np.arange(4 * batch_size), batch_size)
@@ -235,10 +244,11 @@ def timed_epochs(args, data, batch_size, log):
         names = list(runners) if round_number % 2 == 0 else list(runners)[::-1]
         for name in names:
             start = time.perf_counter()
-            accuracy[name] = runners[name].epoch(x, y, x_test, y_test, order, batch_size)
+            accuracy[name] = runners[name].epoch(x, y, *test, order, batch_size)
             seconds[name].append(time.perf_counter() - start)
+            tested = "" if args.train_only else f", test accuracy {100 * accuracy[name]:.2f} %"
             log(f"batch {batch_size} round {round_number + 1} {name}: "
-                f"{seconds[name][-1]:.2f} s, test accuracy {100 * accuracy[name]:.2f} %")
+                f"{seconds[name][-1]:.2f} s{tested}")
     return seconds, accuracy
 
 
@@ -298,6 +308,8 @@ def main(argv=None):
                         help="training images per epoch (default all 60000)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--train-only", action="store_true",
+                        help="time the training pass alone, without the test pass")
     parser.add_argument("--to-target", action="store_true",
                         help="also train each framework until test accuracy exceeds 99 %%")
     parser.add_argument("--skip-memory", action="store_true")
@@ -327,13 +339,16 @@ def main(argv=None):
         ratios = {name: statistics.median(a / b for a, b in zip(values, seconds["numrec"]))
                   for name, values in seconds.items()} if "numrec" in seconds else {}
         # Training about 3 forward passes per image, then a forward pass per test image.
-        flops = flops_per_sample(args.network) * (3 * args.samples + len(data[1][0]))
+        tested = 0 if args.train_only else len(data[1][0])
+        flops = flops_per_sample(args.network) * (3 * args.samples + tested)
+        passes = "training pass" if args.train_only else "training + test pass"
         print(f"\nbatch {batch_size}: median seconds per epoch over {args.rounds} rounds "
-              f"(training + test pass), paired ratio to numrec, GFLOP/s of both passes")
+              f"({passes}), paired ratio to numrec, GFLOP/s")
         for name in seconds:
+            tested = ("" if args.train_only
+                      else f"   last accuracy {100 * accuracy[name]:.2f} %")
             print(f"  {name:<7} {medians[name]:8.2f} s   x{ratios.get(name, float('nan')):5.2f}"
-                  f"   {flops / medians[name] / 1e9:6.1f}   last accuracy "
-                  f"{100 * accuracy[name]:.2f} %")
+                  f"   {flops / medians[name] / 1e9:6.1f}{tested}")
         results[batch_size] = {"seconds": seconds, "median": medians, "ratio": ratios}
         if args.to_target:
             for name in args.frameworks:

@@ -9,8 +9,9 @@ that; the first layer's input gradient is computed as well, as in a layer that i
 first).
 
 numrec's kernels run as the compiled loop calls them: on ``--threads`` threads that
-share the output channels for the forward pass and the parameter gradients, BLAS on one
-thread within each share, the input gradient on one thread; PyTorch runs with
+share the samples for the forward pass and the input gradient and the output channels
+for the parameter gradients (from the column matrices that the forward pass kept, while
+they fit in 32 MB a layer), BLAS on one thread within each share; PyTorch runs with
 ``torch.set_num_threads(--threads)``.  Timings mean something only on a quiet machine:
 the script prints the load average before and after.
 

@@ -437,3 +437,79 @@ def test_threads_share_the_input_gradient_by_rows(dtype):
     tolerance = 1e-5 if dtype == np.float32 else 1e-12
     for one, two in zip(*results):
         np.testing.assert_allclose(two, one, rtol=tolerance, atol=tolerance * np.abs(one).max())
+
+
+def pool_by_scan(x, size):
+    """Window maxima of (m, c, h, w) images with a square window and stride ``size``
+    and the flat position of each in its image, by the scan-order rule: a later value
+    replaces the maximum so far when it is larger or NaN."""
+    m, c, h, w = x.shape
+    oh, ow = h // size, w // size
+    z = np.empty((m, c, oh, ow), x.dtype)
+    where = np.empty((m, c, oh, ow), np.int64)
+    for s, k, oy, ox in np.ndindex(m, c, oh, ow):
+        best = (oy * size, ox * size)
+        for i in range(size):
+            for j in range(size):
+                value, top = x[s, k, oy * size + i, ox * size + j], x[(s, k) + best]
+                if value > top or np.isnan(value):
+                    best = (oy * size + i, ox * size + j)
+        z[s, k, oy, ox] = x[(s, k) + best]
+        where[s, k, oy, ox] = (k * h + best[0]) * w + best[1]
+    return z, where
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_pool_2x2_follows_the_scan_order_rule_with_ties_and_nans(dtype):
+    """The 2x2 stride-2 kernel (its own code) keeps the first maximum on ties and the
+    last NaN of a window, as the general kernel and PyTorch do; odd sizes drop the last
+    row and column."""
+    rng = np.random.default_rng(21)
+    x = rng.integers(-2, 3, (3, 2, 7, 9)).astype(dtype)
+    x[rng.random(x.shape) < 0.1] = np.nan
+    layer = numrec.MaxPool2D(2)
+    layer.build(x.shape[1:])
+    z = np.empty((3, layer.out_features), dtype)
+    layer._forward(x.reshape(3, -1), z)
+    expected, where = pool_by_scan(x, 2)
+    np.testing.assert_array_equal(z, expected.reshape(3, -1))
+    upstream = np.arange(1, z.size + 1, dtype=dtype).reshape(z.shape)  # distinct values
+    gx = np.empty((3, layer.in_features), dtype)
+    layer._backward(upstream, gx)
+    scattered = np.zeros((3, layer.in_features), dtype)
+    np.put_along_axis(scattered, where.reshape(3, -1), upstream, axis=1)
+    np.testing.assert_array_equal(gx, scattered)
+    general = numrec.MaxPool2D(2, stride=(2, 2))  # the same rule through the public pass
+    np.testing.assert_array_equal(general.forward(np.nan_to_num(x)),
+                                  pool_by_scan(np.nan_to_num(x), 2)[0])
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_kept_columns_give_the_gradient_of_the_rows_as_they_are(threads):
+    """The compiled loop's forward pass keeps each sample's column matrix for the weight
+    gradient while it fits (32 MB a layer: here some blocks of rows do, some not); new
+    values in the same rows replace them, and the Python-level passes keep none.  The
+    gradients agree with the Python-level passes' throughout."""
+    from numrec._core._training import FusedTrainer
+    layer = numrec.Conv2D(8, 16, 3, padding=1, dtype=np.float32, seed=22)
+    layer.build((8, 64, 64))  # 1.2 MB of columns per sample: 40 rows take 47 MB
+    trainer = FusedTrainer([(layer, None)], None, None, 40, np.float32, threads,
+                           input_gradient=True)
+    rng = np.random.default_rng(23)
+    x = rng.standard_normal((40, layer.in_features)).astype(np.float32)
+    for step in range(3):
+        if step == 2:
+            x[:] = rng.standard_normal(x.shape)  # the same rows, new values
+        rows = x[:24] if step == 1 else x  # 24 rows (28 MB) fit on one thread
+        g = rng.standard_normal((len(rows), layer.out_features)).astype(np.float32)
+        trainer.forward_input(rows)
+        gx = trainer.backward_batch(g, len(rows)).copy()
+        got = layer.grad_weights.copy(), layer.grad_bias.copy()
+        z = layer.forward(rows)
+        np.testing.assert_array_equal(gx, layer.backward(g))
+        for a, b in zip(got, (layer.grad_weights, layer.grad_bias)):
+            if threads == 1:  # the same products
+                np.testing.assert_array_equal(a, b)
+            else:  # each thread's share of the channels is a product of its own
+                np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * np.abs(b).max())
+        assert np.isfinite(z).all()

@@ -16,6 +16,33 @@ cdef class _Scratch:
     cdef void give(self, void* buffer) noexcept nogil
 
 
+cdef enum:
+    KEPT_BLOCKS = 8
+
+
+cdef struct KeptTable:
+    # Blocks of rows whose column matrices a forward pass kept: block i holds the
+    # matrices of rows[i] input rows from x[i] on (NULL: a free slot), one after another.
+    const char* x[KEPT_BLOCKS]
+    Py_ssize_t rows[KEPT_BLOCKS]
+    char* col[KEPT_BLOCKS]
+
+
+cdef class _KeptColumns:
+    # The column matrices of the last forward passes, for the weight gradient of the
+    # same rows (which then need not build them again).
+    cdef PyThread_type_lock _lock
+    cdef KeptTable _table
+    cdef size_t _sizes[KEPT_BLOCKS]
+    cdef size_t _total
+    cdef size_t _limit
+    cdef Py_ssize_t _rows_wanted   # the most rows a weight gradient has taken
+    cdef char* claim(self, const char* x, Py_ssize_t rows, size_t row_bytes,
+                     size_t col_bytes, bint keep) noexcept nogil
+    cdef void snapshot(self, KeptTable* table, Py_ssize_t rows) noexcept nogil
+    cdef void forget(self) noexcept nogil
+
+
 cdef struct Geometry:
     int c, h, w           # input channels, height, width
     int kh, kw            # window
@@ -39,6 +66,10 @@ cdef class Conv2D(Layer):
     cdef void* _gw
     cdef void* _gb
     cdef _Scratch _scratch
+    cdef _KeptColumns _kept
+    cdef bint _keeping             # whether forward passes keep their column matrices
+    cdef char* _keep(self, const char* x, int m, int lo, int hi,
+                     size_t itemsize) noexcept nogil
 
 
 cdef class MaxPool2D(Layer):

@@ -109,6 +109,110 @@ cdef class _Scratch:
         free(buffer)
 
 
+# Bytes of column matrices that a Conv2D keeps from its forward pass for the weight
+# gradient (the small network's two layers at batch 256 take 15 and 26 MB).
+cdef size_t KEPT_BYTES = 32 << 20
+
+
+cdef class _KeptColumns:
+    """Column matrices that forward passes built, kept for the weight gradient.
+
+    A forward pass on a block of rows ``claim``s room for their matrices (which drops
+    any kept block whose input rows it overlaps: those rows hold new values); the
+    weight gradient finds a row's matrix by the address of its input row
+    (:func:`_kept_columns` on a ``snapshot``).  Holds at most ``limit`` bytes, and
+    blocks of at most as many rows as a weight gradient has taken (so that passes that
+    only evaluate keep nothing): beyond, ``claim`` returns NULL and the matrices are
+    built again.  Only the compiled loop's
+    passes keep matrices, where the rows of a forward pass stay unchanged until its
+    backward pass; the Python-level passes ``forget`` them.
+    """
+
+    def __cinit__(self):
+        cdef int i
+        self._lock = PyThread_allocate_lock()
+        if self._lock == NULL:
+            raise MemoryError()
+        for i in range(KEPT_BLOCKS):
+            self._table.x[i] = NULL
+            self._table.rows[i] = 0
+            self._table.col[i] = NULL
+            self._sizes[i] = 0
+        self._total = 0
+        self._limit = KEPT_BYTES
+        self._rows_wanted = 0
+
+    def __dealloc__(self):
+        cdef int i
+        for i in range(KEPT_BLOCKS):
+            free(self._table.col[i])
+        if self._lock != NULL:
+            PyThread_free_lock(self._lock)
+
+    cdef char* claim(self, const char* x, Py_ssize_t rows, size_t row_bytes,
+                     size_t col_bytes, bint keep) noexcept nogil:
+        """Room for the column matrices of ``rows`` input rows from ``x`` on (each row
+        ``row_bytes`` long, each matrix ``col_bytes``), kept until a later claim
+        overlaps those rows; NULL if they do not fit or not ``keep`` (which still drops
+        the kept blocks that those rows overlap)."""
+        cdef int i, slot = -1
+        cdef size_t need = <size_t>rows * col_bytes
+        cdef const char* end = x + <size_t>rows * row_bytes
+        cdef char* buffer = NULL
+        PyThread_acquire_lock(self._lock, WAIT_LOCK)
+        for i in range(KEPT_BLOCKS):
+            if self._table.x[i] != NULL and x < self._table.x[i] + <size_t>self._table.rows[i] * row_bytes and self._table.x[i] < end:
+                self._table.x[i] = NULL
+        for i in range(KEPT_BLOCKS if keep and rows <= self._rows_wanted else 0):
+            # a free slot large enough, else any free one
+            if self._table.x[i] == NULL and (slot < 0 or self._sizes[i] >= need):
+                slot = i
+                if self._sizes[i] >= need:
+                    break
+        if slot >= 0 and self._sizes[slot] < need:
+            if self._total - self._sizes[slot] + need <= self._limit:
+                free(self._table.col[slot])
+                self._total -= self._sizes[slot]
+                self._table.col[slot] = <char*>malloc(need)
+                self._sizes[slot] = need if self._table.col[slot] != NULL else 0
+                self._total += self._sizes[slot]
+            if self._sizes[slot] < need:
+                slot = -1
+        if slot >= 0:
+            self._table.x[slot] = x
+            self._table.rows[slot] = rows
+            buffer = self._table.col[slot]
+        PyThread_release_lock(self._lock)
+        return buffer
+
+    cdef void snapshot(self, KeptTable* table, Py_ssize_t rows) noexcept nogil:
+        """The kept blocks, for a weight gradient over ``rows`` rows."""
+        PyThread_acquire_lock(self._lock, WAIT_LOCK)
+        table[0] = self._table
+        self._rows_wanted = max(self._rows_wanted, rows)
+        PyThread_release_lock(self._lock)
+
+    cdef void forget(self) noexcept nogil:
+        cdef int i
+        PyThread_acquire_lock(self._lock, WAIT_LOCK)
+        for i in range(KEPT_BLOCKS):
+            self._table.x[i] = NULL
+        PyThread_release_lock(self._lock)
+
+
+cdef inline const char* _kept_columns(const KeptTable* table, const char* x,
+                                      size_t row_bytes, size_t col_bytes) noexcept nogil:
+    """The kept column matrix of the input row at ``x``, or NULL."""
+    cdef int i
+    cdef Py_ssize_t offset
+    for i in range(KEPT_BLOCKS):
+        if table.x[i] != NULL and table.x[i] <= x:
+            offset = x - table.x[i]
+            if offset < table.rows[i] * <Py_ssize_t>row_bytes and offset % row_bytes == 0:
+                return table.col[i] + (offset // row_bytes) * col_bytes
+    return NULL
+
+
 # --- arguments and shapes --------------------------------------------------------------
 
 def _pair(value, name, minimum=1):
@@ -227,6 +331,9 @@ cdef void _im2col(const floating* x, floating* col, const Geometry* g, int p0,
     cdef const floating* plane
     cdef const floating* src
     cdef floating* row
+    if g.sw == 1 and p0 == 0 and p1 == g.hw:
+        _im2col_whole(x, col, g)
+        return
     for c in range(g.c):
         plane = x + <Py_ssize_t>c * g.h * g.w
         for i in range(g.kh):
@@ -260,6 +367,56 @@ cdef void _im2col(const floating* x, floating* col, const Geometry* g, int p0,
                     p += end - start
 
 
+cdef void _im2col_whole(const floating* x, floating* col, const Geometry* g) noexcept nogil:
+    """:func:`_im2col` of all of a sample's columns, for a horizontal stride of 1: each
+    output row's window row is a run of the input row."""
+    cdef int c, i, j, oy, ox, iy, first, last
+    cdef const floating* plane
+    cdef const floating* src
+    cdef floating* dst
+    for c in range(g.c):
+        plane = x + <Py_ssize_t>c * g.h * g.w
+        for i in range(g.kh):
+            for j in range(g.kw):
+                dst = col + <Py_ssize_t>((c * g.kh + i) * g.kw + j) * g.hw
+                _valid_columns(g, j, &first, &last)
+                for oy in range(g.oh):
+                    iy = oy * g.sh - g.ph + i
+                    if iy < 0 or iy >= g.h:
+                        for ox in range(g.ow):
+                            dst[ox] = 0
+                    else:
+                        src = plane + <Py_ssize_t>iy * g.w - g.pw + j
+                        for ox in range(first):
+                            dst[ox] = 0
+                        for ox in range(first, last):
+                            dst[ox] = src[ox]
+                        for ox in range(last, g.ow):
+                            dst[ox] = 0
+                    dst += g.ow
+
+
+cdef void _col2im_whole(const floating* col, floating* gx, const Geometry* g) noexcept nogil:
+    """:func:`_col2im` of all of a sample's columns, for a horizontal stride of 1."""
+    cdef int c, i, j, oy, ox, iy, first, last
+    cdef floating* plane
+    cdef floating* dst
+    cdef const floating* src
+    for c in range(g.c):
+        plane = gx + <Py_ssize_t>c * g.h * g.w
+        for i in range(g.kh):
+            for j in range(g.kw):
+                src = col + <Py_ssize_t>((c * g.kh + i) * g.kw + j) * g.hw
+                _valid_columns(g, j, &first, &last)
+                for oy in range(g.oh):
+                    iy = oy * g.sh - g.ph + i
+                    if 0 <= iy < g.h:
+                        dst = plane + <Py_ssize_t>iy * g.w - g.pw + j
+                        for ox in range(first, last):
+                            dst[ox] += src[ox]
+                    src += g.ow
+
+
 cdef void _col2im(const floating* col, floating* gx, const Geometry* g, int p0,
                   int p1) noexcept nogil:
     """Add columns p0:p1 of a column matrix's gradient back onto one sample's input
@@ -269,6 +426,9 @@ cdef void _col2im(const floating* col, floating* gx, const Geometry* g, int p0,
     cdef floating* plane
     cdef floating* dst
     cdef const floating* row
+    if g.sw == 1 and p0 == 0 and p1 == g.hw:
+        _col2im_whole(col, gx, g)
+        return
     for c in range(g.c):
         plane = gx + <Py_ssize_t>c * g.h * g.w
         for i in range(g.kh):
@@ -303,14 +463,18 @@ cdef inline void _add_to(floating* dst, const floating* src, int n) noexcept nog
 
 cdef void _conv_forward(const Geometry* g, const floating* x, const floating* w,
                         const floating* b, floating* z, int m, int n_out, int lo, int hi,
-                        floating* col) noexcept nogil:
-    """Channels lo:hi of ``z`` (m, n_out): per sample, ``W[lo:hi] @ col + b[lo:hi]``."""
+                        floating* col, floating* kept) noexcept nogil:
+    """Channels lo:hi of ``z`` (m, n_out): per sample, ``W[lo:hi] @ col + b[lo:hi]``.
+    The samples' column matrices are built in ``kept`` one after another unless it is
+    NULL (for a whole sample in one block), else in ``col``, a block at a time."""
     cdef int s, c, p, p0, p1
     cdef Py_ssize_t n_in = <Py_ssize_t>g.c * g.h * g.w
     cdef floating* zs
     cdef floating* out
     for s in range(m):
         zs = z + <Py_ssize_t>s * n_out
+        if kept != NULL:
+            col = kept + <Py_ssize_t>s * g.k * g.hw
         p0 = 0
         while p0 < g.hw:
             p1 = min(g.hw, p0 + g.block)
@@ -326,20 +490,29 @@ cdef void _conv_forward(const Geometry* g, const floating* x, const floating* w,
 
 cdef void _conv_gradient(const Geometry* g, const floating* x, const floating* grad,
                          floating* gw, floating* gb, int m, int n_out, int lo, int hi,
-                         bint accumulate, floating* col) noexcept nogil:
+                         bint accumulate, floating* col, const KeptTable* kept) noexcept nogil:
     """Channels lo:hi of ``dL/dW += g_s[lo:hi] @ col_s.T`` and ``dL/db += g_s[lo:hi]``
-    summed over positions, sample after sample (written afresh unless accumulate)."""
+    summed over positions, sample after sample (written afresh unless accumulate);
+    a sample's column matrix from ``kept`` if a forward pass kept it, else built in
+    ``col``, a block at a time."""
     cdef int s, c, p, p0, p1
     cdef Py_ssize_t n_in = <Py_ssize_t>g.c * g.h * g.w
+    cdef size_t col_bytes = <size_t>g.k * g.hw * sizeof(floating)
     cdef const floating* gs
     cdef const floating* plane
+    cdef const floating* whole
     cdef floating total
     if not accumulate:
         memset(gw + <Py_ssize_t>lo * g.k, 0, <size_t>(hi - lo) * g.k * sizeof(floating))
         memset(gb + lo, 0, <size_t>(hi - lo) * sizeof(floating))
     for s in range(m):
         gs = grad + <Py_ssize_t>s * n_out
-        p0 = 0
+        whole = <const floating*>_kept_columns(kept, <const char*>(x + s * n_in),
+                                               n_in * sizeof(floating), col_bytes)
+        if whole != NULL:
+            _matmul(b"N", b"T", hi - lo, g.k, g.hw, gs + <Py_ssize_t>lo * g.hw, g.hw,
+                    whole, g.hw, 1, gw + <Py_ssize_t>lo * g.k, g.k)
+        p0 = g.hw if whole != NULL else 0
         while p0 < g.hw:
             p1 = min(g.hw, p0 + g.block)
             _im2col(x + s * n_in, col, g, p0, p1)
@@ -379,6 +552,9 @@ cdef void _pool_forward(const Geometry* g, const floating* x, floating* z, int* 
     cdef Py_ssize_t n_out = <Py_ssize_t>g.c * g.hw, out
     cdef const floating* xs
     cdef floating value, top
+    if g.kh == 2 and g.kw == 2 and g.sh == 2 and g.sw == 2:
+        _pool_forward_2x2(g, x, z, argmax, m, lo, hi)
+        return
     for s in range(m):
         xs = x + s * n_in
         for c in range(lo, hi):
@@ -397,6 +573,68 @@ cdef void _pool_forward(const Geometry* g, const floating* x, floating* z, int* 
                     z[out] = top
                     argmax[out] = best
                     out += 1
+
+
+cdef extern from *:
+    """
+    /* One output row of 2x2 max pooling with stride 2: input rows r0 and r1, the
+       maxima into z and their offsets (from `offset`, r0's offset in the sample; rows
+       `w` apart) into where.  Branch-free selects, so that the compiler vectorises:
+       each later value of a window replaces the maximum so far if larger or NaN. */
+    #define NR_POOL_2X2(NAME, T)                                                      \
+    static void NAME(const T* r0, const T* r1, int ow, int offset, int w, T* z,      \
+                     int* where)                                                     \
+    {                                                                                \
+        for (int ox = 0; ox < ow; ox++) {                                            \
+            T top = r0[2 * ox], value;                                               \
+            int best = offset + 2 * ox, take;                                        \
+            value = r0[2 * ox + 1];                                                  \
+            take = (value > top) | (value != value);                                 \
+            top = take ? value : top;                                                \
+            best = take ? offset + 2 * ox + 1 : best;                                \
+            value = r1[2 * ox];                                                      \
+            take = (value > top) | (value != value);                                 \
+            top = take ? value : top;                                                \
+            best = take ? offset + w + 2 * ox : best;                                \
+            value = r1[2 * ox + 1];                                                  \
+            take = (value > top) | (value != value);                                 \
+            top = take ? value : top;                                                \
+            best = take ? offset + w + 2 * ox + 1 : best;                            \
+            z[ox] = top;                                                             \
+            where[ox] = best;                                                        \
+        }                                                                            \
+    }
+    NR_POOL_2X2(nr_pool_row_2x2_f32, float)
+    NR_POOL_2X2(nr_pool_row_2x2_f64, double)
+    """
+    void _pool_row_2x2_f32 "nr_pool_row_2x2_f32" (const float* r0, const float* r1, int ow,
+                                                  int offset, int w, float* z,
+                                                  int* where) noexcept nogil
+    void _pool_row_2x2_f64 "nr_pool_row_2x2_f64" (const double* r0, const double* r1,
+                                                  int ow, int offset, int w, double* z,
+                                                  int* where) noexcept nogil
+
+
+cdef void _pool_forward_2x2(const Geometry* g, const floating* x, floating* z, int* argmax,
+                            int m, int lo, int hi) noexcept nogil:
+    """:func:`_pool_forward` for 2x2 windows with stride 2 (the same results)."""
+    cdef int s, c, oy, offset
+    cdef Py_ssize_t n_in = <Py_ssize_t>g.c * g.h * g.w
+    cdef Py_ssize_t n_out = <Py_ssize_t>g.c * g.hw, out
+    cdef const floating* r0
+    for s in range(m):
+        for c in range(lo, hi):
+            out = s * n_out + <Py_ssize_t>c * g.hw
+            for oy in range(g.oh):
+                offset = (c * g.h + 2 * oy) * g.w
+                r0 = x + s * n_in + offset
+                if floating is float:
+                    _pool_row_2x2_f32(r0, r0 + g.w, g.ow, offset, g.w, z + out,
+                                      argmax + out)
+                else:
+                    _pool_row_2x2_f64(r0, r0 + g.w, g.ow, offset, g.w, z + out,
+                                      argmax + out)
+                out += g.ow
 
 
 cdef void _pool_input_gradient(const Geometry* g, const floating* grad, const int* argmax,
@@ -470,9 +708,9 @@ cdef class Conv2D(Layer):
     """
 
     kernel_dtypes = ("float32", "float64")
-    # Each sample's dL/dx is its own product: the threads of the compiled loop may
-    # share them by rows.
-    capabilities = frozenset({"rowwise_input"})
+    # Each sample's output and dL/dx are its own products: the threads of the compiled
+    # loop may share them by rows (each then builds only its own samples' columns).
+    capabilities = frozenset({"rowwise_input", "rowwise_forward"})
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, *,
                  dtype=np.float32, seed=None, init="torch"):
@@ -504,6 +742,8 @@ cdef class Conv2D(Layer):
         self._built = False
         self._input = None
         self._scratch = _Scratch()
+        self._kept = _KeptColumns()
+        self._keeping = True
 
     def __reduce__(self):
         rebuild, args = reduce_component(self, Layer)
@@ -640,10 +880,12 @@ cdef class Conv2D(Layer):
         return [self._g.k, 1]
 
     def unit_shares(self, dtype):
-        """The threads share the output channels when a sample takes at least 32768
+        """The threads share the layer when a sample takes at least 32768
         multiply-adds, on batches of any length (each sample's products are too small
-        for BLAS's own threads); the results do not depend on the split only as far as
-        BLAS's do not, so not declared exact."""
+        for BLAS's own threads): the forward pass and dL/dx by samples (the
+        "rowwise_forward" and "rowwise_input" capabilities: the same bits as on one
+        thread), the parameter gradients by output channels, whose results do not
+        depend on the split only as far as BLAS's do not, so not declared exact."""
         work = <Py_ssize_t>self._g.k * self.out_channels * (self._g.hw if self._built else 1)
         return (self.out_channels > 1 and work >= SPLIT_MIN_WORK, 1, NO_ROW_LIMIT, False)
 
@@ -684,10 +926,13 @@ cdef class Conv2D(Layer):
         if x.shape[0] == 0:
             return
         with nogil:
+            self._kept.forget()  # (x may change before a backward pass: none kept)
+            self._keeping = False
             if floating is float:
                 self.forward_f32(&x[0, 0], &z[0, 0], x.shape[0], 0, self.out_channels)
             else:
                 self.forward_f64(&x[0, 0], &z[0, 0], x.shape[0], 0, self.out_channels)
+            self._keeping = True
 
     def _backward(self, floating[:, ::1] x, floating[:, ::1] g, floating[:, ::1] gx):
         _check_kernel_args(self, floating is float, x, g, gx)
@@ -697,6 +942,7 @@ cdef class Conv2D(Layer):
             self._grad_bias[...] = 0
             return
         with nogil:
+            self._kept.forget()
             if floating is float:
                 self.backward_input_f32(&g[0, 0], &gx[0, 0], m)
                 self.gradient_f32(&x[0, 0], &g[0, 0], m, 0, self.out_channels, False)
@@ -708,19 +954,35 @@ cdef class Conv2D(Layer):
 
     cdef void forward_f32(self, const float* x, float* z, int m, int lo,
                           int hi) noexcept nogil:
-        cdef float* col = <float*>self._scratch.take(<size_t>self._g.k * self._g.block * sizeof(float))
-        if col != NULL:
+        cdef float* kept = <float*>self._keep(<const char*>x, m, lo, hi, sizeof(float))
+        cdef float* col = NULL
+        if kept == NULL:
+            col = <float*>self._scratch.take(<size_t>self._g.k * self._g.block * sizeof(float))
+        if kept != NULL or col != NULL:
             _conv_forward(&self._g, x, <float*>self._w, <float*>self._b, z, m,
-                          self.out_channels * self._g.hw, lo, hi, col)
+                          self.out_channels * self._g.hw, lo, hi, col, kept)
         self._scratch.give(col)
 
     cdef void forward_f64(self, const double* x, double* z, int m, int lo,
                           int hi) noexcept nogil:
-        cdef double* col = <double*>self._scratch.take(<size_t>self._g.k * self._g.block * sizeof(double))
-        if col != NULL:
+        cdef double* kept = <double*>self._keep(<const char*>x, m, lo, hi, sizeof(double))
+        cdef double* col = NULL
+        if kept == NULL:
+            col = <double*>self._scratch.take(<size_t>self._g.k * self._g.block * sizeof(double))
+        if kept != NULL or col != NULL:
             _conv_forward(&self._g, x, <double*>self._w, <double*>self._b, z, m,
-                          self.out_channels * self._g.hw, lo, hi, col)
+                          self.out_channels * self._g.hw, lo, hi, col, kept)
         self._scratch.give(col)
+
+    cdef char* _keep(self, const char* x, int m, int lo, int hi,
+                     size_t itemsize) noexcept nogil:
+        """Room to keep the column matrices of a forward pass over all output channels
+        of m rows from ``x`` (whole samples in one block), else NULL (the blocks kept
+        for those rows are dropped either way)."""
+        cdef bint keep = (self._keeping and lo == 0 and hi == self.out_channels
+                          and self._g.block == self._g.hw)
+        return self._kept.claim(x, m, <size_t>self._g.c * self._g.h * self._g.w * itemsize,
+                                <size_t>self._g.k * self._g.hw * itemsize, keep)
 
     cdef void backward_input_f32(self, const float* g, float* gx, int m) noexcept nogil:
         cdef float* col = <float*>self._scratch.take(<size_t>self._g.k * self._g.block * sizeof(float))
@@ -738,18 +1000,22 @@ cdef class Conv2D(Layer):
 
     cdef void gradient_f32(self, const float* x, const float* g, int m, int lo, int hi,
                            bint accumulate) noexcept nogil:
+        cdef KeptTable kept
         cdef float* col = <float*>self._scratch.take(<size_t>self._g.k * self._g.block * sizeof(float))
+        self._kept.snapshot(&kept, m)
         if col != NULL:
             _conv_gradient(&self._g, x, g, <float*>self._gw, <float*>self._gb, m,
-                           self.out_channels * self._g.hw, lo, hi, accumulate, col)
+                           self.out_channels * self._g.hw, lo, hi, accumulate, col, &kept)
         self._scratch.give(col)
 
     cdef void gradient_f64(self, const double* x, const double* g, int m, int lo, int hi,
                            bint accumulate) noexcept nogil:
+        cdef KeptTable kept
         cdef double* col = <double*>self._scratch.take(<size_t>self._g.k * self._g.block * sizeof(double))
+        self._kept.snapshot(&kept, m)
         if col != NULL:
             _conv_gradient(&self._g, x, g, <double*>self._gw, <double*>self._gb, m,
-                           self.out_channels * self._g.hw, lo, hi, accumulate, col)
+                           self.out_channels * self._g.hw, lo, hi, accumulate, col, &kept)
         self._scratch.give(col)
 
 

@@ -64,6 +64,9 @@ cdef class Layer:
     # "rowwise_input": backward_input may run on any block of the rows (g and gx
     # pointing at its first row), on several threads at once; the loop then shares
     # dL/dx between its threads by rows.
+    # "rowwise_forward": forward may run on any block of the rows (x and z pointing at
+    # its first row), on several threads at once; the loop then shares the forward pass
+    # of a shared stage between its threads by rows instead of by units.
 
 
 cdef class Dense(Layer):

@@ -142,6 +142,8 @@ cdef struct Stage:
                            # at most this many rows at a time
     bint defer             # may defer its folded update (float32, small, above a shared stage)
     bint input_rows        # the threads share dL/dx by rows ("rowwise_input" capability)
+    bint forward_rows      # the threads share the forward pass by rows, not units
+                           # ("rowwise_forward" capability, on a shared stage)
 
 
 cdef struct Param:
@@ -231,16 +233,18 @@ def thread_plan(stages, dtype, int batch_size, x, int threads):
     """How a trainer for ``stages`` uses ``threads`` threads on data ``x``.
 
     Returns ``(n_threads, blas_threads, exact_shares)`` for :class:`FusedTrainer` and
-    the caller's BLAS limit.  The threads share the large layers' units when every
+    the caller's BLAS limit.  The threads share the large layers' units when some
     shared layer's kernels beat a threaded BLAS product at this batch size
-    (``Layer.unit_shares()``), or when the first layer reads inputs that are mostly
-    zeros (its kernels for them have no row limit; the other shared layers then run
-    their longest exact blocks of rows, so that results do not depend on the threads).
-    Otherwise BLAS threads each product itself.
+    (``Layer.unit_shares()``: all of a dense network's alike, while a convolution's
+    have no row limit), or when the first layer reads inputs that are mostly zeros
+    (its kernels for them have no row limit).  The other shared layers then run their
+    longest exact blocks of rows, so that results do not depend on the threads, or
+    their single-threaded products on their share of the units.  Otherwise BLAS
+    threads each product itself.
     """
     limits = [max_rows for worth_it, _, max_rows, _ in
               (layer.unit_shares(dtype) for layer, _ in stages) if worth_it]
-    shared = (not limits or batch_size <= min(limits)
+    shared = (not limits or batch_size <= max(limits)
               or (_sparse_capable(stages[0][0]) and mostly_zeros(x)))
     split = threads if shared else 1
     return split, (1 if split > 1 else threads), shared
@@ -380,6 +384,8 @@ cdef class FusedTrainer:
                                      and self.dtype == np.float32)
             self._stages[s].input_rows = ("rowwise_input" in capabilities
                                           and self.n_threads > 1)
+            self._stages[s].forward_rows = ("rowwise_forward" in capabilities
+                                            and self._stages[s].split)
             below_shared = worth_it
             self._any_split = self._any_split or self._stages[s].split
             self._param_start[s] = len(params)
@@ -960,6 +966,12 @@ cdef class FusedTrainer:
         cdef int s
         for s in range(self._n_stages):
             stage = &self._stages[s]
+            if stage.forward_rows:
+                _forward_row_share(stage, inputs, pixels if s == 0 else NULL,
+                                   m * t // team, m * (t + 1) // team)
+                inputs = <floating*>stage.a
+                _barrier()
+                continue
             _forward_part(stage, inputs, pixels if s == 0 else NULL, m,
                           _first_unit(stage, t, team), _first_unit(stage, t + 1, team),
                           not (stage.rowwise and stage.split))
@@ -1088,11 +1100,16 @@ cdef class FusedTrainer:
             else:
                 for t in prange(self.n_threads, num_threads=self.n_threads,
                                 schedule="static", chunksize=1):
-                    _forward_part(stage, inputs, stage_pixels, m,
-                                  _first_unit(stage, t, self.n_threads),
-                                  _first_unit(stage, t + 1, self.n_threads),
-                                  not stage.rowwise)
-                if stage.rowwise:
+                    if stage.forward_rows:
+                        _forward_row_share(stage, inputs, stage_pixels,
+                                           m * t // self.n_threads,
+                                           m * (t + 1) // self.n_threads)
+                    else:
+                        _forward_part(stage, inputs, stage_pixels, m,
+                                      _first_unit(stage, t, self.n_threads),
+                                      _first_unit(stage, t + 1, self.n_threads),
+                                      not stage.rowwise)
+                if stage.rowwise and not stage.forward_rows:
                     _activation_forward_rows(stage, 0, m, <floating*>stage.z)
             inputs = <floating*>stage.a
 
@@ -1304,6 +1321,18 @@ cdef void _forward_part(Stage* stage, floating* inputs, const cnp.uint8_t* pixel
                       pixels + <Py_ssize_t>first * stage.n_in if pixels != NULL else NULL,
                       first, rows, lo, hi, with_activation)
         first += rows
+
+
+cdef inline void _forward_row_share(Stage* stage, floating* inputs,
+                                    const cnp.uint8_t* pixels, int first,
+                                    int last) noexcept nogil:
+    """Rows first:last of a stage's forward pass, all its units and the activation (a
+    thread's share of a stage whose threads share the rows)."""
+    if first >= last:
+        return
+    _forward_rows(stage, inputs + <Py_ssize_t>first * stage.n_in,
+                  pixels + <Py_ssize_t>first * stage.n_in if pixels != NULL else NULL,
+                  first, last - first, 0, stage.n_units, True)
 
 
 cdef void _forward_rows(Stage* stage, floating* inputs, const cnp.uint8_t* pixels,
