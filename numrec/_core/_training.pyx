@@ -588,13 +588,10 @@ cdef class FusedTrainer:
         with nogil:
             while begin < n:
                 m = min(<Py_ssize_t>self._rows, n - begin)
-                if pixel_t is cnp.uint8_t and floating is float and take_pixels:
-                    self._forward(&xbuf[0, 0], &x[begin, 0], <int>m)
-                else:
-                    if not _copy_checked(&x[begin, 0], m * x.shape[1], &xbuf[0, 0]):
-                        finite = False
-                        break
-                    self._forward(&xbuf[0, 0], NULL, <int>m)
+                if not self._forward_chunk(&x[begin, 0], m, x.shape[1], &xbuf[0, 0],
+                                           take_pixels, False):
+                    finite = False
+                    break
                 _gather_targets(label_ptr, target_ptr, &rows[begin], m, ybuf.shape[1],
                                 &ybuf[0, 0])
                 total += self._loss_kernel(&ybuf[0, 0], <int>m, NULL, NULL)
@@ -693,6 +690,24 @@ cdef class FusedTrainer:
         memcpy(out, inputs, m * self._stages[self._n_stages - 1].n_out * sizeof(floating))
         return True
 
+    cdef bint _forward_chunk(self, const pixel_t* x, Py_ssize_t m, Py_ssize_t width,
+                             floating* xbuf, bint take_pixels,
+                             bint loader_scaling) noexcept nogil:
+        """The stages' forward pass over m rows of x: pixels read in place when
+        ``take_pixels``, else copied into xbuf (scaled as predict() scales them with
+        ``loader_scaling``, see _copy_inputs, else as the training loop does); False,
+        with nothing run, if a copied value is not finite."""
+        if pixel_t is cnp.uint8_t and floating is float and take_pixels:
+            self._forward(xbuf, x, <int>m)
+            return True
+        if loader_scaling:
+            if not _copy_inputs(x, m * width, xbuf):
+                return False
+        elif not _copy_checked(x, m * width, xbuf):
+            return False
+        self._forward(xbuf, NULL, <int>m)
+        return True
+
     def _predict(self, const pixel_t[:, ::1] x, floating[:, ::1] xbuf,
                  floating[:, ::1] out, bint take_pixels):
         cdef Stage* last = &self._stages[self._n_stages - 1]
@@ -701,13 +716,10 @@ cdef class FusedTrainer:
         with nogil:
             while begin < n:
                 m = min(<Py_ssize_t>self._rows, n - begin)
-                if pixel_t is cnp.uint8_t and floating is float and take_pixels:
-                    self._forward(&xbuf[0, 0], &x[begin, 0], <int>m)
-                else:
-                    if not _copy_inputs(&x[begin, 0], m * x.shape[1], &xbuf[0, 0]):
-                        finite = False
-                        break
-                    self._forward(&xbuf[0, 0], NULL, <int>m)
+                if not self._forward_chunk(&x[begin, 0], m, x.shape[1], &xbuf[0, 0],
+                                           take_pixels, True):
+                    finite = False
+                    break
                 memcpy(&out[begin, 0], last.a, m * last.n_out * sizeof(floating))
                 begin += m
         return finite
