@@ -768,8 +768,7 @@ class Sequential:
             x = np.ascontiguousarray(x, dtype=self.dtype)
         if len(x) == 0:
             raise ValueError("x must hold at least one sample")
-        with self._mode(False):  # a batch as fit runs it
-            n_outputs = self._predict_batch(x[:batch_size]).shape[1]
+        n_outputs = self._fit_output_width(x[:batch_size])
         targets, labels = _prepare_targets(y, len(x), n_outputs, self.dtype, "y")
         train_targets = labels if y.ndim == 1 else targets
         weights = _sample_weights(sample_weight, class_weight, labels, n_outputs)
@@ -851,6 +850,22 @@ class Sequential:
             if problem is not None:
                 return f"{name}: {problem}"
         return None
+
+    def _fit_output_width(self, batch):
+        """Outputs per sample of a model about to train on batches like ``batch``.
+
+        A model of compiled components knows it from its built shapes.  Otherwise one
+        batch runs through the components as fit will run it, so that a Python
+        component's error shows the user's batch shape.  (Running it for compiled
+        components would cost a product of a whole batch, and it would wake BLAS's
+        thread team, whose spinning then competes with the training threads.)
+        """
+        shape = self.output_shape
+        if (shape is not None and len(shape) == 1
+                and all(is_compiled(component) for component in self.components)):
+            return shape[0]
+        with self._mode(False):  # a batch as fit runs it
+            return self._predict_batch(batch).shape[1]
 
     def _check_validation(self, validation_data, n_outputs):
         if validation_data is None:
