@@ -9,7 +9,7 @@ import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from numrec._core._activations import Activation, LeakyReLU, Sigmoid, Softmax
 from numrec._core._layers import Dense, Layer
@@ -1095,13 +1095,24 @@ def _default_threads():
         return os.cpu_count() or 1
 
 
+_blas_controller = None
+
+
 @contextlib.contextmanager
 def _blas_threads(count):
-    """Limit BLAS to ``count`` threads inside the block (None: leave it as it is)."""
+    """Limit BLAS to ``count`` threads inside the block (None: leave it as it is).
+
+    The loaded BLAS libraries are looked up once, at the first call (threadpoolctl
+    reads the process's memory map for them, a few milliseconds per fit otherwise);
+    numpy's and SciPy's, the ones numrec calls, are loaded by then.
+    """
+    global _blas_controller
     if count is None:
         yield
         return
-    with threadpool_limits(limits=count, user_api="blas"):
+    if _blas_controller is None:
+        _blas_controller = ThreadpoolController()
+    with _blas_controller.limit(limits=count, user_api="blas"):
         yield
 
 
