@@ -21,6 +21,7 @@ CONV_CASES = [
     (2, 4, 3, 2, 0, 9, 9),
     (3, 5, 1, 1, 0, 4, 3),
     (2, 3, 4, 3, 2, 6, 5),
+    (2, 3, 3, (2, 1), (2, 1), 7, 6),  # rows of windows past the top and bottom edges
 ]
 # Larger layers, whose weight gradient takes each of its two forms of product
 # (g_s @ col_s.T, or its transpose col_s @ g_s.T when dL/dW has more than 1200 entries

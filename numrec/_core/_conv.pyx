@@ -367,10 +367,63 @@ cdef void _im2col(const floating* x, floating* col, const Geometry* g, int p0,
                     p += end - start
 
 
+cdef extern from *:
+    """
+    /* Rows of a window's run for im2col and col2im with a horizontal stride of 1:
+       `rows` output rows, each `ow` long in col (one after another) and `step` apart
+       in the image; columns first:last of a row lie in the image.  The pointers do not
+       alias, which lets the compiler copy each run without checking. */
+    #define NR_RUNS(T, SUFFIX)                                                          \
+    static void nr_copy_runs_##SUFFIX(const T* restrict src, ptrdiff_t step,          \
+                                      T* restrict dst, int rows, int ow, int first,   \
+                                      int last)                                       \
+    {                                                                                 \
+        for (int r = 0; r < rows; r++, src += step, dst += ow) {                      \
+            for (int ox = 0; ox < first; ox++)                                        \
+                dst[ox] = 0;                                                          \
+            for (int ox = first; ox < last; ox++)                                     \
+                dst[ox] = src[ox];                                                    \
+            for (int ox = last; ox < ow; ox++)                                        \
+                dst[ox] = 0;                                                          \
+        }                                                                             \
+    }                                                                                 \
+    static void nr_add_runs_##SUFFIX(const T* restrict src, T* restrict dst,          \
+                                     ptrdiff_t step, int rows, int ow, int first,     \
+                                     int last)                                        \
+    {                                                                                 \
+        for (int r = 0; r < rows; r++, src += ow, dst += step)                        \
+            for (int ox = first; ox < last; ox++)                                     \
+                dst[ox] += src[ox];                                                   \
+    }
+    NR_RUNS(float, f32)
+    NR_RUNS(double, f64)
+    """
+    void _copy_runs_f32 "nr_copy_runs_f32" (const float* src, Py_ssize_t step, float* dst,
+                                            int rows, int ow, int first,
+                                            int last) noexcept nogil
+    void _copy_runs_f64 "nr_copy_runs_f64" (const double* src, Py_ssize_t step, double* dst,
+                                            int rows, int ow, int first,
+                                            int last) noexcept nogil
+    void _add_runs_f32 "nr_add_runs_f32" (const float* src, float* dst, Py_ssize_t step,
+                                          int rows, int ow, int first, int last) noexcept nogil
+    void _add_runs_f64 "nr_add_runs_f64" (const double* src, double* dst, Py_ssize_t step,
+                                          int rows, int ow, int first, int last) noexcept nogil
+
+
+cdef inline void _rows_inside(const Geometry* g, int i, int* first, int* last) noexcept nogil:
+    """The output rows ``first:last`` whose window row ``i`` falls inside the image:
+    ``0 <= y * sh - ph + i < h``."""
+    cdef int before = g.ph - i, inside = g.h + g.ph - i
+    first[0] = 0 if before <= 0 else (before + g.sh - 1) // g.sh
+    last[0] = 0 if inside <= 0 else min(g.oh, (inside + g.sh - 1) // g.sh)
+    if last[0] < first[0]:
+        last[0] = first[0]
+
+
 cdef void _im2col_whole(const floating* x, floating* col, const Geometry* g) noexcept nogil:
     """:func:`_im2col` of all of a sample's columns, for a horizontal stride of 1: each
     output row's window row is a run of the input row."""
-    cdef int c, i, j, oy, ox, iy, first, last
+    cdef int c, i, j, first, last, y0, y1
     cdef const floating* plane
     cdef const floating* src
     cdef floating* dst
@@ -380,25 +433,23 @@ cdef void _im2col_whole(const floating* x, floating* col, const Geometry* g) noe
             for j in range(g.kw):
                 dst = col + <Py_ssize_t>((c * g.kh + i) * g.kw + j) * g.hw
                 _valid_columns(g, j, &first, &last)
-                for oy in range(g.oh):
-                    iy = oy * g.sh - g.ph + i
-                    if iy < 0 or iy >= g.h:
-                        for ox in range(g.ow):
-                            dst[ox] = 0
-                    else:
-                        src = plane + <Py_ssize_t>iy * g.w - g.pw + j
-                        for ox in range(first):
-                            dst[ox] = 0
-                        for ox in range(first, last):
-                            dst[ox] = src[ox]
-                        for ox in range(last, g.ow):
-                            dst[ox] = 0
-                    dst += g.ow
+                _rows_inside(g, i, &y0, &y1)
+                if y0 > 0:
+                    memset(dst, 0, <size_t>y0 * g.ow * sizeof(floating))
+                src = plane + <Py_ssize_t>(y0 * g.sh - g.ph + i) * g.w - g.pw + j
+                if floating is float:
+                    _copy_runs_f32(src, <Py_ssize_t>g.sh * g.w, dst + y0 * g.ow, y1 - y0,
+                                   g.ow, first, last)
+                else:
+                    _copy_runs_f64(src, <Py_ssize_t>g.sh * g.w, dst + y0 * g.ow, y1 - y0,
+                                   g.ow, first, last)
+                if y1 < g.oh:
+                    memset(dst + y1 * g.ow, 0, <size_t>(g.oh - y1) * g.ow * sizeof(floating))
 
 
 cdef void _col2im_whole(const floating* col, floating* gx, const Geometry* g) noexcept nogil:
     """:func:`_col2im` of all of a sample's columns, for a horizontal stride of 1."""
-    cdef int c, i, j, oy, ox, iy, first, last
+    cdef int c, i, j, first, last, y0, y1
     cdef floating* plane
     cdef floating* dst
     cdef const floating* src
@@ -408,13 +459,14 @@ cdef void _col2im_whole(const floating* col, floating* gx, const Geometry* g) no
             for j in range(g.kw):
                 src = col + <Py_ssize_t>((c * g.kh + i) * g.kw + j) * g.hw
                 _valid_columns(g, j, &first, &last)
-                for oy in range(g.oh):
-                    iy = oy * g.sh - g.ph + i
-                    if 0 <= iy < g.h:
-                        dst = plane + <Py_ssize_t>iy * g.w - g.pw + j
-                        for ox in range(first, last):
-                            dst[ox] += src[ox]
-                    src += g.ow
+                _rows_inside(g, i, &y0, &y1)
+                dst = plane + <Py_ssize_t>(y0 * g.sh - g.ph + i) * g.w - g.pw + j
+                if floating is float:
+                    _add_runs_f32(src + y0 * g.ow, dst, <Py_ssize_t>g.sh * g.w, y1 - y0,
+                                  g.ow, first, last)
+                else:
+                    _add_runs_f64(src + y0 * g.ow, dst, <Py_ssize_t>g.sh * g.w, y1 - y0,
+                                  g.ow, first, last)
 
 
 cdef void _col2im(const floating* col, floating* gx, const Geometry* g, int p0,
