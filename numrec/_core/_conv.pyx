@@ -569,17 +569,15 @@ cdef void _conv_gradient(const Geometry* g, const floating* x, const floating* g
     ``col``, a block at a time.  For :func:`_gradient_by_columns`, the transposes:
     ``dL/dW.T += col_s @ g_s[lo:hi].T`` in ``col`` after the block, with g_s's
     transpose before it, and dL/dW from it at the end."""
-    cdef int s, c, p, p0, p1, j, units = hi - lo
+    cdef int s, c, p0, p1, j, units = hi - lo
     cdef Py_ssize_t n_in = <Py_ssize_t>g.c * g.h * g.w
     cdef size_t col_bytes = <size_t>g.k * g.hw * sizeof(floating)
     cdef bint by_columns = _gradient_by_columns(g, units)
     cdef const floating* gs
-    cdef const floating* plane
     cdef const floating* whole
     cdef floating* gt = col + <Py_ssize_t>g.k * g.block       # (hw, units)
     cdef floating* acc = gt + <Py_ssize_t>g.hw * units          # (k, units)
     cdef floating* rows = gw + <Py_ssize_t>lo * g.k
-    cdef floating total
     if not accumulate:
         memset(rows, 0, <size_t>units * g.k * sizeof(floating))
         memset(gb + lo, 0, <size_t>units * sizeof(floating))
@@ -602,15 +600,33 @@ cdef void _conv_gradient(const Geometry* g, const floating* x, const floating* g
             _weight_product(g, by_columns, col, gs, gt, rows, acc, lo, units, p0, p1)
             p0 = p1
         for c in range(lo, hi):
-            plane = gs + <Py_ssize_t>c * g.hw
-            total = 0
-            for p in range(g.hw):
-                total += plane[p]
-            gb[c] += total
+            gb[c] += _sum(gs + <Py_ssize_t>c * g.hw, g.hw)
     if by_columns:
         for c in range(units):
             for j in range(g.k):
                 rows[c * g.k + j] = acc[j * units + c]
+
+
+cdef inline floating _sum(const floating* a, int n) noexcept nogil:
+    """``a[0] + ... + a[n - 1]`` in 16 interleaved partial sums (a[i] into sum i % 16),
+    added pairwise at the end, then the last n % 16 terms: independent additions that
+    the compiler runs as vectors, where one running sum waits on each addition."""
+    cdef floating part[16]
+    cdef floating total
+    cdef int i, l, full = n - n % 16
+    for l in range(16):
+        part[l] = 0
+    for i in range(0, full, 16):
+        for l in range(16):
+            part[l] += a[i + l]
+    for l in range(8):
+        part[l] += part[l + 8]
+    for l in range(4):
+        part[l] += part[l + 4]
+    total = (part[0] + part[2]) + (part[1] + part[3])
+    for i in range(full, n):
+        total += a[i]
+    return total
 
 
 cdef inline void _weight_product(const Geometry* g, bint by_columns, const floating* col,
