@@ -1,10 +1,11 @@
 """Convolution layers, forward and backward: numrec's Conv2D against PyTorch's Conv2d.
 
-For each layer of the MNIST CNN's convolutions -- conv(1->32, 3x3) on 28x28 images and
-conv(32->64, 3x3) on 26x26 -- and each batch size, times one forward pass and one
+For each convolution of the two MNIST networks -- the ``cnn`` preset's conv(1->16, 5x5)
+on 28x28 images and conv(16->32, 5x5) on 12x12, the Keras example's conv(1->32, 3x3)
+on 28x28 and conv(32->64, 3x3) on 26x26 -- and each batch size, times one forward pass and one
 backward pass (input gradient and parameter gradients) in float32, numrec and PyTorch
 alternating round by round, and prints the medians and GFLOP/s (a forward pass is
-``2 * batch * out_channels * in_channels * 9 * H' * W'`` flops, a backward pass twice
+``2 * batch * out_channels * in_channels * kh * kw * H' * W'`` flops, a backward pass twice
 that; the first layer's input gradient is computed as well, as in a layer that is not
 first).
 
@@ -28,12 +29,15 @@ from threadpoolctl import threadpool_limits
 import numrec
 from numrec._core._training import FusedTrainer
 
-LAYERS = [("conv(1->32, 3x3) on 28x28", 1, 32, 28), ("conv(32->64, 3x3) on 26x26", 32, 64, 26)]
+LAYERS = [("conv(1->16, 5x5) on 28x28", 1, 16, 5, 28),
+          ("conv(16->32, 5x5) on 12x12", 16, 32, 5, 12),
+          ("conv(1->32, 3x3) on 28x28", 1, 32, 3, 28),
+          ("conv(32->64, 3x3) on 26x26", 32, 64, 3, 26)]
 
 
-def flops(batch, c_in, c_out, side):
-    out = side - 2
-    return 2 * batch * c_out * c_in * 9 * out * out
+def flops(batch, c_in, c_out, kernel, side):
+    out = side - kernel + 1
+    return 2 * batch * c_out * c_in * kernel * kernel * out * out
 
 
 def trainer_for(layer, batch, threads):
@@ -80,18 +84,18 @@ def main():
              f"{'fwd GF/s':>9} {'bwd GF/s':>9}"
     print(header)
     rng = np.random.default_rng(0)
-    for name, c_in, c_out, side in LAYERS:
+    for name, c_in, c_out, kernel, side in LAYERS:
         for batch in args.batches:
-            layer = numrec.Conv2D(c_in, c_out, 3, seed=1)
+            layer = numrec.Conv2D(c_in, c_out, kernel, seed=1)
             layer.build((c_in, side, side))
             x = rng.standard_normal((batch, layer.in_features), dtype=np.float32)
             g = rng.standard_normal((batch, layer.out_features), dtype=np.float32)
             trainer = trainer_for(layer, batch, args.threads)
             times = {"numrec": [], "torch": []}
             if torch is not None:
-                module = torch.nn.Conv2d(c_in, c_out, 3)
+                module = torch.nn.Conv2d(c_in, c_out, kernel)
                 x_t = torch.from_numpy(x.reshape(batch, c_in, side, side))
-                g_t = torch.from_numpy(g.reshape(batch, c_out, side - 2, side - 2))
+                g_t = torch.from_numpy(g.reshape((batch,) + layer.output_shape))
             with threadpool_limits(limits=1, user_api="blas"):
                 for round_ in range(args.rounds + 1):
                     numrec_times = numrec_round(trainer, x, g)
@@ -102,7 +106,7 @@ def main():
                     times["numrec"].append(numrec_times)
                     if torch_times is not None:
                         times["torch"].append(torch_times)
-            work = flops(batch, c_in, c_out, side)
+            work = flops(batch, c_in, c_out, kernel, side)
             for who, rounds in times.items():
                 if not rounds:
                     continue

@@ -21,6 +21,16 @@ CONV_CASES = [
     (2, 4, 3, 2, 0, 9, 9),
     (3, 5, 1, 1, 0, 4, 3),
     (2, 3, 4, 3, 2, 6, 5),
+    (2, 3, 3, (2, 1), (2, 1), 7, 6),  # rows of windows past the top and bottom edges
+]
+# Larger layers, whose weight gradient takes each of its two forms of product
+# (g_s @ col_s.T, or its transpose col_s @ g_s.T when dL/dW has more than 1200 entries
+# or the output fewer than 32 positions), whole or in blocks of the column matrix.
+WIDE_CASES = [
+    (2, 8, 3, 1, 1, 10, 10),     # 144 entries, 100 positions: g_s @ col_s.T
+    (8, 32, 3, 1, 1, 10, 10),    # 2304 entries: the transposed product
+    (16, 4, 3, 1, 0, 52, 52),    # 2500 positions in two blocks: g_s @ col_s.T
+    (16, 16, 3, 1, 0, 52, 52),   # 2304 entries, two blocks: the transposed product
 ]
 # (size, stride, channels, height, width)
 POOL_CASES = [
@@ -67,7 +77,7 @@ def sample(size, rng, at_most=80):
 
 # --- finite differences ------------------------------------------------------------------
 
-@pytest.mark.parametrize("case", CONV_CASES)
+@pytest.mark.parametrize("case", CONV_CASES + WIDE_CASES[:2])
 def test_conv_gradients_match_finite_differences(case):
     rng = np.random.default_rng(1)
     layer = conv_of(case)
@@ -114,7 +124,7 @@ def max_relative(got, expected):
     return np.max(np.abs(got - expected)) / np.max(np.abs(expected))
 
 
-@pytest.mark.parametrize("case", CONV_CASES)
+@pytest.mark.parametrize("case", CONV_CASES + WIDE_CASES)
 def test_conv_matches_pytorch_float64(case):
     torch = torch_or_skip()
     c_in, c_out, kernel, stride, padding, h, w = case

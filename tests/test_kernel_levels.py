@@ -114,6 +114,27 @@ def test_dense_kernels_give_the_same_bits(m, n_out, n_in):
     assert np.all(np.abs(gw - g.T.astype(np.float64) @ x.astype(np.float64)) <= _tolerance(g.T, x))
 
 
+
+@needs_avx512
+@pytest.mark.parametrize("n_in", [8200, 9216, 12301])
+def test_dense_kernels_take_more_inputs_than_one_pass_of_columns(n_in):
+    """Inputs beyond 8192 (the update kernel's columns in several batches), as the
+    convolutional network's Dense(9216, 128): the same bits and float64's values."""
+    rng = np.random.default_rng(n_in)
+    layer = _layer(n_in, 130, rng)
+    x = _inputs(rng, 70, n_in, density=0.5)
+    g = rng.standard_normal((70, 130)).astype(np.float32)
+
+    def compute():
+        layer.forward(x)
+        layer.backward(g)
+        return (layer.grad_weights.copy(),)
+
+    avx2, avx512 = _both_levels(compute)
+    _assert_same_bits(avx2, avx512)
+    gw = avx512[0]
+    assert np.all(np.abs(gw - g.T.astype(np.float64) @ x.astype(np.float64)) <= _tolerance(g.T, x))
+
 def _fit(model, x, y, threads, epochs=1, batch_size=None, lr=0.25):
     history = model.fit(x, y, epochs=epochs, batch_size=batch_size or len(x),
                         optimizer=numrec.SGD(lr), fused=True, threads=threads, seed=0)

@@ -285,6 +285,9 @@ TILE __mmask16 columns_mask(int p, int k, int k8, const uint8_t *flags)
     return (__mmask16)mask;
 }
 
+/* Blocks of 16 columns that rank_update holds at once (any k takes several). */
+#define OFFSETS 512
+
 /* With `scan`, the groups of 8 columns of x that are zero in a block of rows are left
  * alone, as _simd.c's rank_update leaves them. */
 TILE void rank_update(int scan, int m, int n, int k, float alpha, const float *g,
@@ -292,30 +295,35 @@ TILE void rank_update(int scan, int m, int n, int k, float alpha, const float *g
 {
     __m512 a = _mm512_set1_ps(alpha);
     uint8_t flags[MAX_GROUPS];
-    int offsets[MAX_GROUPS / 2 + 1];
-    __mmask16 masks[MAX_GROUPS / 2 + 1];
+    int offsets[OFFSETS];
+    __mmask16 masks[OFFSETS];
     int k8 = k & ~7;
     for (int i = 0; i < m; i += ROW_BLOCK) {
         int mi = m - i < ROW_BLOCK ? m - i : ROW_BLOCK;
         const float *gb = g + i * gi, *xb = x + (size_t)i * ldx;
         int groups = scan && n >= MIN_OUTPUTS_TO_SCAN ? flag_groups(mi, k8, xb, ldx, flags) : -1;
         const uint8_t *set = groups >= 0 && groups < k8 / 8 ? flags : NULL;
-        int count = 0;
-        for (int p = 0; p < k; p += 16) {
-            __mmask16 mask = columns_mask(p, k, k8, set);
-            if (mask) {
-                offsets[count] = p;
-                masks[count++] = mask;
+        /* the columns in batches of at most OFFSETS (a multiple of 4, so that the
+         * tiles are those of one batch over all k columns) */
+        for (int p0 = 0; p0 < k; p0 += 16 * OFFSETS) {
+            int p1 = k - p0 < 16 * OFFSETS ? k : p0 + 16 * OFFSETS;
+            int count = 0;
+            for (int p = p0; p < p1; p += 16) {
+                __mmask16 mask = columns_mask(p, k, k8, set);
+                if (mask) {
+                    offsets[count] = p;
+                    masks[count++] = mask;
+                }
             }
-        }
-        int t = 0;
-        for (; t + 4 <= count; t += 4)
-            update_columns(4, offsets + t, masks + t, mi, n, a, gb, gi, gr, xb, ldx, c, ldc);
-        switch (count - t) {
-        case 3: update_columns(3, offsets + t, masks + t, mi, n, a, gb, gi, gr, xb, ldx, c, ldc); break;
-        case 2: update_columns(2, offsets + t, masks + t, mi, n, a, gb, gi, gr, xb, ldx, c, ldc); break;
-        case 1: update_columns(1, offsets + t, masks + t, mi, n, a, gb, gi, gr, xb, ldx, c, ldc); break;
-        default: break;
+            int t = 0;
+            for (; t + 4 <= count; t += 4)
+                update_columns(4, offsets + t, masks + t, mi, n, a, gb, gi, gr, xb, ldx, c, ldc);
+            switch (count - t) {
+            case 3: update_columns(3, offsets + t, masks + t, mi, n, a, gb, gi, gr, xb, ldx, c, ldc); break;
+            case 2: update_columns(2, offsets + t, masks + t, mi, n, a, gb, gi, gr, xb, ldx, c, ldc); break;
+            case 1: update_columns(1, offsets + t, masks + t, mi, n, a, gb, gi, gr, xb, ldx, c, ldc); break;
+            default: break;
+            }
         }
     }
 }
