@@ -82,6 +82,10 @@ cdef enum:
 # The first layer skips zero inputs when at most this fraction of the entries are nonzero
 # (where its kernels measured faster than the full product: docs/benchmarks.rst).
 cdef double SPARSE_MAX_DENSITY = 0.35
+# Multiply-adds of a float32 input gradient (rows x inputs x outputs) from which the
+# threads share it by columns: below, the extra barrier costs more than half the product
+# saves (784-512-256-10, batch 32: 4.2 M, 4 % slower shared; batch 128, 17 M: even).
+cdef double COLUMN_SHARE_MIN_PRODUCT = 16777216
 cdef bint _sparse_allowed = True
 cdef bint _defer_allowed = True
 
@@ -1037,7 +1041,8 @@ cdef class FusedTrainer:
         full_activation = below != NULL or stage.rowwise
         input_rows = stage.input_rows and team > 1 and below != NULL
         input_columns = (floating is float and stage.input_columns and team > 1
-                         and below != NULL and not input_rows)
+                         and below != NULL and not input_rows
+                         and <double>m * stage.n_in * stage.n_out >= COLUMN_SHARE_MIN_PRODUCT)
         if t == 0 and full_activation:
             _activation_backward_part(stage, <floating*>stage.g, m, 0, stage.n_units)
         if input_rows:  # every thread its share of the rows, once dL/dz is whole
