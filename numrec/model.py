@@ -9,7 +9,7 @@ import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from numrec._core._activations import Activation, LeakyReLU, Sigmoid, Softmax
 from numrec._core._layers import Dense, Layer
@@ -768,8 +768,7 @@ class Sequential:
             x = np.ascontiguousarray(x, dtype=self.dtype)
         if len(x) == 0:
             raise ValueError("x must hold at least one sample")
-        with self._mode(False):  # a batch as fit runs it
-            n_outputs = self._predict_batch(x[:batch_size]).shape[1]
+        n_outputs = self._fit_output_width(x[:batch_size])
         targets, labels = _prepare_targets(y, len(x), n_outputs, self.dtype, "y")
         train_targets = labels if y.ndim == 1 else targets
         weights = _sample_weights(sample_weight, class_weight, labels, n_outputs)
@@ -851,6 +850,22 @@ class Sequential:
             if problem is not None:
                 return f"{name}: {problem}"
         return None
+
+    def _fit_output_width(self, batch):
+        """Outputs per sample of a model about to train on batches like ``batch``.
+
+        A model of compiled components knows it from its built shapes.  Otherwise one
+        batch runs through the components as fit will run it, so that a Python
+        component's error shows the user's batch shape.  (Running it for compiled
+        components would cost a product of a whole batch, and it would wake BLAS's
+        thread team, whose spinning then competes with the training threads.)
+        """
+        shape = self.output_shape
+        if (shape is not None and len(shape) == 1
+                and all(is_compiled(component) for component in self.components)):
+            return shape[0]
+        with self._mode(False):  # a batch as fit runs it
+            return self._predict_batch(batch).shape[1]
 
     def _check_validation(self, validation_data, n_outputs):
         if validation_data is None:
@@ -1080,13 +1095,24 @@ def _default_threads():
         return os.cpu_count() or 1
 
 
+_blas_controller = None
+
+
 @contextlib.contextmanager
 def _blas_threads(count):
-    """Limit BLAS to ``count`` threads inside the block (None: leave it as it is)."""
+    """Limit BLAS to ``count`` threads inside the block (None: leave it as it is).
+
+    The loaded BLAS libraries are looked up once, at the first call (threadpoolctl
+    reads the process's memory map for them, a few milliseconds per fit otherwise);
+    numpy's and SciPy's, the ones numrec calls, are loaded by then.
+    """
+    global _blas_controller
     if count is None:
         yield
         return
-    with threadpool_limits(limits=count, user_api="blas"):
+    if _blas_controller is None:
+        _blas_controller = ThreadpoolController()
+    with _blas_controller.limit(limits=count, user_api="blas"):
         yield
 
 

@@ -378,12 +378,14 @@ def test_predict_inside_a_callback_during_fit():
 
 # --- bad input keeps its errors -------------------------------------------------------------
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("row", [0, -1])  # long inputs: in the first or the last thread's part
 @pytest.mark.parametrize("n", [1, 40, 2000])
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
-def test_non_finite_inputs_are_refused(n, bad):
-    model = dense_model(np.float32)
-    x = dense_inputs(n, np.float32)
-    x[n - 1, 700] = bad
+def test_non_finite_inputs_are_refused(n, bad, row, dtype):
+    model = dense_model(dtype)
+    x = dense_inputs(n, dtype)
+    x[row, 700] = bad
     for call in (model.predict, model.predict_classes, model,
                  lambda rows: model.evaluate(rows, np.zeros(n, dtype=np.int64))):
         with pytest.raises(ValueError, match="x contains NaN or infinity"):

@@ -269,3 +269,25 @@ def test_predict_proba_gives_rows_summing_to_one_and_the_model_is_callable():
 def test_sizes_beyond_a_c_int_are_refused_by_name(make):
     with pytest.raises(ValueError, match="must be at most 2147483647"):
         make()
+
+
+def test_fit_learns_the_output_width_without_a_probe_only_for_compiled_models():
+    """A compiled model's width comes from its built shapes (no batch is run before
+    training); a Python component is still run on one batch of the user's size first,
+    so that its error names that batch."""
+    x = np.random.default_rng(0).random((40, 6), dtype=np.float32)
+    compiled = numrec.Sequential([numrec.Dense(6, 5, seed=0), numrec.ReLU(),
+                                  numrec.Dense(5, 3, seed=1), numrec.Softmax()])
+    assert compiled._fit_output_width(x[:16]) == 3 == compiled.predict(x[:2]).shape[1]
+
+    class Halves(numrec.Activation):  # returns half the rows: a mistake fit must report
+        def forward(self, z):
+            return z[: len(z) // 2]
+
+        def derivative(self, z, a):
+            return np.ones_like(z)
+
+    broken = numrec.Sequential([numrec.Dense(6, 3, seed=0), Halves()])
+    with pytest.raises(ValueError, match=r"shape \(8, 3\) for a batch of 16"):
+        broken.fit(x, np.zeros(40, dtype=np.int64), loss=numrec.SoftmaxCrossEntropy(),
+                   batch_size=16, verbose=0)

@@ -204,12 +204,14 @@ def test_switch_reports_and_restores_the_setting():
         _sparse_input_kernels(original)
 
 
-def test_only_float32_layers_switch():
-    assert not numrec.Dense(10, 4, seed=0, dtype=np.float64)._sparse_inputs(True)
-    assert not numrec.Dense(8193, 4, seed=0)._sparse_inputs(True)
-    layer = numrec.Dense(10, 4, seed=0)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_layers_up_to_8192_inputs_switch(dtype):
+    assert not numrec.Dense(8193, 4, seed=0, dtype=dtype)._sparse_inputs(True)
+    layer = numrec.Dense(10, 4, seed=0, dtype=dtype)
+    weights = layer.weights.copy()
     assert layer._sparse_inputs(True) and layer._sparse_inputs(True)
     assert not layer._sparse_inputs(False)
+    assert np.array_equal(layer.weights, weights)
 
 
 def _chunked_training(hold, threads=2):

@@ -90,3 +90,4 @@ cdef class Dense(Layer):
     cdef void* _gb
     cdef bint _own_kernels(self, int m) noexcept nogil
     cdef float* _panels_from(self, int lo) noexcept nogil
+    cdef Py_ssize_t _panel_offset(self, int lo) noexcept nogil

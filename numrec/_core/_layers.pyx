@@ -61,6 +61,24 @@ cdef extern from "_sparse.h" nogil:
     void nr_sparse_to_panels(int n, int k, const float* w, float* wt)
     void nr_sparse_from_panels(int n, int k, const float* wt, float* w)
 
+cdef extern from "_sparse64.h" nogil:
+    int nr_sparse_f64_portable_fast()
+    void nr_sparse_to_panels_f64(int n, int k, const double* w, double* wt)
+    void nr_sparse_from_panels_f64(int n, int k, const double* wt, double* w)
+    void nr_sparse_forward_f64(int m, int n, int k, const double* x, int ldx,
+                               const double* wt, const double* b, double* z, int ldz)
+    void nr_sparse_forward_f64_avx2(int m, int n, int k, const double* x, int ldx,
+                                    const double* wt, const double* b, double* z, int ldz)
+    void nr_sparse_forward_f64_avx512(int m, int n, int k, const double* x, int ldx,
+                                      const double* wt, const double* b, double* z,
+                                      int ldz)
+    void nr_sparse_update_f64(int m, int n, int k, double alpha, const double* g, int ldg,
+                              const double* x, int ldx, double* wt)
+    void nr_sparse_update_f64_avx2(int m, int n, int k, double alpha, const double* g,
+                                   int ldg, const double* x, int ldx, double* wt)
+    void nr_sparse_update_f64_avx512(int m, int n, int k, double alpha, const double* g,
+                                     int ldg, const double* x, int ldx, double* wt)
+
 nr_sparse_init()
 nr_sparse_init_avx512()
 
@@ -95,6 +113,20 @@ cdef sparse_update_kernel sparse_update = nr_sparse_update_f32
 cdef pixels_forward_kernel pixels_forward = nr_sparse_forward_pixels_f32
 cdef pixels_update_kernel pixels_update = nr_sparse_update_pixels_f32
 
+# The float64 kernels for mostly-zero inputs in use (_sparse64.h: the same bits at every
+# level); _sparse64 says whether Dense runs them (at the portable level only where fma()
+# is one instruction: else BLAS's full product is faster).
+ctypedef void (*sparse_forward_f64_kernel)(int m, int n, int k, const double* x, int ldx,
+                                           const double* wt, const double* b, double* z,
+                                           int ldz) noexcept nogil
+ctypedef void (*sparse_update_f64_kernel)(int m, int n, int k, double alpha,
+                                          const double* g, int ldg, const double* x,
+                                          int ldx, double* wt) noexcept nogil
+
+cdef sparse_forward_f64_kernel sparse_forward_f64 = nr_sparse_forward_f64
+cdef sparse_update_f64_kernel sparse_update_f64 = nr_sparse_update_f64
+cdef bint _sparse64 = False
+
 # Kernel levels, as indices into _kernels.LEVELS.
 cdef enum:
     LEVEL_PORTABLE = 0
@@ -112,8 +144,19 @@ cdef void _use_level(int level):
     global _level, _simd, _last_simd_level
     global dense_forward, dense_update, dense_input_grad
     global sparse_forward, sparse_update, pixels_forward, pixels_update
+    global sparse_forward_f64, sparse_update_f64, _sparse64
     _level = level
     _simd = level >= LEVEL_AVX2
+    _sparse64 = _simd or nr_sparse_f64_portable_fast()
+    if level == LEVEL_AVX512:
+        sparse_forward_f64 = nr_sparse_forward_f64_avx512
+        sparse_update_f64 = nr_sparse_update_f64_avx512
+    elif level == LEVEL_AVX2:
+        sparse_forward_f64 = nr_sparse_forward_f64_avx2
+        sparse_update_f64 = nr_sparse_update_f64_avx2
+    else:
+        sparse_forward_f64 = nr_sparse_forward_f64
+        sparse_update_f64 = nr_sparse_update_f64
     if _simd:
         _last_simd_level = level
     if level == LEVEL_AVX512:
@@ -159,8 +202,9 @@ def _kernel_level(level=None):
     """The level of numrec's own float32 kernels: ``"avx512"``, ``"avx2"`` or
     ``"portable"`` (see ``numrec._core._kernels``).
 
-    With ``level``, run the dense-layer kernels, those for mostly-zero inputs and the
-    sigmoid at that level and return the previous one (of the dense-layer kernels).
+    With ``level``, run the dense-layer kernels, those for mostly-zero inputs (float32
+    and float64) and the sigmoid at that level and return the previous one (of the
+    dense-layer kernels).
     "avx512" and "avx2" give the same bits; "portable" runs compiled loops and BLAS.
     Raises ValueError for an unknown level or one the processor lacks.  For tests and
     benchmarks; ``NUMREC_KERNELS`` pins the level at import.
@@ -433,8 +477,8 @@ cdef inline void _dense_folded(const floating* x, const floating* g, floating* w
     _column_sums(g, b, m, n_out, lo, hi, <floating>step, 1)
 
 
-cdef void _panels_input_grad(const float* g, const float* wt, float* gx, int m, int n,
-                             int k, int lo, int hi) noexcept nogil:
+cdef void _panels_input_grad(const floating* g, const floating* wt, floating* gx, int m,
+                             int n, int k, int lo, int hi) noexcept nogil:
     """Columns lo:hi of ``gx = g @ W`` with W in the panels of ``Dense._weights_t``:
     g (m, n), gx (m, k).
 
@@ -442,7 +486,7 @@ cdef void _panels_input_grad(const float* g, const float* wt, float* gx, int m, 
     for the gradient of its input.
     """
     cdef int i, j, p
-    cdef const float* panel
+    cdef const floating* panel
     for i in range(m):
         for p in range(lo, hi):
             gx[i * k + p] = 0
@@ -457,25 +501,47 @@ cdef inline int _padded_units(int units) noexcept nogil:
     return (units + NR_SPARSE_PANEL - 1) // NR_SPARSE_PANEL * NR_SPARSE_PANEL
 
 
-def _panels(array):
-    """A copy of the 2-D float32 ``array`` (n, k) in the panels of the kernels for zero
-    inputs, ``(ceil(n / 16), k, 16)``, zero-padded."""
-    cdef int n = array.shape[0], k = array.shape[1]
-    cdef float[:, ::1] rows = array
-    out = aligned_zeros(((n + NR_SPARSE_PANEL - 1) // NR_SPARSE_PANEL, k, NR_SPARSE_PANEL),
-                        np.float32)
-    cdef float[:, :, ::1] panels = out
+cdef void _to_panels(int n, int k, bint single, const void* w, void* wt) noexcept:
+    """Copy W (n, k), float32 if ``single`` else float64, into the panels ``wt``."""
     with nogil:
-        nr_sparse_to_panels(n, k, &rows[0, 0], &panels[0, 0, 0])
+        if single:
+            nr_sparse_to_panels(n, k, <const float*>w, <float*>wt)
+        else:
+            nr_sparse_to_panels_f64(n, k, <const double*>w, <double*>wt)
+
+
+cdef void _from_panels(int n, int k, bint single, const void* wt, void* w) noexcept:
+    """Copy the panels ``wt`` back into W (n, k), float32 if ``single`` else float64."""
+    with nogil:
+        if single:
+            nr_sparse_from_panels(n, k, <const float*>wt, <float*>w)
+        else:
+            nr_sparse_from_panels_f64(n, k, <const double*>wt, <double*>w)
+
+
+def _panels(array):
+    """A copy of the 2-D float32 or float64 ``array`` (n, k) in the panels of the kernels
+    for zero inputs, ``(ceil(n / 16), k, 16)``, zero-padded."""
+    array = np.ascontiguousarray(array)
+    if array.ndim != 2 or array.dtype not in (np.float32, np.float64):
+        raise TypeError("expected a 2-D float32 or float64 array")
+    cdef int n = array.shape[0], k = array.shape[1]
+    out = aligned_zeros(((n + NR_SPARSE_PANEL - 1) // NR_SPARSE_PANEL, k, NR_SPARSE_PANEL),
+                        array.dtype)
+    _to_panels(n, k, array.dtype == np.float32, cnp.PyArray_DATA(array),
+               cnp.PyArray_DATA(out))
     return out
 
 
 def _unpanel(panels, out):
-    """Copy ``panels`` (as from :func:`_panels`) back into the float32 ``out`` (n, k)."""
-    cdef float[:, ::1] rows = out
-    cdef const float[:, :, ::1] source = panels
-    with nogil:
-        nr_sparse_from_panels(rows.shape[0], rows.shape[1], &source[0, 0, 0], &rows[0, 0])
+    """Copy ``panels`` (as from :func:`_panels`) back into ``out`` (n, k), C-contiguous,
+    of the panels' dtype."""
+    if (not out.flags.c_contiguous or out.dtype != panels.dtype or not panels.flags.c_contiguous
+            or panels.shape != ((out.shape[0] + NR_SPARSE_PANEL - 1) // NR_SPARSE_PANEL,
+                                out.shape[1], NR_SPARSE_PANEL)):
+        raise ValueError("panels and out do not match")
+    _from_panels(out.shape[0], out.shape[1], out.dtype == np.float32,
+                 cnp.PyArray_DATA(panels), cnp.PyArray_DATA(out))
 
 
 def _he_normal(rng, shape):
@@ -691,17 +757,17 @@ cdef class Dense(Layer):
         return grad_input
 
     def _sparse_inputs(self, enable):
-        """Switch to the float32 kernels that skip zero inputs, or back.
+        """Switch to the kernels that skip zero inputs, or back.
 
         On, the kernels keep :math:`W^\\top` in a private array, in panels of 16 units
         ``(ceil(out_features / 16), in_features, 16)`` (see ``_sparse.h``), so that each
         nonzero input reads its units' weights in runs; ``weights`` is stale until they
         are switched off, and the kernels' unit ranges must start at multiples of 16.
-        Needs a float32 layer, AVX2 and FMA, and at most 8192 inputs; returns whether
-        they are on.
+        Needs AVX2 and FMA (float64: or a portable build whose fma() is one
+        instruction), and at most 8192 inputs; returns whether they are on.
         """
         if enable and not self._sparse:
-            if not (_simd and self.dtype == np.float32
+            if not ((_simd if self._single else _sparse64)
                     and self.in_features <= NR_SPARSE_MAX_INPUTS):
                 return False
             if self._weights_t is None:
@@ -709,15 +775,13 @@ cdef class Dense(Layer):
                 self._weights_t = aligned_zeros(
                     (n_panels, self.in_features, NR_SPARSE_PANEL), self.dtype)
                 self._wt = cnp.PyArray_DATA(self._weights_t)
-            with nogil:
-                nr_sparse_to_panels(self.out_features, self.in_features, <float*>self._w,
-                                    <float*>self._wt)
+            _to_panels(self.out_features, self.in_features, self._single, self._w,
+                       self._wt)
             self._sparse = True
         elif not enable and self._sparse:
             self._sparse_gradients(False)
-            with nogil:
-                nr_sparse_from_panels(self.out_features, self.in_features, <float*>self._wt,
-                                      <float*>self._w)
+            _from_panels(self.out_features, self.in_features, self._single, self._wt,
+                         self._w)
             self._sparse = False
         return bool(self._sparse)
 
@@ -726,7 +790,7 @@ cdef class Dense(Layer):
         their layout too (for an optimizer with state, which cannot be folded into the
         product), or stop.
 
-        On, :meth:`gradient_f32` writes :math:`\partial L / \partial W` into a private
+        On, :meth:`gradient_f32` (or ``gradient_f64``) writes :math:`\partial L / \partial W` into a private
         array in the panels of the weights, and returns ``(weights, gradient)``: the two
         panel arrays ``(ceil(out_features / 16), in_features, 16)``, whose padding stays
         zero, for the optimizer to update element by element as it would the public
@@ -742,9 +806,8 @@ cdef class Dense(Layer):
             self._sparse_grads = True
             return self._weights_t, self._grad_t
         if self._sparse_grads:
-            with nogil:
-                nr_sparse_from_panels(self.out_features, self.in_features, <float*>self._gt,
-                                      <float*>self._gw)
+            _from_panels(self.out_features, self.in_features, self._single, self._gt,
+                         self._gw)
             self._sparse_grads = False
         return None
 
@@ -808,10 +871,20 @@ cdef class Dense(Layer):
 
     cdef inline float* _panels_from(self, int lo) noexcept nogil:
         """The panel of ``_weights_t`` that starts at unit ``lo`` (a multiple of 16)."""
-        return <float*>self._wt + <Py_ssize_t>(lo // NR_SPARSE_PANEL) * NR_SPARSE_PANEL * self.in_features
+        return <float*>self._wt + self._panel_offset(lo)
+
+    cdef inline Py_ssize_t _panel_offset(self, int lo) noexcept nogil:
+        """Where the panel of unit ``lo`` (a multiple of 16) starts, in elements."""
+        return <Py_ssize_t>(lo // NR_SPARSE_PANEL) * NR_SPARSE_PANEL * self.in_features
 
     cdef void forward_f64(self, const double* x, double* z, int m, int lo,
                           int hi) noexcept nogil:
+        cdef int n_in = self.in_features
+        if self._sparse:
+            sparse_forward_f64(m, hi - lo, n_in, x, n_in,
+                               <double*>self._wt + self._panel_offset(lo),
+                               <double*>self._b + lo, z + lo, self.out_features)
+            return
         _dense_forward(x, <double*>self._w, <double*>self._b, z, m,
                        self.out_features, self.in_features, lo, hi)
 
@@ -835,6 +908,10 @@ cdef class Dense(Layer):
                   g, n_out, <float>0, gx + lo, n_in)
 
     cdef void backward_input_f64(self, const double* g, double* gx, int m) noexcept nogil:
+        if self._sparse:
+            _panels_input_grad(g, <double*>self._wt, gx, m, self.out_features,
+                               self.in_features, 0, self.in_features)
+            return
         matmul_nn(m, self.in_features, self.out_features, 1, g, <double*>self._w, 0, gx)
 
     cdef void gradient_f32(self, const float* x, const float* g, int m, int lo, int hi,
@@ -860,6 +937,15 @@ cdef class Dense(Layer):
 
     cdef void gradient_f64(self, const double* x, const double* g, int m, int lo, int hi,
                            bint accumulate) noexcept nogil:
+        cdef int n_in = self.in_features, n_out = self.out_features
+        cdef double* gt
+        if self._sparse_grads:  # the sparse update with step 1 on the gradient's panels
+            gt = <double*>self._gt + self._panel_offset(lo)
+            if not accumulate:
+                memset(gt, 0, <size_t>_padded_units(hi - lo) * n_in * sizeof(double))
+            sparse_update_f64(m, hi - lo, n_in, 1, g + lo, n_out, x, n_in, gt)
+            _column_sums(g, <double*>self._gb, m, n_out, lo, hi, 1, 1 if accumulate else 0)
+            return
         _dense_gradient(x, g, <double*>self._gw, <double*>self._gb, m, self.out_features,
                         self.in_features, lo, hi, accumulate)
 
@@ -880,6 +966,12 @@ cdef class Dense(Layer):
 
     cdef void folded_update_f64(self, const double* x, const double* g, int m, double step,
                                 int lo, int hi) noexcept nogil:
+        cdef int n_in = self.in_features, n_out = self.out_features
+        if self._sparse:
+            sparse_update_f64(m, hi - lo, n_in, step, g + lo, n_out, x, n_in,
+                              <double*>self._wt + self._panel_offset(lo))
+            _column_sums(g, <double*>self._b, m, n_out, lo, hi, step, 1)
+            return
         _dense_folded(x, g, <double*>self._w, <double*>self._b, m, self.out_features,
                       self.in_features, step, lo, hi)
 
@@ -942,3 +1034,51 @@ def _repeat_kernel(str kernel, Dense layer, float[:, ::1] x, float[:, ::1] g,
                 layer.backward_input_f32(&g[0, 0], &out[0, 0], m)
             else:
                 layer.folded_update_f32(&x[0, 0], &g[0, 0], m, -1e-9, 0, layer.out_features)
+
+
+def _sparse_forward_f64(str level, double[:, ::1] x, double[:, :, ::1] wt, b, int n):
+    """``x @ W.T + b`` (m, n) by the float64 kernel for zero inputs of ``level``
+    (``"portable"``, ``"avx2"`` or ``"avx512"``), W (n, k) in the panels ``wt`` (as from
+    :func:`_panels`), ``b`` a float64 array of n entries or None.  For tests."""
+    cdef int index = _kernels.check_level(level, _kernels.LEVELS[_available_level])
+    cdef int m = x.shape[0], k = x.shape[1]
+    cdef double[::1] bias
+    cdef const double* bp = NULL
+    _check_panels_f64(wt, n, k)
+    if b is not None:
+        bias = b
+        if bias.shape[0] != n:
+            raise ValueError(f"b must have {n} entries")
+        bp = &bias[0]
+    z = np.zeros((m, n))
+    cdef double[:, ::1] out = z
+    if m == 0:
+        return z
+    with nogil:
+        (nr_sparse_forward_f64_avx512 if index == LEVEL_AVX512 else
+         nr_sparse_forward_f64_avx2 if index == LEVEL_AVX2 else
+         nr_sparse_forward_f64)(m, n, k, &x[0, 0], k, &wt[0, 0, 0], bp, &out[0, 0], n)
+    return z
+
+
+def _sparse_update_f64(str level, double alpha, double[:, ::1] g, double[:, ::1] x,
+                       double[:, :, ::1] wt):
+    """``W += alpha * g.T @ x`` in place on the panels ``wt`` by the float64 kernel for
+    zero inputs of ``level``; g (m, n), x (m, k).  For tests."""
+    cdef int index = _kernels.check_level(level, _kernels.LEVELS[_available_level])
+    cdef int m = x.shape[0], k = x.shape[1], n = g.shape[1]
+    if g.shape[0] != m:
+        raise ValueError("g and x must have the same number of rows")
+    _check_panels_f64(wt, n, k)
+    if m == 0:
+        return
+    with nogil:
+        (nr_sparse_update_f64_avx512 if index == LEVEL_AVX512 else
+         nr_sparse_update_f64_avx2 if index == LEVEL_AVX2 else
+         nr_sparse_update_f64)(m, n, k, alpha, &g[0, 0], n, &x[0, 0], k, &wt[0, 0, 0])
+
+
+def _check_panels_f64(double[:, :, ::1] wt, int n, int k):
+    if (wt.shape[0] != (n + NR_SPARSE_PANEL - 1) // NR_SPARSE_PANEL or wt.shape[1] != k
+            or wt.shape[2] != NR_SPARSE_PANEL or k > NR_SPARSE_MAX_INPUTS):
+        raise ValueError("wt must be the panels of a (n, k) matrix, k <= 8192")

@@ -74,6 +74,7 @@ ctypedef fused pixel_t:
 cdef enum:
     EVAL_ROWS = 1024       # rows per forward pass when evaluating
     SPARSE_SAMPLE_ROWS = 1024  # rows of the data looked at to choose the first layer's kernels
+    FINITE_SHARED_MIN = 1 << 16  # values from which the threads share a finiteness check
     # Up to this many rows predict() runs on the calling thread, on the layers' kernels as
     # they are: no thread team to start, and no switch to the kernels for zero inputs
     # (which copies the first layer's weights into their layout and back).
@@ -703,11 +704,17 @@ cdef class FusedTrainer:
                              floating* xbuf, bint take_pixels,
                              bint loader_scaling) noexcept nogil:
         """The stages' forward pass over m rows of x: pixels read in place when
-        ``take_pixels``, else copied into xbuf (scaled as predict() scales them with
-        ``loader_scaling``, see _copy_inputs, else as the training loop does); False,
-        with nothing run, if a copied value is not finite."""
+        ``take_pixels``, floats of the trainer's dtype read in place, else x copied
+        into xbuf (scaled as predict() scales them with ``loader_scaling``, see
+        _copy_inputs, else as the training loop does); False, with nothing run, if a
+        float of x is not finite."""
         if pixel_t is cnp.uint8_t and floating is float and take_pixels:
             self._forward(xbuf, x, <int>m)
+            return True
+        if (pixel_t is float and floating is float) or (pixel_t is double and floating is double):
+            if not self._all_finite(x, m * width):  # read in place: the stages do not write it
+                return False
+            self._forward(<floating*>x, NULL, <int>m)
             return True
         if loader_scaling:
             if not _copy_inputs(x, m * width, xbuf):
@@ -716,6 +723,18 @@ cdef class FusedTrainer:
             return False
         self._forward(xbuf, NULL, <int>m)
         return True
+
+    cdef bint _all_finite(self, const floating* x, Py_ssize_t count) noexcept nogil:
+        """Whether the ``count`` values of x are finite, the threads taking a part each."""
+        cdef int t, n = self.n_threads, bad = 0
+        cdef Py_ssize_t lo, hi
+        if n == 1 or count < FINITE_SHARED_MIN:
+            return _all_finite(x, count)
+        for t in prange(n, num_threads=n, schedule="static", chunksize=1):
+            lo = count * t // n
+            hi = count * (t + 1) // n
+            bad += not _all_finite(x + lo, hi - lo)
+        return bad == 0
 
     def _predict(self, const pixel_t[:, ::1] x, floating[:, ::1] xbuf,
                  floating[:, ::1] out, bint take_pixels):
@@ -1552,6 +1571,15 @@ cdef bint _copy_inputs(const pixel_t* x, Py_ssize_t count, floating* out) noexce
             out[i] = <floating>x[i] * scale
         return True
     return _copy_finite(x, count, out)
+
+
+cdef bint _all_finite(const floating* x, Py_ssize_t count) noexcept nogil:
+    """Whether every one of ``count`` values is finite."""
+    cdef Py_ssize_t i
+    cdef int bad = 0
+    for i in range(count):
+        bad |= (x[i] - x[i]) != 0  # NaN for NaN and infinity, 0 for finite values
+    return bad == 0
 
 
 cdef bint _copy_finite(const pixel_t* x, Py_ssize_t count, floating* out) noexcept nogil:
