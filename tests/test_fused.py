@@ -201,3 +201,48 @@ def test_deferred_update_above_batch_32_agrees_to_rounding(batch_size):
         runs.append(model.parameters())
     for a, b in zip(*runs):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def _awkward_model(dtype):
+    # The shared middle layer (811 inputs, 797 units) has input columns that are not a
+    # multiple of 8, so the threads' shares of dL/dx end inside a vector; from 26 rows
+    # on, its input gradient is large enough to be shared.
+    rng = np.random.default_rng(5)
+    return numrec.Sequential([
+        numrec.Dense(29, 811, seed=rng, dtype=dtype), numrec.LeakyReLU(0.2),
+        numrec.Dense(811, 797, seed=rng, dtype=dtype), numrec.LeakyReLU(0.2),
+        numrec.Dense(797, 5, seed=rng, dtype=dtype), numrec.Sigmoid(),
+    ])
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+@pytest.mark.parametrize("batch_size", [7, 64, 128, 150])
+def test_input_gradient_shared_by_columns(optimizer, batch_size):
+    """The threads share a large Dense layer's dL/dx by input columns in float32 (batch
+    7 is too small to share): up to 128 rows the same bits for 1, 2 and 3 threads,
+    above (BLAS products) agreement to float32 accuracy; always the float64 Python
+    loop's parameters to float32 accuracy."""
+    x, y = _data(n=300, n_in=29, n_out=5)
+    x = x.astype(np.float32) / 255
+
+    def make(kind):
+        return numrec.SGD(0.2) if kind == "sgd" else numrec.Adam(1e-3)
+
+    results = []
+    for threads in (1, 2, 3):
+        model = _awkward_model(np.float32)
+        model.fit(x, y, epochs=1, batch_size=batch_size, optimizer=make(optimizer), seed=3,
+                  threads=threads, fused=True)
+        results.append(model.parameters())
+    for parameters in results[1:]:
+        for a, b in zip(results[0], parameters):
+            if batch_size <= 128:
+                assert np.array_equal(a, b)
+            else:
+                np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    reference = _awkward_model(np.float64)
+    reference.fit(x.astype(np.float64), y, epochs=1, batch_size=batch_size,
+                  optimizer=make(optimizer), seed=3, fused=False)
+    for parameters in results:
+        for got, expected in zip(parameters, reference.parameters()):
+            np.testing.assert_allclose(got, expected, rtol=2e-3, atol=2e-4)

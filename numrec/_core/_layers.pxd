@@ -64,6 +64,11 @@ cdef class Layer:
     # "rowwise_input": backward_input may run on any block of the rows (g and gx
     # pointing at its first row), on several threads at once; the loop then shares
     # dL/dx between its threads by rows.
+    # "columnwise_input" (float32): backward_input_columns_f32 writes columns lo:hi of
+    # dL/dx (all m rows), with the same bits as backward_input_f32 gives them; the loop
+    # then shares dL/dx between its threads by input columns.
+    cdef void backward_input_columns_f32(self, const float* g, float* gx, int m, int lo,
+                                         int hi) noexcept nogil
     # "rowwise_forward": forward may run on any block of the rows (x and z pointing at
     # its first row), on several threads at once; the loop then shares the forward pass
     # of a shared stage between its threads by rows instead of by units.

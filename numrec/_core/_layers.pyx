@@ -9,7 +9,7 @@ import numpy as np
 from numrec._core import _activations, _kernels
 from numrec._core._copying import reduce_component
 
-from numrec._core._blas cimport matmul_nt, matmul_tn, matmul_nn
+from numrec._core._blas cimport _gemm, matmul_nt, matmul_tn, matmul_nn
 from numrec._core._memory import aligned_zeros
 from numrec._core._validation import (
     as_rng, as_shape, check_array, check_dtype, check_positive_int, shape_size,
@@ -395,6 +395,10 @@ cdef class Layer:
     cdef void backward_input_f64(self, const double* g, double* gx, int m) noexcept nogil:
         pass
 
+    cdef void backward_input_columns_f32(self, const float* g, float* gx, int m, int lo,
+                                         int hi) noexcept nogil:
+        pass
+
     cdef void gradient_f32(self, const float* x, const float* g, int m, int lo, int hi,
                            bint accumulate) noexcept nogil:
         pass
@@ -474,8 +478,9 @@ cdef inline void _dense_folded(const floating* x, const floating* g, floating* w
 
 
 cdef void _panels_input_grad(const floating* g, const floating* wt, floating* gx, int m,
-                             int n, int k) noexcept nogil:
-    """``gx = g @ W`` with W in the panels of ``Dense._weights_t``: g (m, n), gx (m, k).
+                             int n, int k, int lo, int hi) noexcept nogil:
+    """Columns lo:hi of ``gx = g @ W`` with W in the panels of ``Dense._weights_t``:
+    g (m, n), gx (m, k).
 
     Plain loops: the fused loop never asks the first layer, the one it runs on panels,
     for the gradient of its input.
@@ -483,11 +488,11 @@ cdef void _panels_input_grad(const floating* g, const floating* wt, floating* gx
     cdef int i, j, p
     cdef const floating* panel
     for i in range(m):
-        for p in range(k):
+        for p in range(lo, hi):
             gx[i * k + p] = 0
         for j in range(n):
             panel = wt + <Py_ssize_t>(j // NR_SPARSE_PANEL) * NR_SPARSE_PANEL * k + j % NR_SPARSE_PANEL
-            for p in range(k):
+            for p in range(lo, hi):
                 gx[i * k + p] += g[i * n + j] * panel[p * NR_SPARSE_PANEL]
 
 
@@ -620,7 +625,7 @@ cdef class Dense(Layer):
 
     kernel_dtypes = ("float32", "float64")
     capabilities = frozenset({"folded_sgd", "pixels", "sparse_inputs", "sparse_gradients",
-                              "deferred_update"})
+                              "deferred_update", "columnwise_input"})
 
     def __init__(self, in_features, out_features, *, seed=None, dtype=np.float32,
                  init="he"):
@@ -884,21 +889,28 @@ cdef class Dense(Layer):
                        self.out_features, self.in_features, lo, hi)
 
     cdef void backward_input_f32(self, const float* g, float* gx, int m) noexcept nogil:
+        self.backward_input_columns_f32(g, gx, m, 0, self.in_features)
+
+    cdef void backward_input_columns_f32(self, const float* g, float* gx, int m, int lo,
+                                         int hi) noexcept nogil:
+        """Columns lo:hi of ``gx = g @ W``: each column's sums run in the same order
+        whatever the range, so threads sharing the columns get the bits of one call."""
+        cdef int n_in = self.in_features, n_out = self.out_features
+        if lo >= hi:
+            return
         if self._sparse:
-            _panels_input_grad(g, <float*>self._wt, gx, m, self.out_features,
-                               self.in_features)
-            return
-        if self._own_kernels(m):
-            dense_input_grad(m, self.out_features, self.in_features, g,
-                             self.out_features, <float*>self._w, self.in_features,
-                             gx, self.in_features)
-            return
-        matmul_nn(m, self.in_features, self.out_features, 1, g, <float*>self._w, 0, gx)
+            _panels_input_grad(g, <float*>self._wt, gx, m, n_out, n_in, lo, hi)
+        elif self._own_kernels(m):
+            dense_input_grad(m, n_out, hi - lo, g, n_out, <float*>self._w + lo, n_in,
+                             gx + lo, n_in)
+        else:  # gx[:, lo:hi] = g @ W[:, lo:hi], to column-major BLAS its transpose
+            _gemm(b"N", b"N", hi - lo, m, n_out, <float>1, <float*>self._w + lo, n_in,
+                  g, n_out, <float>0, gx + lo, n_in)
 
     cdef void backward_input_f64(self, const double* g, double* gx, int m) noexcept nogil:
         if self._sparse:
             _panels_input_grad(g, <double*>self._wt, gx, m, self.out_features,
-                               self.in_features)
+                               self.in_features, 0, self.in_features)
             return
         matmul_nn(m, self.in_features, self.out_features, 1, g, <double*>self._w, 0, gx)
 

@@ -83,6 +83,10 @@ cdef enum:
 # The first layer skips zero inputs when at most this fraction of the entries are nonzero
 # (where its kernels measured faster than the full product: docs/benchmarks.rst).
 cdef double SPARSE_MAX_DENSITY = 0.35
+# Multiply-adds of a float32 input gradient (rows x inputs x outputs) from which the
+# threads share it by columns: below, the extra barrier costs more than half the product
+# saves (784-512-256-10, batch 32: 4.2 M, 4 % slower shared; batch 128, 17 M: even).
+cdef double COLUMN_SHARE_MIN_PRODUCT = 16777216
 cdef bint _sparse_allowed = True
 cdef bint _defer_allowed = True
 
@@ -143,6 +147,8 @@ cdef struct Stage:
                            # at most this many rows at a time
     bint defer             # may defer its folded update (float32, small, above a shared stage)
     bint input_rows        # the threads share dL/dx by rows ("rowwise_input" capability)
+    bint input_columns     # the threads share dL/dx by input columns (float32,
+                           # "columnwise_input" capability)
     bint forward_rows      # the threads share the forward pass by rows, not units
                            # ("rowwise_forward" capability, on a shared stage)
 
@@ -385,6 +391,9 @@ cdef class FusedTrainer:
                                      and self.dtype == np.float32)
             self._stages[s].input_rows = ("rowwise_input" in capabilities
                                           and self.n_threads > 1)
+            self._stages[s].input_columns = ("columnwise_input" in capabilities
+                                             and self.n_threads > 1
+                                             and self.dtype == np.float32)
             self._stages[s].forward_rows = ("rowwise_forward" in capabilities
                                             and self._stages[s].split)
             below_shared = worth_it
@@ -1034,12 +1043,13 @@ cdef class FusedTrainer:
         one defers its folded update: the last thread computes it while thread 0
         computes dL/dx, and adds it after the large stage's barrier.  A layer with the
         "rowwise_input" capability has dL/dx computed by all threads, each on its share
-        of the rows, between two barriers.
+        of the rows, between two barriers; one with "columnwise_input" (float32), each
+        on its share of the input columns.
         """
         cdef Stage* stage = &self._stages[s]
         cdef floating* inputs = x if s == 0 else <floating*>self._stages[s - 1].a
         cdef floating* below = NULL
-        cdef bint full_activation, input_rows
+        cdef bint full_activation, input_rows, input_columns
         if self._defers(s, m):
             self._backward_deferred(s, m, t, team)
             return
@@ -1049,15 +1059,23 @@ cdef class FusedTrainer:
             below = <floating*>self._gx_data
         full_activation = below != NULL or stage.rowwise
         input_rows = stage.input_rows and team > 1 and below != NULL
+        input_columns = (floating is float and stage.input_columns and team > 1
+                         and below != NULL and not input_rows
+                         and <double>m * stage.n_in * stage.n_out >= COLUMN_SHARE_MIN_PRODUCT)
         if t == 0 and full_activation:
             _activation_backward_part(stage, <floating*>stage.g, m, 0, stage.n_units)
         if input_rows:  # every thread its share of the rows, once dL/dz is whole
             _barrier()
             _input_gradient_rows(stage, below, m * t // team, m * (t + 1) // team)
+        elif input_columns:  # or of the columns
+            _barrier()
+            (<Layer>stage.layer).backward_input_columns_f32(
+                <float*>stage.g, <float*>below, m, _first_column(stage.n_in, t, team),
+                _first_column(stage.n_in, t + 1, team))
         elif t == 0 and below != NULL:
             _input_gradient_rows(stage, below, 0, m)
-        if stage.split or input_rows:  # (the update waits for every reader of the weights)
-            _barrier()
+        if stage.split or input_rows or input_columns:  # (the update waits for every
+            _barrier()                                  # reader of the weights)
         if t == team - 1 and self._defers(s + 1, m):  # (thread 0 has read the weights
             # of stage s + 1 for dL/dx before the barrier)
             (<Layer>self._stages[s + 1].layer).deferred_update_f32(NULL, NULL, m,
@@ -1322,6 +1340,14 @@ cdef class FusedTrainer:
             t = _thread_id()
             team = _team_size()
             self._backward(&inputs[0, 0], pixel_ptr, <int>m, t, team)
+
+
+cdef inline int _first_column(int n_in, int t, int team) noexcept nogil:
+    """First input column of thread t's share of dL/dx, a multiple of 8 (whole vectors);
+    t = team gives n_in."""
+    if t >= team:
+        return n_in
+    return (n_in // 8) * t // team * 8
 
 
 cdef inline int _first_unit(Stage* stage, int t, int team) noexcept nogil:
