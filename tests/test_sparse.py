@@ -302,3 +302,35 @@ def test_pixels_read_as_they_are_give_the_bits_of_converted_inputs(n_in, batch_s
     for a, b in zip(trained_pixels, trained_floats):
         np.testing.assert_array_equal(a, b)
     assert correct_pixels == correct_floats
+
+
+def test_mostly_zeros_takes_a_threshold():
+    x = np.zeros((10, 100), dtype=np.float32)
+    x[:, :50] = 1  # half nonzero
+    assert not mostly_zeros(x)
+    assert mostly_zeros(x, 0.6) and not mostly_zeros(x, 0.4)
+
+
+@pytest.mark.skipif(not _simd_kernels(), reason="the kernels for zero inputs need AVX2")
+@pytest.mark.parametrize("batch, switches", [(32, True), (128, True), (512, False)])
+def test_half_zero_data_trains_on_them_with_small_batches_only(batch, switches):
+    """At half nonzero entries the first layer skips zeros when training on batches of up
+    to 128 rows (faster there than the full product), not on longer ones: the weights
+    then differ from the full product's by rounding only, or not at all."""
+    rng = np.random.default_rng(3)
+    x = np.where(rng.random((1024, 784)) < 0.5, rng.integers(1, 256, (1024, 784)), 0)
+    x = x.astype(np.uint8)
+    y = rng.integers(0, 10, 1024)
+    runs = []
+    for sparse in (True, False):
+        previous = _sparse_input_kernels(sparse)
+        try:
+            model = numrec.Sequential([numrec.Dense(784, 64, seed=0), numrec.LeakyReLU(0.2),
+                                       numrec.Dense(64, 10, seed=1), numrec.Sigmoid()])
+            model.fit(x, y, loss=numrec.MSE(), optimizer=numrec.SGD(0.1), batch_size=batch,
+                      epochs=1, seed=0, verbose=0, threads=1)
+            runs.append(model.components[0].weights.copy())
+        finally:
+            _sparse_input_kernels(previous)
+    assert not np.array_equal(*runs) if switches else np.array_equal(*runs)
+    np.testing.assert_allclose(runs[0], runs[1], rtol=1e-4, atol=1e-5)

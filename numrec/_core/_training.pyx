@@ -83,6 +83,12 @@ cdef enum:
 # The first layer skips zero inputs when at most this fraction of the entries are nonzero
 # (where its kernels measured faster than the full product: docs/benchmarks.rst).
 cdef double SPARSE_MAX_DENSITY = 0.35
+# Training on batches of up to SPARSE_SMALL_BATCH rows, they stay faster up to this
+# fraction: against numrec's own full-product kernels rather than BLAS (Fashion-MNIST,
+# half nonzero, trains 1.2-1.4x faster on them at batch 32 and 128, and still 1.14-1.25x
+# at 63 % nonzero; at batch 512 BLAS's product is faster from 49 %: docs/benchmarks.rst).
+cdef double SPARSE_MAX_DENSITY_SMALL_BATCH = 0.6
+cdef int SPARSE_SMALL_BATCH = 128
 # Multiply-adds of a float32 input gradient (rows x inputs x outputs) from which the
 # threads share it by columns: below, the extra barrier costs more than half the product
 # saves (784-512-256-10, batch 32: 4.2 M, 4 % slower shared; batch 128, 17 M: even).
@@ -119,11 +125,14 @@ def _sparse_input_kernels(enable=None):
     return previous
 
 
-def mostly_zeros(x):
-    """True if at most SPARSE_MAX_DENSITY of the entries in the first rows of ``x`` are
-    nonzero (the first SPARSE_SAMPLE_ROWS rows stand for the data)."""
+def mostly_zeros(x, max_density=None):
+    """True if at most ``max_density`` (default SPARSE_MAX_DENSITY) of the entries in
+    the first rows of ``x`` are nonzero (the first SPARSE_SAMPLE_ROWS rows stand for the
+    data)."""
+    if max_density is None:
+        max_density = SPARSE_MAX_DENSITY
     sample = x[:SPARSE_SAMPLE_ROWS]
-    return sample.size > 0 and np.count_nonzero(sample) <= SPARSE_MAX_DENSITY * sample.size
+    return sample.size > 0 and np.count_nonzero(sample) <= max_density * sample.size
 
 
 
@@ -756,13 +765,16 @@ cdef class FusedTrainer:
         """Switch the first layer to its kernels for zero inputs if they suit ``x``.
 
         Only for a layer with the ``"sparse_inputs"`` capability and ``x`` that is
-        :func:`mostly_zeros`; in training, with the folded update (those kernels apply
+        :func:`mostly_zeros` (up to SPARSE_MAX_DENSITY_SMALL_BATCH nonzero when training
+        on batches of up to SPARSE_SMALL_BATCH rows); in training, with the folded update (those kernels apply
         the step inside the product) or with a compiled optimizer and a layer that has
         the ``"sparse_gradients"`` capability (:meth:`_panel_parameters`).  Returns
         whether it switched.
         """
         layer = <Layer>self._stages[0].layer
-        if not (_sparse_allowed and _sparse_capable(layer)) or not mostly_zeros(x):
+        density = (SPARSE_MAX_DENSITY_SMALL_BATCH
+                   if training and self.batch_size <= SPARSE_SMALL_BATCH else SPARSE_MAX_DENSITY)
+        if not (_sparse_allowed and _sparse_capable(layer)) or not mostly_zeros(x, density):
             return False
         if layer.takes_pixels():  # switched already, by a trainer that holds them
             return False
