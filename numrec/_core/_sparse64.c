@@ -62,20 +62,6 @@ int nr_sparse_f64_portable_fast(void)
 #define vload_part(p, r) (*(p))
 #define vstore_part(p, v, r) (*(p) = (v))
 #include "_sparse64_impl.h"
-#undef NAME
-#undef VEC
-#undef LANES
-#undef V_PAIR
-#undef V_ONE
-#undef V_UPDATE
-#undef vzero
-#undef vload
-#undef vstore
-#undef vbroadcast
-#undef vadd
-#undef vfma
-#undef vload_part
-#undef vstore_part
 
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
 
@@ -106,20 +92,6 @@ static inline __m256i nr_lanes_below4(int r)
 #define vload_part(p, r) _mm256_maskload_pd((p), nr_lanes_below4(r))
 #define vstore_part(p, v, r) _mm256_maskstore_pd((p), nr_lanes_below4(r), (v))
 #include "_sparse64_impl.h"
-#undef NAME
-#undef VEC
-#undef LANES
-#undef V_PAIR
-#undef V_ONE
-#undef V_UPDATE
-#undef vzero
-#undef vload
-#undef vstore
-#undef vbroadcast
-#undef vadd
-#undef vfma
-#undef vload_part
-#undef vstore_part
 
 #pragma GCC pop_options
 

@@ -206,3 +206,19 @@ void NAME(nr_sparse_update_f64)(int m, int n, int k, double alpha, const double 
 #undef NR_FORWARD_REST
 #undef NR_UPDATE_REST
 #undef PANEL_VECTOR
+
+/* The including file's parameters, so that the next level can define its own. */
+#undef NAME
+#undef VEC
+#undef LANES
+#undef V_PAIR
+#undef V_ONE
+#undef V_UPDATE
+#undef vzero
+#undef vload
+#undef vstore
+#undef vbroadcast
+#undef vadd
+#undef vfma
+#undef vload_part
+#undef vstore_part

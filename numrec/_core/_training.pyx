@@ -721,7 +721,7 @@ cdef class FusedTrainer:
             self._forward(xbuf, x, <int>m)
             return True
         if (pixel_t is float and floating is float) or (pixel_t is double and floating is double):
-            if not self._all_finite(x, m * width):  # read in place: the stages do not write it
+            if not self._all_finite_shared(x, m * width):  # read in place: the stages do not write it
                 return False
             self._forward(<floating*>x, NULL, <int>m)
             return True
@@ -733,7 +733,7 @@ cdef class FusedTrainer:
         self._forward(xbuf, NULL, <int>m)
         return True
 
-    cdef bint _all_finite(self, const floating* x, Py_ssize_t count) noexcept nogil:
+    cdef bint _all_finite_shared(self, const floating* x, Py_ssize_t count) noexcept nogil:
         """Whether the ``count`` values of x are finite, the threads taking a part each."""
         cdef int t, n = self.n_threads, bad = 0
         cdef Py_ssize_t lo, hi
@@ -766,8 +766,8 @@ cdef class FusedTrainer:
 
         Only for a layer with the ``"sparse_inputs"`` capability and ``x`` that is
         :func:`mostly_zeros` (up to SPARSE_MAX_DENSITY_SMALL_BATCH nonzero when training
-        on batches of up to SPARSE_SMALL_BATCH rows); in training, with the folded update (those kernels apply
-        the step inside the product) or with a compiled optimizer and a layer that has
+        on batches of up to SPARSE_SMALL_BATCH rows); in training, with the folded update
+        (those kernels apply the step inside the product) or with a compiled optimizer and a layer that has
         the ``"sparse_gradients"`` capability (:meth:`_panel_parameters`).  Returns
         whether it switched.
         """
