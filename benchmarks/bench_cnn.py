@@ -13,13 +13,15 @@ One epoch is a pass over the training images (``--samples`` of them) and one ove
 test images (with ``--train-only``, the training pass alone); rounds alternate between the frameworks so that a change in the machine's
 load touches them alike.  The table gives each framework's median seconds per epoch and
 the median of the per-round ratios to numrec (paired), then, with ``--to-target``, the
-epochs and seconds each took to exceed 99 % test accuracy, and each framework's peak
+epochs and seconds each took to exceed 99 % test accuracy from each of ``--target-seeds``
+initial weights and batch orders (the frameworks part with float32 rounding, so one
+seed's epoch count is partly chance: read the medians), and each framework's peak
 memory (resident set, measured in a child process of its own).  PyTorch runs with
 ``torch.set_num_threads(--threads)``, numrec with ``threads=--threads``.
 
     python benchmarks/bench_cnn.py                      # batch 64 and 256, 3 rounds
     python benchmarks/bench_cnn.py --samples 6000 --rounds 2 --skip-memory
-    python benchmarks/bench_cnn.py --to-target --batch-sizes 64
+    python benchmarks/bench_cnn.py --to-target --batch-sizes 64 --frameworks numrec torch
     python benchmarks/bench_cnn.py --samples 6000 --train-only --skip-memory
 """
 import argparse
@@ -92,12 +94,12 @@ def flops_per_sample(network):
 # --- the frameworks --------------------------------------------------------------------------
 
 class NumrecRunner:
-    def __init__(self, network, threads):
+    def __init__(self, network, threads, seed=0):
         import numrec
 
         self.numrec, self.threads = numrec, threads
         components = []
-        for kind, w, b, pool in initial_weights(network):
+        for kind, w, b, pool in initial_weights(network, seed):
             if kind == "conv":
                 layer = numrec.Conv2D(w.shape[1], w.shape[0], w.shape[2])
                 layer.weights, layer.bias = w, b
@@ -122,13 +124,13 @@ class NumrecRunner:
 
 
 class TorchRunner:
-    def __init__(self, network, threads):
+    def __init__(self, network, threads, seed=0):
         import torch
 
         torch.set_num_threads(threads)
         self.torch = torch
         layers, flat = [], False
-        for kind, w, b, pool in initial_weights(network):
+        for kind, w, b, pool in initial_weights(network, seed):
             if kind == "conv":
                 conv = torch.nn.Conv2d(w.shape[1], w.shape[0], w.shape[2])
                 layers += [conv, torch.nn.ReLU()] + ([torch.nn.MaxPool2d(2)] if pool else [])
@@ -164,12 +166,12 @@ class TorchRunner:
 
 
 class JaxRunner:
-    def __init__(self, network, threads):
+    def __init__(self, network, threads, seed=0):
         import jax
         import jax.numpy as jnp
 
         self.jax, self.jnp = jax, jnp
-        spec = initial_weights(network)
+        spec = initial_weights(network, seed)
         self.params = [(jnp.asarray(w), jnp.asarray(b)) for _, w, b, _ in spec]
         kinds = [(kind, pool) for kind, _, _, pool in spec]
 
@@ -252,20 +254,48 @@ def timed_epochs(args, data, batch_size, log):
     return seconds, accuracy
 
 
-def to_target(args, data, batch_size, name, log, target=0.99, max_epochs=15):
-    """Epochs and seconds until test accuracy exceeds ``target``, or None."""
+def to_target(args, data, batch_size, name, log, seed=0, target=0.99, max_epochs=15):
+    """Epochs and seconds until test accuracy exceeds ``target``, or None, from the
+    initial weights of ``seed`` and its batch orders."""
     (x, y), (x_test, y_test) = data
-    runner, total = RUNNERS[name](args.network, args.threads), 0.0
+    runner, total = RUNNERS[name](args.network, args.threads, seed), 0.0
     for epoch in range(1, max_epochs + 1):
-        order = np.random.default_rng(100 + epoch).permutation(len(x))
+        order = np.random.default_rng((seed, 100 + epoch)).permutation(len(x))
         start = time.perf_counter()
         accuracy = runner.epoch(x, y, x_test, y_test, order, batch_size)
         total += time.perf_counter() - start
-        log(f"to 99 %: {name} batch {batch_size} epoch {epoch}: {100 * accuracy:.2f} %, "
-            f"{total:.1f} s")
+        log(f"to 99 %: {name} batch {batch_size} seed {seed} epoch {epoch}: "
+            f"{100 * accuracy:.2f} %, {total:.1f} s")
         if accuracy > target:
             return epoch, total
     return None
+
+
+def targets_over_seeds(args, data, batch_size, log):
+    """Per framework, :func:`to_target` for each of ``args.target_seeds`` seeds; the
+    frameworks alternate within each seed, as the epoch rounds do."""
+    reached = {name: [] for name in args.frameworks}
+    for seed in range(args.target_seeds):
+        names = args.frameworks if seed % 2 == 0 else args.frameworks[::-1]
+        for name in names:
+            reached[name].append(to_target(args, data, batch_size, name, log, seed))
+    return reached
+
+
+def print_targets(reached):
+    """Each framework's epochs and seconds per seed, their medians, and the median over
+    seeds of the seconds' ratio to numrec's (a seed missing the target counts as
+    infinitely slow)."""
+    seconds = {name: [r[1] if r else float("inf") for r in runs]
+               for name, runs in reached.items()}
+    for name, runs in reached.items():
+        text = ", ".join(f"{r[0]} epochs {r[1]:.1f} s" if r else "not within 15 epochs"
+                         for r in runs)
+        epochs = statistics.median(r[0] if r else float("inf") for r in runs)
+        ratio = (statistics.median(a / b for a, b in zip(seconds[name], seconds["numrec"]))
+                 if "numrec" in seconds else float("nan"))
+        print(f"  to 99 %: {name:<7} median {statistics.median(seconds[name]):6.1f} s, "
+              f"{epochs:g} epochs, x{ratio:5.2f}   ({text})")
 
 
 def peak_memory(args, name, batch_size):
@@ -312,6 +342,9 @@ def main(argv=None):
                         help="time the training pass alone, without the test pass")
     parser.add_argument("--to-target", action="store_true",
                         help="also train each framework until test accuracy exceeds 99 %%")
+    parser.add_argument("--target-seeds", type=int, default=3,
+                        help="initial weights and batch orders to train to 99 %% from "
+                             "(with --to-target; default 3)")
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--json", action="store_true", help="end with one JSON object")
     parser.add_argument("--child", choices=FRAMEWORKS, help=argparse.SUPPRESS)
@@ -351,12 +384,9 @@ def main(argv=None):
                   f"   {flops / medians[name] / 1e9:6.1f}{tested}")
         results[batch_size] = {"seconds": seconds, "median": medians, "ratio": ratios}
         if args.to_target:
-            for name in args.frameworks:
-                reached = to_target(args, data, batch_size, name, log)
-                text = (f"{reached[0]} epochs, {reached[1]:.1f} s" if reached
-                        else "not within 15 epochs")
-                print(f"  to 99 %: {name:<7} {text}")
-                results[batch_size].setdefault("to_target", {})[name] = reached
+            reached = targets_over_seeds(args, data, batch_size, log)
+            print_targets(reached)
+            results[batch_size]["to_target"] = reached
         if not args.skip_memory:
             for name in args.frameworks:
                 megabytes = peak_memory(args, name, batch_size)
