@@ -125,8 +125,38 @@ def test_bench_cnn_help():
     result = subprocess.run([sys.executable, str(BENCHMARKS / "bench_cnn.py"), "--help"],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    for option in ("--network", "--batch-sizes", "--samples", "--rounds", "--to-target"):
+    for option in ("--network", "--batch-sizes", "--samples", "--rounds", "--to-target",
+                   "--target-seeds"):
         assert option in result.stdout
+
+
+@pytest.fixture(scope="module")
+def cnn_bench():
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import bench_cnn
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    return bench_cnn
+
+
+def test_bench_cnn_seeds_give_other_weights(cnn_bench):
+    first, again, other = (cnn_bench.initial_weights("small", seed) for seed in (0, 0, 1))
+    for a, b, c in zip(first, again, other):
+        np.testing.assert_array_equal(a[1], b[1])
+        assert not np.array_equal(a[1], c[1])
+
+
+def test_bench_cnn_target_summary(cnn_bench, capsys):
+    """Medians over seeds, and the median of the per-seed ratios of seconds to numrec's;
+    a seed that misses the target counts as infinitely slow."""
+    cnn_bench.print_targets({"numrec": [(5, 10.0), (7, 14.0), (6, 12.0)],
+                             "torch": [(5, 20.0), None, (6, 18.0)]})
+    lines = capsys.readouterr().out.splitlines()
+    assert "median   12.0 s, 6 epochs, x 1.00" in lines[0]
+    # torch/numrec per seed: 2.0, inf, 1.5 -> median 2.0; seconds 20, inf, 18 -> 20
+    assert "median   20.0 s, 6 epochs, x 2.00" in lines[1]
+    assert "not within 15 epochs" in lines[1]
 
 
 def test_bench_cnn_runners_train_alike():
