@@ -1,4 +1,5 @@
 """The benchmark scripts start, and their runners train like for like (no timing here)."""
+import importlib
 import json
 import subprocess
 import sys
@@ -8,6 +9,15 @@ import numpy as np
 import pytest
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _benchmark_module(name):
+    """Import ``benchmarks/<name>.py`` (the folder is on sys.path only meanwhile)."""
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(BENCHMARKS))
 
 
 def test_bench_presets_help():
@@ -22,12 +32,7 @@ def test_bench_presets_help():
 
 @pytest.fixture(scope="module")
 def bench():
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        import bench_presets
-    finally:
-        sys.path.remove(str(BENCHMARKS))
-    return bench_presets
+    return _benchmark_module("bench_presets")
 
 
 @pytest.fixture(scope="module")
@@ -132,12 +137,7 @@ def test_bench_cnn_help():
 
 @pytest.fixture(scope="module")
 def cnn_bench():
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        import bench_cnn
-    finally:
-        sys.path.remove(str(BENCHMARKS))
-    return bench_cnn
+    return _benchmark_module("bench_cnn")
 
 
 def test_bench_cnn_seeds_give_other_weights(cnn_bench):
@@ -159,18 +159,13 @@ def test_bench_cnn_target_summary(cnn_bench, capsys):
     assert "not within 15 epochs" in lines[1]
 
 
-def test_bench_cnn_runners_train_alike():
+def test_bench_cnn_runners_train_alike(cnn_bench):
     """numrec and PyTorch from the same weights on the same batches: the same logits."""
     pytest.importorskip("torch")
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        import bench_cnn
-    finally:
-        sys.path.remove(str(BENCHMARKS))
     rng = np.random.default_rng(0)
     x = rng.random((128, 1, 28, 28), dtype=np.float32)
     y = rng.integers(0, 10, 128)
-    ours, theirs = bench_cnn.NumrecRunner("small", 1), bench_cnn.TorchRunner("small", 1)
+    ours, theirs = cnn_bench.NumrecRunner("small", 1), cnn_bench.TorchRunner("small", 1)
     for runner in (ours, theirs):
         runner.epoch(x, y, x[:16], y[:16], np.arange(128), 64)
     import torch
@@ -185,12 +180,7 @@ def test_bench_cnn_runners_train_alike():
 
 @pytest.fixture(scope="module")
 def matrix():
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        import bench_matrix
-    finally:
-        sys.path.remove(str(BENCHMARKS))
-    return bench_matrix
+    return _benchmark_module("bench_matrix")
 
 
 def test_bench_matrix_quick(tmp_path):
