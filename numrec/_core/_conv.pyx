@@ -577,45 +577,75 @@ cdef void _conv_gradient(const Geometry* g, const floating* x, const floating* g
     """Channels lo:hi of ``dL/dW += g_s[lo:hi] @ col_s.T`` and ``dL/db += g_s[lo:hi]``
     summed over positions, sample after sample (written afresh unless accumulate);
     a sample's column matrix from ``kept`` if a forward pass kept it, else built in
-    ``col``, a block at a time.  For :func:`_gradient_by_columns`, the transposes:
-    ``dL/dW.T += col_s @ g_s[lo:hi].T`` in ``col`` after the block, with g_s's
-    transpose before it, and dL/dW from it at the end."""
-    cdef int s, c, p0, p1, j, units = hi - lo
+    ``col``, a block at a time (:func:`_gradient_sample`)."""
+    cdef int s
     cdef Py_ssize_t n_in = <Py_ssize_t>g.c * g.h * g.w
     cdef size_t col_bytes = <size_t>g.k * g.hw * sizeof(floating)
-    cdef bint by_columns = _gradient_by_columns(g, units)
-    cdef const floating* gs
     cdef const floating* whole
-    cdef floating* gt = col + <Py_ssize_t>g.k * g.block       # (hw, units)
-    cdef floating* acc = gt + <Py_ssize_t>g.hw * units          # (k, units)
+    _gradient_begin(g, gw, gb, lo, hi, accumulate, col)
+    for s in range(m):
+        whole = <const floating*>_kept_columns(kept, <const char*>(x + s * n_in),
+                                               n_in * sizeof(floating), col_bytes)
+        _gradient_sample(g, x + s * n_in, grad + <Py_ssize_t>s * n_out, whole, gw, gb, lo,
+                         hi, col)
+    _gradient_end(g, gw, lo, hi, col)
+
+
+cdef inline void _gradient_begin(const Geometry* g, floating* gw, floating* gb, int lo,
+                                 int hi, bint accumulate, floating* col) noexcept nogil:
+    """Clear channels lo:hi of dL/dW and dL/db unless accumulate; for
+    :func:`_gradient_by_columns`, copy dL/dW's rows into their transpose ``acc`` in
+    the work buffer ``col`` (after a block of the column matrix and the transposed
+    output gradient ``gt``)."""
+    cdef int c, j, units = hi - lo
     cdef floating* rows = gw + <Py_ssize_t>lo * g.k
+    cdef floating* acc = col + <Py_ssize_t>g.k * g.block + <Py_ssize_t>g.hw * units
     if not accumulate:
         memset(rows, 0, <size_t>units * g.k * sizeof(floating))
         memset(gb + lo, 0, <size_t>units * sizeof(floating))
-    if by_columns:
+    if _gradient_by_columns(g, units):
         for j in range(g.k):
             for c in range(units):
                 acc[j * units + c] = rows[c * g.k + j]
-    for s in range(m):
-        gs = grad + <Py_ssize_t>s * n_out
-        whole = <const floating*>_kept_columns(kept, <const char*>(x + s * n_in),
-                                               n_in * sizeof(floating), col_bytes)
-        if by_columns:
-            _transpose(gs + <Py_ssize_t>lo * g.hw, gt, units, g.hw)
-        if whole != NULL:
-            _weight_product(g, by_columns, whole, gs, gt, rows, acc, lo, units, 0, g.hw)
-        p0 = g.hw if whole != NULL else 0
-        while p0 < g.hw:
-            p1 = min(g.hw, p0 + g.block)
-            _im2col(x + s * n_in, col, g, p0, p1)
-            _weight_product(g, by_columns, col, gs, gt, rows, acc, lo, units, p0, p1)
-            p0 = p1
-        for c in range(lo, hi):
-            gb[c] += _sum(gs + <Py_ssize_t>c * g.hw, g.hw)
-    if by_columns:
+
+
+cdef inline void _gradient_end(const Geometry* g, floating* gw, int lo, int hi,
+                               floating* col) noexcept nogil:
+    """For :func:`_gradient_by_columns`, dL/dW's rows back from ``acc``."""
+    cdef int c, j, units = hi - lo
+    cdef floating* rows = gw + <Py_ssize_t>lo * g.k
+    cdef floating* acc = col + <Py_ssize_t>g.k * g.block + <Py_ssize_t>g.hw * units
+    if _gradient_by_columns(g, units):
         for c in range(units):
             for j in range(g.k):
                 rows[c * g.k + j] = acc[j * units + c]
+
+
+cdef void _gradient_sample(const Geometry* g, const floating* xs, const floating* gs,
+                           const floating* whole, floating* gw, floating* gb, int lo,
+                           int hi, floating* col) noexcept nogil:
+    """One sample's part of :func:`_conv_gradient`: its output gradient ``gs`` (all
+    channels) and column matrix ``whole`` if kept (else NULL: built in ``col`` a block
+    at a time).  For :func:`_gradient_by_columns`, the transposes:
+    ``dL/dW.T += col_s @ g_s[lo:hi].T`` into ``acc``, with g_s's transpose ``gt``
+    (both in ``col`` after the block; see :func:`_gradient_begin`)."""
+    cdef int c, p0, p1, units = hi - lo
+    cdef bint by_columns = _gradient_by_columns(g, units)
+    cdef floating* gt = col + <Py_ssize_t>g.k * g.block       # (hw, units)
+    cdef floating* acc = gt + <Py_ssize_t>g.hw * units          # (k, units)
+    cdef floating* rows = gw + <Py_ssize_t>lo * g.k
+    if by_columns:
+        _transpose(gs + <Py_ssize_t>lo * g.hw, gt, units, g.hw)
+    if whole != NULL:
+        _weight_product(g, by_columns, whole, gs, gt, rows, acc, lo, units, 0, g.hw)
+    p0 = g.hw if whole != NULL else 0
+    while p0 < g.hw:
+        p1 = min(g.hw, p0 + g.block)
+        _im2col(xs, col, g, p0, p1)
+        _weight_product(g, by_columns, col, gs, gt, rows, acc, lo, units, p0, p1)
+        p0 = p1
+    for c in range(lo, hi):
+        gb[c] += _sum(gs + <Py_ssize_t>c * g.hw, g.hw)
 
 
 cdef inline floating _sum(const floating* a, int n) noexcept nogil:
@@ -1380,3 +1410,283 @@ cdef class MaxPool2D(Layer):
     cdef void gradient_f64(self, const double* x, const double* g, int m, int lo, int hi,
                            bint accumulate) noexcept nogil:
         pass
+
+
+# --- a convolution, its ReLU and its pooling as one stage of the compiled loop -------------
+
+cdef class _ConvReLUPool(Layer):
+    r"""``MaxPool2D(ReLU(Conv2D(x)))`` as one layer of the compiled loop, sample by sample.
+
+    The compiled loop (FusedTrainer) runs a :class:`Conv2D`, the :class:`ReLU` after it
+    and a :class:`MaxPool2D` after that as this one stage, so that each sample's
+    convolution output is pooled while it is in the cache.  Apart, the three stages
+    write that output, read it and write its ReLU, read that again to pool it, and in
+    the backward pass write, read and rewrite its gradient: for conv(1->16, 5x5) on
+    28x28 images, 36 KB a sample each time, and at batch 256 none of it stays in the
+    cache.  This stage keeps only the pooled outputs ``z`` and where each maximum was,
+    and builds a sample's dL/dz again in the backward pass; the column matrices are
+    kept for the weight gradient as the Conv2D keeps its own (``Conv2D._keep``).
+
+    The same bits as the three stages apart: a window's output is the first maximum
+    of :math:`\max(z, 0)` over it in scan order, and :math:`\partial L/\partial z` is
+    the sum of the pooled gradients of the windows whose maximum is at that position
+    and positive, zero elsewhere (ReLU's derivative is zero where the maximum is zero).
+    The parameters and their gradients are the Conv2D's own arrays.  Made by
+    :func:`fuse_stages` and bound to one trainer's buffers (:meth:`_bind`): the kernels
+    find a row's maxima by the row's place in the trainer's ``z`` or ``g`` buffer.
+    """
+
+    kernel_dtypes = ("float32", "float64")
+    capabilities = frozenset({"rowwise_input", "rowwise_forward"})
+
+    cdef Conv2D _conv
+    cdef Geometry _pg              # the pooling's geometry (its input: the conv's output)
+    cdef _Scratch _scratch
+    cdef object _buffers           # (z, g, argmax) of the trainer, kept alive
+    cdef int* _argmax              # (rows, out_features) offsets into each pool input row
+    cdef char* _z0
+    cdef char* _g0
+    cdef Py_ssize_t _rows
+    cdef int _n_out
+
+    def __init__(self, Conv2D conv, MaxPool2D pool):
+        if not (conv.built and pool.built) or pool.input_shape != conv.output_shape:
+            raise ValueError(f"{pool!r} does not take the output of {conv!r}")
+        self._conv = conv
+        self._pg = pool._g
+        self._scratch = _Scratch()
+        self._buffers = None
+        self._argmax = NULL
+        self._rows = 0
+        self._n_out = pool.out_features
+
+    def __repr__(self):
+        return f"_ConvReLUPool({self._conv!r})"
+
+    @property
+    def in_features(self):
+        return self._conv.in_features
+
+    @property
+    def out_features(self):
+        return self._n_out
+
+    @property
+    def n_units(self):
+        """The convolution's output channels (each pooled apart)."""
+        return self._conv.out_channels
+
+    def parameters(self):
+        return self._conv.parameters()
+
+    def gradients(self):
+        return self._conv.gradients()
+
+    def unit_sizes(self):
+        return self._conv.unit_sizes()
+
+    def unit_shares(self, dtype):
+        return self._conv.unit_shares(dtype)
+
+    def _bind(self, z, g):
+        """Take the trainer's ``z`` and ``g`` buffers ``(rows, out_features)``, C-ordered,
+        and room for the maxima's places of as many rows."""
+        if z.shape != g.shape or z.ndim != 2 or z.shape[1] != self._n_out:
+            raise ValueError("z and g must be (rows, out_features)")
+        argmax = np.zeros(z.shape, np.int32)
+        self._buffers = (z, g, argmax)
+        self._z0 = <char*>cnp.PyArray_DATA(z)
+        self._g0 = <char*>cnp.PyArray_DATA(g)
+        self._argmax = <int*>cnp.PyArray_DATA(argmax)
+        self._rows = z.shape[0]
+
+    cdef Py_ssize_t _row(self, const char* base, const char* at, int m,
+                         size_t itemsize) noexcept nogil:
+        """The row of ``at`` in a bound buffer from ``base``, or -1 if rows
+        ``row:row + m`` are not all in it."""
+        cdef size_t row_bytes = <size_t>self._n_out * itemsize
+        cdef Py_ssize_t offset = at - base, row
+        if self._argmax == NULL or offset < 0 or offset % row_bytes:
+            return -1
+        row = offset // row_bytes
+        return row if row + m <= self._rows else -1
+
+    cdef size_t _work(self, size_t itemsize) noexcept nogil:
+        """Bytes of a kernel's work buffer: a sample's convolution output (or dL/dz),
+        then the convolution's own work buffer."""
+        cdef size_t conv = <size_t>self._pg.c * self._pg.h * self._pg.w * itemsize
+        return conv + max(_gradient_work(&self._conv._g, self._conv.out_channels, itemsize),
+                          <size_t>self._conv._g.k * self._conv._g.block * itemsize)
+
+    cdef void forward_f32(self, const float* x, float* z, int m, int lo,
+                          int hi) noexcept nogil:
+        cdef Py_ssize_t row = self._row(self._z0, <const char*>z, m, sizeof(float))
+        cdef float* work
+        if row < 0:
+            return
+        cdef float* kept = <float*>self._conv._keep(<const char*>x, m, lo, hi, sizeof(float))
+        work = <float*>self._scratch.take(self._work(sizeof(float)))
+        if work != NULL:
+            _crp_forward(&self._conv._g, &self._pg, x, <float*>self._conv._w,
+                         <float*>self._conv._b, z, self._argmax + row * self._n_out, m,
+                         lo, hi, work, kept)
+        self._scratch.give(work)
+
+    cdef void forward_f64(self, const double* x, double* z, int m, int lo,
+                          int hi) noexcept nogil:
+        cdef Py_ssize_t row = self._row(self._z0, <const char*>z, m, sizeof(double))
+        cdef double* work
+        if row < 0:
+            return
+        cdef double* kept = <double*>self._conv._keep(<const char*>x, m, lo, hi, sizeof(double))
+        work = <double*>self._scratch.take(self._work(sizeof(double)))
+        if work != NULL:
+            _crp_forward(&self._conv._g, &self._pg, x, <double*>self._conv._w,
+                         <double*>self._conv._b, z, self._argmax + row * self._n_out, m,
+                         lo, hi, work, kept)
+        self._scratch.give(work)
+
+    cdef void backward_input_f32(self, const float* g, float* gx, int m) noexcept nogil:
+        cdef Py_ssize_t row = self._row(self._g0, <const char*>g, m, sizeof(float))
+        cdef float* work
+        if row < 0:
+            return
+        work = <float*>self._scratch.take(self._work(sizeof(float)))
+        if work != NULL:
+            _crp_input_gradient(&self._conv._g, &self._pg, g,
+                                <float*>self._z0 + row * self._n_out,
+                                self._argmax + row * self._n_out, <float*>self._conv._w,
+                                gx, m, work)
+        self._scratch.give(work)
+
+    cdef void backward_input_f64(self, const double* g, double* gx, int m) noexcept nogil:
+        cdef Py_ssize_t row = self._row(self._g0, <const char*>g, m, sizeof(double))
+        cdef double* work
+        if row < 0:
+            return
+        work = <double*>self._scratch.take(self._work(sizeof(double)))
+        if work != NULL:
+            _crp_input_gradient(&self._conv._g, &self._pg, g,
+                                <double*>self._z0 + row * self._n_out,
+                                self._argmax + row * self._n_out, <double*>self._conv._w,
+                                gx, m, work)
+        self._scratch.give(work)
+
+    cdef void gradient_f32(self, const float* x, const float* g, int m, int lo, int hi,
+                           bint accumulate) noexcept nogil:
+        cdef Py_ssize_t row = self._row(self._g0, <const char*>g, m, sizeof(float))
+        cdef KeptTable kept
+        cdef float* work
+        if row < 0:
+            return
+        self._conv._kept.snapshot(&kept, m)
+        work = <float*>self._scratch.take(self._work(sizeof(float)))
+        if work != NULL:
+            _crp_gradient(&self._conv._g, &self._pg, x, g,
+                          <float*>self._z0 + row * self._n_out,
+                          self._argmax + row * self._n_out, <float*>self._conv._gw,
+                          <float*>self._conv._gb, m, lo, hi, accumulate, work, &kept)
+        self._scratch.give(work)
+
+    cdef void gradient_f64(self, const double* x, const double* g, int m, int lo, int hi,
+                           bint accumulate) noexcept nogil:
+        cdef Py_ssize_t row = self._row(self._g0, <const char*>g, m, sizeof(double))
+        cdef KeptTable kept
+        cdef double* work
+        if row < 0:
+            return
+        self._conv._kept.snapshot(&kept, m)
+        work = <double*>self._scratch.take(self._work(sizeof(double)))
+        if work != NULL:
+            _crp_gradient(&self._conv._g, &self._pg, x, g,
+                          <double*>self._z0 + row * self._n_out,
+                          self._argmax + row * self._n_out, <double*>self._conv._gw,
+                          <double*>self._conv._gb, m, lo, hi, accumulate, work, &kept)
+        self._scratch.give(work)
+
+
+cdef void _crp_forward(const Geometry* cg, const Geometry* pg, const floating* x,
+                       const floating* w, const floating* b, floating* z, int* argmax,
+                       int m, int lo, int hi, floating* work,
+                       floating* kept) noexcept nogil:
+    """Channels lo:hi of m samples' pooled outputs ``z`` (m, pg.c * pg.hw) and their
+    maxima's places: per sample, the convolution into ``work`` (pg.c, pg.h, pg.w), its
+    ReLU in place (as ReLU's kernel: z if z > 0 else 0), then the pooling.  The column
+    matrices are built in ``kept`` one after another, unless it is NULL."""
+    cdef int s
+    cdef Py_ssize_t i, n_in = <Py_ssize_t>cg.c * cg.h * cg.w
+    cdef Py_ssize_t n_conv = <Py_ssize_t>pg.c * pg.h * pg.w, n_out = <Py_ssize_t>pg.c * pg.hw
+    cdef floating* col = work + n_conv
+    for s in range(m):
+        _conv_forward(cg, x + s * n_in, w, b, work, 1, n_conv, lo, hi, col,
+                      kept + <Py_ssize_t>s * cg.k * cg.hw if kept != NULL else NULL)
+        for i in range(lo * cg.hw, hi * cg.hw):
+            work[i] = work[i] if work[i] > 0 else 0
+        _pool_forward(pg, work, z + s * n_out, argmax + s * n_out, 1, lo, hi)
+
+
+cdef void _crp_expand(const Geometry* pg, const floating* gp, const floating* zp,
+                      const int* argmax, floating* ge, int lo, int hi) noexcept nogil:
+    """Channels lo:hi of one sample's dL/dz ``ge`` (pg.c, pg.h, pg.w) from its pooled
+    outputs ``zp``, their gradient ``gp`` and their maxima's places: each window's
+    gradient added at its maximum if that is positive, zero elsewhere."""
+    cdef Py_ssize_t o, plane = <Py_ssize_t>pg.h * pg.w
+    memset(ge + lo * plane, 0, <size_t>(hi - lo) * plane * sizeof(floating))
+    for o in range(lo * <Py_ssize_t>pg.hw, hi * <Py_ssize_t>pg.hw):
+        if zp[o] > 0:
+            ge[argmax[o]] += gp[o]
+
+
+cdef void _crp_input_gradient(const Geometry* cg, const Geometry* pg, const floating* gp,
+                              const floating* zp, const int* argmax, const floating* w,
+                              floating* gx, int m, floating* work) noexcept nogil:
+    """dL/dx of m samples: per sample, dL/dz in ``work``, then the convolution's."""
+    cdef int s
+    cdef Py_ssize_t n_in = <Py_ssize_t>cg.c * cg.h * cg.w
+    cdef Py_ssize_t n_conv = <Py_ssize_t>pg.c * pg.h * pg.w, n_out = <Py_ssize_t>pg.c * pg.hw
+    for s in range(m):
+        _crp_expand(pg, gp + s * n_out, zp + s * n_out, argmax + s * n_out, work, 0, pg.c)
+        _conv_input_gradient(cg, work, w, gx + s * n_in, 1, <int>n_conv, work + n_conv)
+
+
+cdef void _crp_gradient(const Geometry* cg, const Geometry* pg, const floating* x,
+                        const floating* gp, const floating* zp, const int* argmax,
+                        floating* gw, floating* gb, int m, int lo, int hi, bint accumulate,
+                        floating* work, const KeptTable* kept) noexcept nogil:
+    """Channels lo:hi of the convolution's parameter gradients over m samples (written
+    afresh unless accumulate): per sample, its dL/dz in ``work``, then the
+    convolution's gradient of that one sample (:func:`_gradient_sample`), from its
+    column matrix in ``kept`` if the forward pass kept it."""
+    cdef int s
+    cdef Py_ssize_t n_in = <Py_ssize_t>cg.c * cg.h * cg.w
+    cdef Py_ssize_t n_conv = <Py_ssize_t>pg.c * pg.h * pg.w, n_out = <Py_ssize_t>pg.c * pg.hw
+    cdef size_t col_bytes = <size_t>cg.k * cg.hw * sizeof(floating)
+    cdef const floating* whole
+    _gradient_begin(cg, gw, gb, lo, hi, accumulate, work + n_conv)
+    for s in range(m):
+        _crp_expand(pg, gp + s * n_out, zp + s * n_out, argmax + s * n_out, work, lo, hi)
+        whole = <const floating*>_kept_columns(kept, <const char*>(x + s * n_in),
+                                               n_in * sizeof(floating), col_bytes)
+        _gradient_sample(cg, x + s * n_in, work, whole, gw, gb, lo, hi, work + n_conv)
+    _gradient_end(cg, gw, lo, hi, work + n_conv)
+
+
+def fuse_stages(stages):
+    """``stages`` (FusedTrainer's (layer, activation) pairs) with each Conv2D + ReLU
+    followed by a MaxPool2D stage made one :class:`_ConvReLUPool` stage.  Only the
+    built-in classes themselves, not subclasses (which may change what they compute)."""
+    from numrec._core._activations import ReLU
+
+    fused, i = [], 0
+    while i < len(stages):
+        layer, activation = stages[i]
+        if (i + 1 < len(stages) and type(layer) is Conv2D and type(activation) is ReLU
+                and type(stages[i + 1][0]) is MaxPool2D and stages[i + 1][1] is None
+                and layer.built and stages[i + 1][0].built
+                and stages[i + 1][0].input_shape == layer.output_shape):
+            fused.append((_ConvReLUPool(layer, stages[i + 1][0]), None))
+            i += 2
+        else:
+            fused.append((layer, activation))
+            i += 1
+    return fused

@@ -27,6 +27,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
+from numrec._core._conv import _ConvReLUPool, fuse_stages
 from numrec._core._memory import aligned_zeros
 
 from numrec._core._layers cimport Layer
@@ -95,6 +96,7 @@ cdef int SPARSE_SMALL_BATCH = 128
 cdef double COLUMN_SHARE_MIN_PRODUCT = 16777216
 cdef bint _sparse_allowed = True
 cdef bint _defer_allowed = True
+cdef bint _fusion_allowed = True
 
 
 def _deferred_updates(enable=None):
@@ -109,6 +111,20 @@ def _deferred_updates(enable=None):
     previous = bool(_defer_allowed)
     if enable is not None:
         _defer_allowed = bool(enable)
+    return previous
+
+
+def _stage_fusion(enable=None):
+    """Whether trainers made afterwards run each Conv2D + ReLU + MaxPool2D as one stage
+    (``_conv.fuse_stages``).
+
+    With ``enable``, allow it or not, and return the previous setting.  For benchmarks
+    and tests: the results are the same bits either way.
+    """
+    global _fusion_allowed
+    previous = bool(_fusion_allowed)
+    if enable is not None:
+        _fusion_allowed = bool(enable)
     return previous
 
 
@@ -350,6 +366,8 @@ cdef class FusedTrainer:
         if optimizer is not None and not isinstance(optimizer, Optimizer):
             raise TypeError("optimizer must be a compiled Optimizer or None")
         below_shared = False
+        if _fusion_allowed:
+            stages = fuse_stages(stages)
         self.batch_size = batch_size
         self.n_threads = max(1, n_threads)
         self.dtype = np.dtype(dtype)
@@ -386,6 +404,8 @@ cdef class FusedTrainer:
                 raise ValueError(f"{layer!r}: n_units must divide out_features")
             self._stages[s].n_units = n_units
             self._stages[s].unit_width = layer.out_features // n_units
+            if isinstance(layer, _ConvReLUPool):
+                layer._bind(z, g)
             self._stages[s].z = cnp.PyArray_DATA(z)
             self._stages[s].a = cnp.PyArray_DATA(a)
             self._stages[s].g = cnp.PyArray_DATA(g)
