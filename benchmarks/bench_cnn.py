@@ -114,9 +114,22 @@ class NumrecRunner:
         self.model = numrec.Sequential(components, loss=numrec.SoftmaxCrossEntropy(),
                                        input_shape=(1, 28, 28))
         self.optimizer = numrec.Adam(0.001)
+        self._ordered = None
+
+    def _in_order(self, x, y, order):
+        """``x[order], y[order]``, gathered into buffers that every epoch reuses (as
+        PyTorch's runner gathers each batch into memory its allocator reuses): a fresh
+        188 MB array per epoch would time the kernel's page faults, not numrec."""
+        if self._ordered is None or self._ordered[0].shape != x.shape:
+            self._ordered = np.empty_like(x), np.empty_like(y)
+        bx, by = self._ordered[0][:len(order)], self._ordered[1][:len(order)]
+        np.take(x, order, axis=0, out=bx, mode="clip")  # ("clip" skips a bounds pass)
+        np.take(y, order, axis=0, out=by, mode="clip")
+        return bx, by
 
     def epoch(self, x, y, x_test, y_test, order, batch_size):
-        self.model.fit(x[order], y[order], epochs=1, batch_size=batch_size,
+        x, y = self._in_order(x, y, order)
+        self.model.fit(x, y, epochs=1, batch_size=batch_size,
                        optimizer=self.optimizer, shuffle=False, threads=self.threads)
         if x_test is None:
             return float("nan")

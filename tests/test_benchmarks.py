@@ -159,6 +159,23 @@ def test_bench_cnn_target_summary(cnn_bench, capsys):
     assert "not within 15 epochs" in lines[1]
 
 
+def test_bench_cnn_numrec_runner_trains_on_the_given_order(cnn_bench):
+    """The runner's reused gather buffers give the training of ``fit(x[order])``,
+    epoch after epoch, for orders of any length."""
+    rng = np.random.default_rng(1)
+    x = rng.random((96, 1, 28, 28), dtype=np.float32)
+    y = rng.integers(0, 10, 96)
+    orders = [rng.permutation(96), np.arange(32), rng.permutation(96)]
+    runner = cnn_bench.NumrecRunner("small", 1)
+    twin = cnn_bench.NumrecRunner("small", 1)
+    for order in orders:
+        runner.epoch(x, y, None, None, order, 32)
+        twin.model.fit(x[order], y[order], epochs=1, batch_size=32, shuffle=False,
+                       optimizer=twin.optimizer, threads=1)
+    for a, b in zip(runner.model.parameters(), twin.model.parameters()):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_bench_cnn_runners_train_alike(cnn_bench):
     """numrec and PyTorch from the same weights on the same batches: the same logits."""
     pytest.importorskip("torch")
