@@ -527,7 +527,8 @@ cdef inline void _add_to(floating* dst, const floating* src, int n) noexcept nog
 cdef void _conv_forward(const Geometry* g, const floating* x, const floating* w,
                         const floating* b, floating* z, int m, int n_out, int lo, int hi,
                         floating* col, floating* kept) noexcept nogil:
-    """Channels lo:hi of ``z`` (m, n_out): per sample, ``W[lo:hi] @ col + b[lo:hi]``.
+    """Channels lo:hi of ``z`` (m, n_out): per sample, ``W[lo:hi] @ col + b[lo:hi]``
+    (without the bias if ``b`` is NULL).
     The samples' column matrices are built in ``kept`` one after another unless it is
     NULL (for a whole sample in one block), else in ``col``, a block at a time."""
     cdef int s, c, p, p0, p1
@@ -545,7 +546,7 @@ cdef void _conv_forward(const Geometry* g, const floating* x, const floating* w,
             _matmul(b"N", b"N", hi - lo, p1 - p0, g.k, w + <Py_ssize_t>lo * g.k, g.k,
                     col, p1 - p0, 0, zs + <Py_ssize_t>lo * g.hw + p0, g.hw)
             p0 = p1
-        for c in range(lo, hi):
+        for c in range(lo, hi if b != NULL else lo):
             out = zs + <Py_ssize_t>c * g.hw
             for p in range(g.hw):
                 out[p] += b[c]
@@ -1611,18 +1612,29 @@ cdef void _crp_forward(const Geometry* cg, const Geometry* pg, const floating* x
                        floating* kept) noexcept nogil:
     """Channels lo:hi of m samples' pooled outputs ``z`` (m, pg.c * pg.hw) and their
     maxima's places: per sample, the convolution into ``work`` (pg.c, pg.h, pg.w), its
-    ReLU in place (as ReLU's kernel: z if z > 0 else 0), then the pooling.  The column
+    bias and ReLU in place in one pass (as ReLU's kernel: z if z > 0 else 0), then the
+    pooling.  The column
     matrices are built in ``kept`` one after another, unless it is NULL."""
-    cdef int s
-    cdef Py_ssize_t i, n_in = <Py_ssize_t>cg.c * cg.h * cg.w
+    cdef int s, c
+    cdef Py_ssize_t n_in = <Py_ssize_t>cg.c * cg.h * cg.w
     cdef Py_ssize_t n_conv = <Py_ssize_t>pg.c * pg.h * pg.w, n_out = <Py_ssize_t>pg.c * pg.hw
     cdef floating* col = work + n_conv
     for s in range(m):
-        _conv_forward(cg, x + s * n_in, w, b, work, 1, n_conv, lo, hi, col,
+        _conv_forward(cg, x + s * n_in, w, NULL, work, 1, n_conv, lo, hi, col,
                       kept + <Py_ssize_t>s * cg.k * cg.hw if kept != NULL else NULL)
-        for i in range(lo * cg.hw, hi * cg.hw):
-            work[i] = work[i] if work[i] > 0 else 0
+        for c in range(lo, hi):
+            _bias_relu(work + <Py_ssize_t>c * cg.hw, b[c], cg.hw)
         _pool_forward(pg, work, z + s * n_out, argmax + s * n_out, 1, lo, hi)
+
+
+cdef inline void _bias_relu(floating* z, floating bias, int n) noexcept nogil:
+    """``z = ReLU(z + bias)`` in one pass, computed as the bias loop of
+    :func:`_conv_forward` and ReLU's kernel compute it."""
+    cdef int p
+    cdef floating v
+    for p in range(n):
+        v = z[p] + bias
+        z[p] = v if v > 0 else 0
 
 
 cdef void _crp_expand(const Geometry* pg, const floating* gp, const floating* zp,
