@@ -1521,89 +1521,76 @@ cdef class _ConvReLUPool(Layer):
 
     cdef void forward_f32(self, const float* x, float* z, int m, int lo,
                           int hi) noexcept nogil:
-        cdef Py_ssize_t row = self._row(self._z0, <const char*>z, m, sizeof(float))
-        cdef float* work
-        if row < 0:
-            return
-        cdef float* kept = <float*>self._conv._keep(<const char*>x, m, lo, hi, sizeof(float))
-        work = <float*>self._scratch.take(self._work(sizeof(float)))
-        if work != NULL:
-            _crp_forward(&self._conv._g, &self._pg, x, <float*>self._conv._w,
-                         <float*>self._conv._b, z, self._argmax + row * self._n_out, m,
-                         lo, hi, work, kept)
-        self._scratch.give(work)
+        _crp_forward_rows(self, x, z, m, lo, hi)
 
     cdef void forward_f64(self, const double* x, double* z, int m, int lo,
                           int hi) noexcept nogil:
-        cdef Py_ssize_t row = self._row(self._z0, <const char*>z, m, sizeof(double))
-        cdef double* work
-        if row < 0:
-            return
-        cdef double* kept = <double*>self._conv._keep(<const char*>x, m, lo, hi, sizeof(double))
-        work = <double*>self._scratch.take(self._work(sizeof(double)))
-        if work != NULL:
-            _crp_forward(&self._conv._g, &self._pg, x, <double*>self._conv._w,
-                         <double*>self._conv._b, z, self._argmax + row * self._n_out, m,
-                         lo, hi, work, kept)
-        self._scratch.give(work)
+        _crp_forward_rows(self, x, z, m, lo, hi)
 
     cdef void backward_input_f32(self, const float* g, float* gx, int m) noexcept nogil:
-        cdef Py_ssize_t row = self._row(self._g0, <const char*>g, m, sizeof(float))
-        cdef float* work
-        if row < 0:
-            return
-        work = <float*>self._scratch.take(self._work(sizeof(float)))
-        if work != NULL:
-            _crp_input_gradient(&self._conv._g, &self._pg, g,
-                                <float*>self._z0 + row * self._n_out,
-                                self._argmax + row * self._n_out, <float*>self._conv._w,
-                                gx, m, work)
-        self._scratch.give(work)
+        _crp_input_gradient_rows(self, g, gx, m)
 
     cdef void backward_input_f64(self, const double* g, double* gx, int m) noexcept nogil:
-        cdef Py_ssize_t row = self._row(self._g0, <const char*>g, m, sizeof(double))
-        cdef double* work
-        if row < 0:
-            return
-        work = <double*>self._scratch.take(self._work(sizeof(double)))
-        if work != NULL:
-            _crp_input_gradient(&self._conv._g, &self._pg, g,
-                                <double*>self._z0 + row * self._n_out,
-                                self._argmax + row * self._n_out, <double*>self._conv._w,
-                                gx, m, work)
-        self._scratch.give(work)
+        _crp_input_gradient_rows(self, g, gx, m)
 
     cdef void gradient_f32(self, const float* x, const float* g, int m, int lo, int hi,
                            bint accumulate) noexcept nogil:
-        cdef Py_ssize_t row = self._row(self._g0, <const char*>g, m, sizeof(float))
-        cdef KeptTable kept
-        cdef float* work
-        if row < 0:
-            return
-        self._conv._kept.snapshot(&kept, m)
-        work = <float*>self._scratch.take(self._work(sizeof(float)))
-        if work != NULL:
-            _crp_gradient(&self._conv._g, &self._pg, x, g,
-                          <float*>self._z0 + row * self._n_out,
-                          self._argmax + row * self._n_out, <float*>self._conv._gw,
-                          <float*>self._conv._gb, m, lo, hi, accumulate, work, &kept)
-        self._scratch.give(work)
+        _crp_gradient_rows(self, x, g, m, lo, hi, accumulate)
 
     cdef void gradient_f64(self, const double* x, const double* g, int m, int lo, int hi,
                            bint accumulate) noexcept nogil:
-        cdef Py_ssize_t row = self._row(self._g0, <const char*>g, m, sizeof(double))
-        cdef KeptTable kept
-        cdef double* work
-        if row < 0:
-            return
-        self._conv._kept.snapshot(&kept, m)
-        work = <double*>self._scratch.take(self._work(sizeof(double)))
-        if work != NULL:
-            _crp_gradient(&self._conv._g, &self._pg, x, g,
-                          <double*>self._z0 + row * self._n_out,
-                          self._argmax + row * self._n_out, <double*>self._conv._gw,
-                          <double*>self._conv._gb, m, lo, hi, accumulate, work, &kept)
-        self._scratch.give(work)
+        _crp_gradient_rows(self, x, g, m, lo, hi, accumulate)
+
+
+# The stage's kernels: each finds its rows' place in the bound buffers, takes a work
+# buffer, and runs the per-sample function below on them.
+
+cdef void _crp_forward_rows(_ConvReLUPool layer, const floating* x, floating* z, int m,
+                            int lo, int hi) noexcept nogil:
+    cdef Py_ssize_t row = layer._row(layer._z0, <const char*>z, m, sizeof(floating))
+    cdef floating* kept
+    cdef floating* work
+    if row < 0:
+        return
+    kept = <floating*>layer._conv._keep(<const char*>x, m, lo, hi, sizeof(floating))
+    work = <floating*>layer._scratch.take(layer._work(sizeof(floating)))
+    if work != NULL:
+        _crp_forward(&layer._conv._g, &layer._pg, x, <floating*>layer._conv._w,
+                     <floating*>layer._conv._b, z, layer._argmax + row * layer._n_out, m,
+                     lo, hi, work, kept)
+    layer._scratch.give(work)
+
+
+cdef void _crp_input_gradient_rows(_ConvReLUPool layer, const floating* g, floating* gx,
+                                   int m) noexcept nogil:
+    cdef Py_ssize_t row = layer._row(layer._g0, <const char*>g, m, sizeof(floating))
+    cdef floating* work
+    if row < 0:
+        return
+    work = <floating*>layer._scratch.take(layer._work(sizeof(floating)))
+    if work != NULL:
+        _crp_input_gradient(&layer._conv._g, &layer._pg, g,
+                            <floating*>layer._z0 + row * layer._n_out,
+                            layer._argmax + row * layer._n_out, <floating*>layer._conv._w,
+                            gx, m, work)
+    layer._scratch.give(work)
+
+
+cdef void _crp_gradient_rows(_ConvReLUPool layer, const floating* x, const floating* g,
+                             int m, int lo, int hi, bint accumulate) noexcept nogil:
+    cdef Py_ssize_t row = layer._row(layer._g0, <const char*>g, m, sizeof(floating))
+    cdef KeptTable kept
+    cdef floating* work
+    if row < 0:
+        return
+    layer._conv._kept.snapshot(&kept, m)
+    work = <floating*>layer._scratch.take(layer._work(sizeof(floating)))
+    if work != NULL:
+        _crp_gradient(&layer._conv._g, &layer._pg, x, g,
+                      <floating*>layer._z0 + row * layer._n_out,
+                      layer._argmax + row * layer._n_out, <floating*>layer._conv._gw,
+                      <floating*>layer._conv._gb, m, lo, hi, accumulate, work, &kept)
+    layer._scratch.give(work)
 
 
 cdef void _crp_forward(const Geometry* cg, const Geometry* pg, const floating* x,
@@ -1613,8 +1600,8 @@ cdef void _crp_forward(const Geometry* cg, const Geometry* pg, const floating* x
     """Channels lo:hi of m samples' pooled outputs ``z`` (m, pg.c * pg.hw) and their
     maxima's places: per sample, the convolution into ``work`` (pg.c, pg.h, pg.w), its
     bias and ReLU in place in one pass (as ReLU's kernel: z if z > 0 else 0), then the
-    pooling.  The column
-    matrices are built in ``kept`` one after another, unless it is NULL."""
+    pooling.  The column matrices are built in ``kept`` one after another, unless it
+    is NULL."""
     cdef int s, c
     cdef Py_ssize_t n_in = <Py_ssize_t>cg.c * cg.h * cg.w
     cdef Py_ssize_t n_conv = <Py_ssize_t>pg.c * pg.h * pg.w, n_out = <Py_ssize_t>pg.c * pg.hw
