@@ -183,10 +183,12 @@ def test_folded_update_gives_the_same_bits(m, n_out, n_in, threads):
 @pytest.mark.parametrize("m", [1, 2, 3, 33, 64])
 @pytest.mark.parametrize("n_out", [1, 15, 16, 17, 37, 100, 129, 300])
 @pytest.mark.parametrize("n_in", [1, 9, 17, 75, 784, 2053])
-def test_sparse_forward_gives_the_same_bits(m, n_out, n_in):
+@pytest.mark.parametrize("density", [0.2, 1.0])
+def test_sparse_forward_gives_the_same_bits(m, n_out, n_in, density):
+    """Mostly zeros (pairs of rows), and dense inputs (blocks of four rows)."""
     rng = np.random.default_rng(m * 100000 + n_out * 1000 + n_in + 2)
     layer = _layer(n_in, n_out, rng)
-    x = _inputs(rng, m, n_in, density=0.2)
+    x = _inputs(rng, m, n_in, density=density)
     expected = x.astype(np.float64) @ layer.weights.T.astype(np.float64) + layer.bias
     tolerance = _tolerance(x, layer.weights.T) + 1e-6 * np.abs(layer.bias)
 
@@ -202,9 +204,9 @@ def test_sparse_forward_gives_the_same_bits(m, n_out, n_in):
     assert np.all(np.abs(avx512[0] - expected) <= tolerance)
 
 
-def _mostly_zero_pixels(rng, m, n_in):
+def _pixels(rng, m, n_in, density=0.2):
     x = rng.integers(1, 256, size=(m, n_in), dtype=np.uint8)
-    x[rng.random(x.shape) < 0.8] = 0
+    x[rng.random(x.shape) >= density] = 0
     return x
 
 
@@ -213,11 +215,13 @@ def _mostly_zero_pixels(rng, m, n_in):
 @pytest.mark.parametrize("n_hidden", [37, 128, 300])
 @pytest.mark.parametrize("batch_size", [1, 5, 32, 33])
 @pytest.mark.parametrize("pixels", [True, False], ids=["uint8", "float32"])
-def test_sparse_training_gives_the_same_bits(n_in, n_hidden, batch_size, pixels):
-    """The first layer's kernels for mostly-zero inputs (forward and update, uint8 pixels
-    or float32), two threads, two epochs."""
+@pytest.mark.parametrize("density", [0.2, 0.9])
+def test_sparse_training_gives_the_same_bits(n_in, n_hidden, batch_size, pixels, density):
+    """The first layer's kernels for zero inputs (forward and update, uint8 pixels or
+    float32), two threads, two epochs: on mostly zeros, and on dense inputs, where the
+    AVX-512 kernels take blocks of four rows forward and of four columns in the update."""
     rng = np.random.default_rng(n_in + n_hidden + batch_size)
-    x = _mostly_zero_pixels(rng, 203, n_in)
+    x = _pixels(rng, 203, n_in, density)
     if not pixels:
         x = x.astype(np.float32) / np.float32(255)
     y = rng.integers(0, 10, size=203)
@@ -255,7 +259,7 @@ def test_sigmoid_gives_the_same_bits(n):
 def test_reference_network_trains_to_the_same_bits():
     """The reference network (784-256-10) on 3000 MNIST-like rows, two threads."""
     rng = np.random.default_rng(11)
-    x = _mostly_zero_pixels(rng, 3000, 784)
+    x = _pixels(rng, 3000, 784)
     y = rng.integers(0, 10, size=3000)
     avx2, avx512 = _both_levels(
         lambda: _fit(numrec.mnist_mlp(seed=4), x, y, threads=2, batch_size=32, lr=0.5))
@@ -268,7 +272,7 @@ def test_wide_network_trains_to_the_same_bits(sparse):
     """784-512-256-10 on 1000 float32 rows, two threads, with and without the kernels
     for mostly-zero inputs."""
     rng = np.random.default_rng(12)
-    x = _mostly_zero_pixels(rng, 1000, 784).astype(np.float32) / np.float32(255)
+    x = _pixels(rng, 1000, 784).astype(np.float32) / np.float32(255)
     y = rng.integers(0, 10, size=1000)
 
     def compute():

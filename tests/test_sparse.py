@@ -12,7 +12,8 @@ import pytest
 import numrec
 from numrec._core._layers import _simd_kernels
 from numrec._core._losses import MSE
-from numrec._core._training import FusedTrainer, _sparse_input_kernels, mostly_zeros, plan_stages
+from numrec._core._training import (FusedTrainer, _dense_inputs_on_panels,
+                                     _sparse_input_kernels, mostly_zeros, plan_stages)
 
 pytestmark = pytest.mark.skipif(not _simd_kernels(), reason="the processor lacks AVX2 and FMA")
 
@@ -312,25 +313,37 @@ def test_mostly_zeros_takes_a_threshold():
 
 
 @pytest.mark.skipif(not _simd_kernels(), reason="the kernels for zero inputs need AVX2")
-@pytest.mark.parametrize("batch, switches", [(32, True), (128, True), (512, False)])
-def test_half_zero_data_trains_on_them_with_small_batches_only(batch, switches):
-    """At half nonzero entries the first layer skips zeros when training on batches of up
-    to 128 rows (faster there than the full product), not on longer ones: the weights
-    then differ from the full product's by rounding only, or not at all."""
+@pytest.mark.parametrize("dtype, batch, dense_on_panels, switches", [
+    (np.float32, 32, True, True), (np.float32, 512, True, True),
+    (np.float32, 512, False, False), (np.float64, 32, True, True),
+    (np.float64, 512, True, False)])
+def test_half_zero_data_trains_on_them_in_float32_at_any_batch(dtype, batch,
+                                                               dense_on_panels, switches):
+    """At half nonzero entries a float32 first layer runs its kernels for zero inputs at
+    any batch size (on dense inputs they are register-blocked products); a float64 one,
+    or a float32 one with dense inputs kept off them, only on batches of up to 128 rows
+    (faster there than the full product).  The weights then differ from the full
+    product's by rounding only, or not at all."""
     rng = np.random.default_rng(3)
     x = np.where(rng.random((1024, 784)) < 0.5, rng.integers(1, 256, (1024, 784)), 0)
     x = x.astype(np.uint8)
     y = rng.integers(0, 10, 1024)
     runs = []
-    for sparse in (True, False):
-        previous = _sparse_input_kernels(sparse)
-        try:
-            model = numrec.Sequential([numrec.Dense(784, 64, seed=0), numrec.LeakyReLU(0.2),
-                                       numrec.Dense(64, 10, seed=1), numrec.Sigmoid()])
-            model.fit(x, y, loss=numrec.MSE(), optimizer=numrec.SGD(0.1), batch_size=batch,
-                      epochs=1, seed=0, verbose=0, threads=1)
-            runs.append(model.components[0].weights.copy())
-        finally:
-            _sparse_input_kernels(previous)
+    previous_dense = _dense_inputs_on_panels(dense_on_panels)
+    try:
+        for sparse in (True, False):
+            previous = _sparse_input_kernels(sparse)
+            try:
+                model = numrec.Sequential([
+                    numrec.Dense(784, 64, seed=0, dtype=dtype), numrec.LeakyReLU(0.2),
+                    numrec.Dense(64, 10, seed=1, dtype=dtype), numrec.Sigmoid()])
+                model.fit(x, y, loss=numrec.MSE(), optimizer=numrec.SGD(0.1),
+                          batch_size=batch, epochs=1, seed=0, verbose=0, threads=1)
+                runs.append(model.components[0].weights.copy())
+            finally:
+                _sparse_input_kernels(previous)
+    finally:
+        _dense_inputs_on_panels(previous_dense)
     assert not np.array_equal(*runs) if switches else np.array_equal(*runs)
-    np.testing.assert_allclose(runs[0], runs[1], rtol=1e-4, atol=1e-5)
+    rtol, atol = (1e-4, 1e-5) if dtype == np.float32 else (1e-10, 1e-12)
+    np.testing.assert_allclose(runs[0], runs[1], rtol=rtol, atol=atol)

@@ -153,6 +153,59 @@ TILE void forward_pair(int PIXELS, int V, __mmask16 last, const void *x, const v
     }
 }
 
+/* forward_units for the R (<= 4) rows from x on, over the columns where any of them is
+ * nonzero, V (<= 4) vectors: each weight vector read serves R rows. */
+TILE void forward_block(int PIXELS, int R, int V, __mmask16 last, const void *x, int ldx,
+                        const int *idx, int count, const float *wt, size_t panel_stride,
+                        const float *b, float *z, int ldz)
+{
+    __m512 acc[4][4];
+    for (int r = 0; r < R; r++)
+        for (int v = 0; v < V; v++)
+            acc[r][v] = _mm512_setzero_ps();
+    for (int t = 0; t < count; t++) {
+        int p = idx[t];
+        __m512 wv[4];
+        for (int v = 0; v < V; v++)
+            wv[v] = _mm512_loadu_ps(panel_vector(wt, panel_stride, v, p));
+        for (int r = 0; r < R; r++) {
+            __m512 xv = _mm512_set1_ps(*input_at(PIXELS, input_row(PIXELS, x, r, ldx), p));
+            for (int v = 0; v < V; v++)
+                acc[r][v] = _mm512_fmadd_ps(xv, wv[v], acc[r][v]);
+        }
+    }
+    for (int r = 0; r < R; r++)
+        for (int v = 0; v < V; v++)
+            store_units(acc[r][v], v, V, last, b, z + (size_t)r * ldz);
+}
+
+/* Lists the columns p < k where any of the 4 rows from x on holds a nonzero entry, and
+ * sets *pairs to the lengths of the lists of rows 0-1 and rows 2-3 together. */
+TILE int nonzero_columns_of(int PIXELS, const void *x, int ldx, int k, int *idx, int *pairs)
+{
+    const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    int count = 0, paired = 0;
+    for (int p = 0; p < k; p += 16) {
+        __mmask16 valid = k - p >= 16 ? 0xffff : lanes_below(k - p);
+        __mmask16 first = nonzero_lanes(PIXELS, input_row(PIXELS, x, 0, ldx), p, valid)
+                          | nonzero_lanes(PIXELS, input_row(PIXELS, x, 1, ldx), p, valid);
+        __mmask16 second = nonzero_lanes(PIXELS, input_row(PIXELS, x, 2, ldx), p, valid)
+                           | nonzero_lanes(PIXELS, input_row(PIXELS, x, 3, ldx), p, valid);
+        __mmask16 bits = first | second;
+        __m512i found = _mm512_maskz_compress_epi32(bits, _mm512_add_epi32(iota, _mm512_set1_epi32(p)));
+        _mm512_storeu_si512((void *)(idx + count), found);
+        count += __builtin_popcount(bits);
+        paired += __builtin_popcount(first) + __builtin_popcount(second);
+    }
+    *pairs = paired;
+    return count;
+}
+
+#ifndef QUAD_RATIO
+#define QUAD_RATIO 0.57
+#endif
+#define QUAD_WORTH(count, pairs) ((count) <= QUAD_RATIO * (pairs))
+
 /* The panel holding unit j (a multiple of NR_SPARSE_PANEL). */
 #define panels(wt, stride, j) ((wt) + (size_t)((j) / NR_SPARSE_PANEL) * (stride))
 
@@ -164,58 +217,108 @@ TILE void forward_pair(int PIXELS, int V, __mmask16 last, const void *x, const v
     forward_units(PIXELS, V, last, xr, idx, count, panels(wt, stride, j), stride, \
                   b ? b + j : NULL, zr + j)
 
+/* The units of rows i, i + 1 of x through forward_pair, 128 at a time. */
+TILE void forward_two(int PIXELS, int i, int n, int k, const void *x, int ldx,
+                      const float *wt, size_t stride, const float *b, float *z, int ldz,
+                      int *idx)
+{
+    const void *xr = input_row(PIXELS, x, i, ldx), *yr = input_row(PIXELS, x, i + 1, ldx);
+    float *zr = z + (size_t)i * ldz;
+    int count = nonzero_columns(PIXELS, xr, yr, k, idx);
+    for (int j = 0; j < n; j += 128) {
+        int rest = n - j < 128 ? n - j : 128;
+        __mmask16 last = last_lanes(rest);
+        switch ((rest + 15) / 16) {
+        case 8: PAIR(8); break;
+        case 7: PAIR(7); break;
+        case 6: PAIR(6); break;
+        case 5: PAIR(5); break;
+        case 4: PAIR(4); break;
+        case 3: PAIR(3); break;
+        case 2: PAIR(2); break;
+        default: PAIR(1); break;
+        }
+    }
+}
+
+/* The units of row i of x through forward_units, 256 at a time. */
+TILE void forward_one(int PIXELS, int i, int n, int k, const void *x, int ldx,
+                      const float *wt, size_t stride, const float *b, float *z, int ldz,
+                      int *idx)
+{
+    const void *xr = input_row(PIXELS, x, i, ldx);
+    float *zr = z + (size_t)i * ldz;
+    int count = nonzero_columns(PIXELS, xr, NULL, k, idx);
+    for (int j = 0; j < n; j += 256) {
+        int rest = n - j < 256 ? n - j : 256;
+        __mmask16 last = last_lanes(rest);
+        switch ((rest + 15) / 16) {
+        case 16: SINGLE(16); break;
+        case 15: SINGLE(15); break;
+        case 14: SINGLE(14); break;
+        case 13: SINGLE(13); break;
+        case 12: SINGLE(12); break;
+        case 11: SINGLE(11); break;
+        case 10: SINGLE(10); break;
+        case 9: SINGLE(9); break;
+        case 8: SINGLE(8); break;
+        case 7: SINGLE(7); break;
+        case 6: SINGLE(6); break;
+        case 5: SINGLE(5); break;
+        case 4: SINGLE(4); break;
+        case 3: SINGLE(3); break;
+        case 2: SINGLE(2); break;
+        default: SINGLE(1); break;
+        }
+    }
+}
+
+#define QUAD(V) \
+    forward_block(PIXELS, 4, V, last, xr, ldx, idx, count, panels(wt, stride, j), stride, \
+                  b ? b + j : NULL, zr + j, ldz)
+
+/* The units of rows i .. i + 3 of x through forward_block, 64 at a time, over the
+ * columns where any of the four is nonzero, if that list is short enough for the four
+ * rows to cost less than two pairs; else as two pairs.  Returns whether it ran them. */
+TILE int forward_four(int PIXELS, int i, int n, int k, const void *x, int ldx,
+                      const float *wt, size_t stride, const float *b, float *z, int ldz,
+                      int *idx)
+{
+    const void *xr = input_row(PIXELS, x, i, ldx);
+    float *zr = z + (size_t)i * ldz;
+    int pairs;
+    int count = nonzero_columns_of(PIXELS, xr, ldx, k, idx, &pairs);
+    if (QUAD_WORTH(count, pairs)) {
+        for (int j = 0; j < n; j += 64) {
+            int rest = n - j < 64 ? n - j : 64;
+            __mmask16 last = last_lanes(rest);
+            switch ((rest + 15) / 16) {
+            case 4: QUAD(4); break;
+            case 3: QUAD(3); break;
+            case 2: QUAD(2); break;
+            default: QUAD(1); break;
+            }
+        }
+        return 1;
+    }
+    return 0;
+}
+
 TILE void forward_rows(int PIXELS, int m, int n, int k, const void *x, int ldx,
                        const float *wt, const float *b, float *z, int ldz)
 {
     int idx[NR_SPARSE_MAX_INPUTS + 16];
     size_t stride = (size_t)NR_SPARSE_PANEL * k;
     int i = 0;
-    for (; i + 2 <= m; i += 2) {
-        const void *xr = input_row(PIXELS, x, i, ldx), *yr = input_row(PIXELS, x, i + 1, ldx);
-        float *zr = z + (size_t)i * ldz;
-        int count = nonzero_columns(PIXELS, xr, yr, k, idx);
-        for (int j = 0; j < n; j += 128) {
-            int rest = n - j < 128 ? n - j : 128;
-            __mmask16 last = last_lanes(rest);
-            switch ((rest + 15) / 16) {
-            case 8: PAIR(8); break;
-            case 7: PAIR(7); break;
-            case 6: PAIR(6); break;
-            case 5: PAIR(5); break;
-            case 4: PAIR(4); break;
-            case 3: PAIR(3); break;
-            case 2: PAIR(2); break;
-            default: PAIR(1); break;
-            }
+    for (; i + 4 <= m; i += 4)
+        if (!forward_four(PIXELS, i, n, k, x, ldx, wt, stride, b, z, ldz, idx)) {
+            forward_two(PIXELS, i, n, k, x, ldx, wt, stride, b, z, ldz, idx);
+            forward_two(PIXELS, i + 2, n, k, x, ldx, wt, stride, b, z, ldz, idx);
         }
-    }
-    for (; i < m; i++) {
-        const void *xr = input_row(PIXELS, x, i, ldx);
-        float *zr = z + (size_t)i * ldz;
-        int count = nonzero_columns(PIXELS, xr, NULL, k, idx);
-        for (int j = 0; j < n; j += 256) {
-            int rest = n - j < 256 ? n - j : 256;
-            __mmask16 last = last_lanes(rest);
-            switch ((rest + 15) / 16) {
-            case 16: SINGLE(16); break;
-            case 15: SINGLE(15); break;
-            case 14: SINGLE(14); break;
-            case 13: SINGLE(13); break;
-            case 12: SINGLE(12); break;
-            case 11: SINGLE(11); break;
-            case 10: SINGLE(10); break;
-            case 9: SINGLE(9); break;
-            case 8: SINGLE(8); break;
-            case 7: SINGLE(7); break;
-            case 6: SINGLE(6); break;
-            case 5: SINGLE(5); break;
-            case 4: SINGLE(4); break;
-            case 3: SINGLE(3); break;
-            case 2: SINGLE(2); break;
-            default: SINGLE(1); break;
-            }
-        }
-    }
+    for (; i + 2 <= m; i += 2)
+        forward_two(PIXELS, i, n, k, x, ldx, wt, stride, b, z, ldz, idx);
+    for (; i < m; i++)
+        forward_one(PIXELS, i, n, k, x, ldx, wt, stride, b, z, ldz, idx);
 }
 
 KERNEL void nr_sparse_forward_f32_avx512(int m, int n, int k, const float *x, int ldx,
@@ -272,6 +375,87 @@ TILE void update_units(int PIXELS, int V, __mmask16 last, uint32_t rows, const v
     }
 }
 
+/* update_units for the C (<= 6) columns from p on at once, over the rows where any of
+ * them is nonzero, V (<= 4) vectors: each gradient vector read serves C columns. */
+TILE void update_block(int PIXELS, int C, int V, __mmask16 last, uint32_t rows, const void *x,
+                       int ldx, const float *g, int ldg, __m512 alpha, float *wt,
+                       size_t panel_stride, int p)
+{
+    __m512 acc[6][4];
+    for (int c = 0; c < C; c++)
+        for (int v = 0; v < V; v++)
+            acc[c][v] = _mm512_setzero_ps();
+    while (rows) {
+        int i = __builtin_ctz(rows);
+        rows &= rows - 1;
+        const float *gr = g + (size_t)i * ldg;
+        __m512 gv[4];
+        for (int v = 0; v < V; v++)
+            gv[v] = _mm512_maskz_loadu_ps(v == V - 1 ? last : 0xffff, gr + 16 * v);
+        for (int c = 0; c < C; c++) {
+            __m512 xv = _mm512_set1_ps(*input_at(PIXELS, x, (size_t)i * ldx + p + c));
+            for (int v = 0; v < V; v++)
+                acc[c][v] = _mm512_fmadd_ps(xv, gv[v], acc[c][v]);
+        }
+    }
+    for (int c = 0; c < C; c++)
+        for (int v = 0; v < V; v++) {
+            float *w = (float *)panel_vector(wt, panel_stride, v, p + c);
+            _mm512_mask_storeu_ps(w, v == V - 1 ? last : 0xffff,
+                                  _mm512_fmadd_ps(alpha, acc[c][v], _mm512_loadu_ps(w)));
+        }
+}
+
+#ifndef GROUPED_MIN_DENSITY
+#define GROUPED_MIN_DENSITY 0.4
+#endif
+
+/* update_block over all columns, four at a time, for V vectors of units from j on. */
+TILE void update_columns(int PIXELS, int V, __mmask16 last, int k, const uint32_t *rows_of,
+                         const void *x, int ldx, const float *g, int ldg, __m512 alpha,
+                         float *wt, size_t stride)
+{
+    int p = 0;
+    for (; p + 4 <= k; p += 4) {
+        uint32_t rows = rows_of[p] | rows_of[p + 1] | rows_of[p + 2] | rows_of[p + 3];
+        if (rows)
+            update_block(PIXELS, 4, V, last, rows, x, ldx, g, ldg, alpha, wt, stride, p);
+    }
+    for (; p < k; p++)
+        if (rows_of[p])
+            update_block(PIXELS, 1, V, last, rows_of[p], x, ldx, g, ldg, alpha, wt, stride, p);
+}
+
+#define COLUMNS(V) \
+    update_columns(PIXELS, V, last, k, rows_of, xb, ldx, gb + j, ldg, a, \
+                   panels(wt, stride, j), stride)
+
+/* The update of units 0 .. n - 1 from the rows whose nonzero columns `rows_of` marks,
+ * through update_columns, 64 units at a time. */
+TILE void update_grouped(int PIXELS, int n, int k, const uint32_t *rows_of, const void *xb,
+                         int ldx, const float *gb, int ldg, __m512 a, float *wt, size_t stride)
+{
+    for (int j = 0; j < n; j += 64) {
+        int rest = n - j < 64 ? n - j : 64;
+        __mmask16 last = last_lanes(rest);
+        switch ((rest + 15) / 16) {
+        case 4: COLUMNS(4); break;
+        case 3: COLUMNS(3); break;
+        case 2: COLUMNS(2); break;
+        default: COLUMNS(1); break;
+        }
+    }
+}
+
+/* How many entries rows_of marks. */
+TILE int marked(int k, const uint32_t *rows_of)
+{
+    int count = 0;
+    for (int p = 0; p < k; p++)
+        count += __builtin_popcount(rows_of[p]);
+    return count;
+}
+
 #define UPDATE(V) \
     update_units(PIXELS, V, last, rows, x, ldx, g + j, ldg, alpha, panels(wt, stride, j), \
                  stride, p)
@@ -313,6 +497,10 @@ TILE void update_rows(int PIXELS, int m, int n, int k, float alpha, const float 
         const void *xb = input_row(PIXELS, x, i0, ldx);
         const float *gb = g + (size_t)i0 * ldg;
         column_rows(PIXELS, mi, k, xb, ldx, rows_of);
+        if (marked(k, rows_of) >= GROUPED_MIN_DENSITY * mi * k) {
+            update_grouped(PIXELS, n, k, rows_of, xb, ldx, gb, ldg, a, wt, stride);
+            continue;
+        }
         for (int j = 0; j < n; j += 128) {
             int units = n - j < 128 ? n - j : 128;
             if (units == 128)

@@ -81,7 +81,11 @@ cdef enum:
     # (which copies the first layer's weights into their layout and back).
     SMALL_ROWS = 16
 
-# The first layer skips zero inputs when at most this fraction of the entries are nonzero
+# A float32 first layer runs the kernels for zero inputs on any inputs: on dense ones they
+# are register-blocked products, faster than BLAS's and numrec's own full products
+# (docs/benchmarks.rst), and their results do not depend on the share of zeros.
+cdef bint _panels_for_dense_f32 = True
+# A float64 one skips zero inputs when at most this fraction of the entries are nonzero
 # (where its kernels measured faster than the full product: docs/benchmarks.rst).
 cdef double SPARSE_MAX_DENSITY = 0.35
 # Training on batches of up to SPARSE_SMALL_BATCH rows, they stay faster up to this
@@ -128,6 +132,20 @@ def _stage_fusion(enable=None):
     return previous
 
 
+def _dense_inputs_on_panels(enable=None):
+    """Whether a float32 first layer runs its kernels for zero inputs on inputs of any
+    density (else only up to the float64 layer's shares of nonzero inputs, the full
+    products beyond).
+
+    With ``enable``, allow it or not, and return the previous setting.  For benchmarks.
+    """
+    global _panels_for_dense_f32
+    previous = bool(_panels_for_dense_f32)
+    if enable is not None:
+        _panels_for_dense_f32 = bool(enable)
+    return previous
+
+
 def _sparse_input_kernels(enable=None):
     """Whether the fused loop may run the first layer on kernels that skip zero inputs.
 
@@ -139,6 +157,18 @@ def _sparse_input_kernels(enable=None):
     if enable is not None:
         _sparse_allowed = bool(enable)
     return previous
+
+
+def sparse_max_density(dtype, bint training, int batch_size):
+    """The largest share of nonzero inputs at which a first layer of ``dtype`` runs its
+    kernels for zero inputs: any share in float32 (see _panels_for_dense_f32), in
+    float64 SPARSE_MAX_DENSITY, or SPARSE_MAX_DENSITY_SMALL_BATCH when training on
+    batches of up to SPARSE_SMALL_BATCH rows."""
+    if _panels_for_dense_f32 and np.dtype(dtype) == np.float32:
+        return 1.0
+    if training and batch_size <= SPARSE_SMALL_BATCH:
+        return SPARSE_MAX_DENSITY_SMALL_BATCH
+    return SPARSE_MAX_DENSITY
 
 
 def mostly_zeros(x, max_density=None):
@@ -277,7 +307,8 @@ def thread_plan(stages, dtype, int batch_size, x, int threads):
     limits = [max_rows for worth_it, _, max_rows, _ in
               (layer.unit_shares(dtype) for layer, _ in stages) if worth_it]
     shared = (not limits or batch_size <= max(limits)
-              or (_sparse_capable(stages[0][0]) and mostly_zeros(x)))
+              or (_sparse_capable(stages[0][0])
+                  and mostly_zeros(x, sparse_max_density(dtype, False, batch_size))))
     split = threads if shared else 1
     return split, (1 if split > 1 else threads), shared
 
@@ -792,8 +823,7 @@ cdef class FusedTrainer:
         whether it switched.
         """
         layer = <Layer>self._stages[0].layer
-        density = (SPARSE_MAX_DENSITY_SMALL_BATCH
-                   if training and self.batch_size <= SPARSE_SMALL_BATCH else SPARSE_MAX_DENSITY)
+        density = sparse_max_density(self.dtype, training, self.batch_size)
         if not (_sparse_allowed and _sparse_capable(layer)) or not mostly_zeros(x, density):
             return False
         if layer.takes_pixels():  # switched already, by a trainer that holds them
