@@ -81,11 +81,7 @@ cdef enum:
     # (which copies the first layer's weights into their layout and back).
     SMALL_ROWS = 16
 
-# A float32 first layer runs the kernels for zero inputs on any inputs: on dense ones they
-# are register-blocked products, faster than BLAS's and numrec's own full products
-# (docs/benchmarks.rst), and their results do not depend on the share of zeros.
-cdef bint _panels_for_dense_f32 = True
-# A float64 one skips zero inputs when at most this fraction of the entries are nonzero
+# The first layer skips zero inputs when at most this fraction of the entries are nonzero
 # (where its kernels measured faster than the full product: docs/benchmarks.rst).
 cdef double SPARSE_MAX_DENSITY = 0.35
 # Training on batches of up to SPARSE_SMALL_BATCH rows, they stay faster up to this
@@ -93,6 +89,16 @@ cdef double SPARSE_MAX_DENSITY = 0.35
 # half nonzero, trains 1.2-1.4x faster on them at batch 32 and 128, and still 1.14-1.25x
 # at 63 % nonzero; at batch 512 BLAS's product is faster from 49 %: docs/benchmarks.rst).
 cdef double SPARSE_MAX_DENSITY_SMALL_BATCH = 0.6
+# The float32 kernels work in blocks of four rows or columns on dense inputs (_sparse.c,
+# _sparse512.c), which makes them faster than the full products on any inputs when
+# training on batches of up to SPARSE_SMALL_BATCH rows (standardised MNIST, batch 32:
+# 1.17x with AVX-512), and up to SPARSE_MAX_DENSITY_SMALL_BATCH nonzero otherwise
+# (Fashion-MNIST, batch 512: 1.20x).  Above that BLAS's threaded product was as fast.
+# The same shares at every kernel level, so that the AVX2 and AVX-512 levels give the
+# same bits.  _panels_for_dense_f32 off restores the float64 shares (for benchmarks).
+cdef double SPARSE_MAX_DENSITY_F32 = 0.6
+cdef double SPARSE_MAX_DENSITY_F32_SMALL_BATCH = 1.0
+cdef bint _panels_for_dense_f32 = True
 cdef int SPARSE_SMALL_BATCH = 128
 # Multiply-adds of a float32 input gradient (rows x inputs x outputs) from which the
 # threads share it by columns: below, the extra barrier costs more than half the product
@@ -133,9 +139,9 @@ def _stage_fusion(enable=None):
 
 
 def _dense_inputs_on_panels(enable=None):
-    """Whether a float32 first layer runs its kernels for zero inputs on inputs of any
-    density (else only up to the float64 layer's shares of nonzero inputs, the full
-    products beyond).
+    """Whether a float32 first layer runs its kernels for zero inputs up to its own
+    shares of nonzero inputs (SPARSE_MAX_DENSITY_F32 and ..._SMALL_BATCH), else up to
+    the float64 layer's, the full products beyond.
 
     With ``enable``, allow it or not, and return the previous setting.  For benchmarks.
     """
@@ -161,14 +167,13 @@ def _sparse_input_kernels(enable=None):
 
 def sparse_max_density(dtype, bint training, int batch_size):
     """The largest share of nonzero inputs at which a first layer of ``dtype`` runs its
-    kernels for zero inputs: any share in float32 (see _panels_for_dense_f32), in
-    float64 SPARSE_MAX_DENSITY, or SPARSE_MAX_DENSITY_SMALL_BATCH when training on
-    batches of up to SPARSE_SMALL_BATCH rows."""
+    kernels for zero inputs: when training on batches of up to SPARSE_SMALL_BATCH rows,
+    SPARSE_MAX_DENSITY_SMALL_BATCH (float32: SPARSE_MAX_DENSITY_F32_SMALL_BATCH, any
+    share), else SPARSE_MAX_DENSITY (float32: SPARSE_MAX_DENSITY_F32)."""
+    cdef bint small = training and batch_size <= SPARSE_SMALL_BATCH
     if _panels_for_dense_f32 and np.dtype(dtype) == np.float32:
-        return 1.0
-    if training and batch_size <= SPARSE_SMALL_BATCH:
-        return SPARSE_MAX_DENSITY_SMALL_BATCH
-    return SPARSE_MAX_DENSITY
+        return SPARSE_MAX_DENSITY_F32_SMALL_BATCH if small else SPARSE_MAX_DENSITY_F32
+    return SPARSE_MAX_DENSITY_SMALL_BATCH if small else SPARSE_MAX_DENSITY
 
 
 def mostly_zeros(x, max_density=None):
