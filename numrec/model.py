@@ -472,7 +472,8 @@ class Sequential:
             return None
         if len(rows) <= _SMALL_ROWS and engines:
             return next(iter(engines.values()))
-        split, _, exact = thread_plan(stages, self.dtype, _EVAL_ROWS, rows, _default_threads())
+        split, _, exact = thread_plan(stages, self.dtype, _EVAL_ROWS, rows, _default_threads(),
+                                     training=False)
         if (split, exact) not in engines:
             engines[split, exact] = FusedTrainer(stages, None, None, _EVAL_ROWS, self.dtype,
                                                  split, exact)

@@ -349,3 +349,23 @@ def test_dense_data_trains_on_them_as_far_as_they_are_faster(dtype, density, bat
     assert not np.array_equal(*runs) if switches else np.array_equal(*runs)
     rtol, atol = (1e-4, 1e-5) if dtype == np.float32 else (1e-10, 1e-12)
     np.testing.assert_allclose(runs[0], runs[1], rtol=rtol, atol=atol)
+
+
+@pytest.mark.skipif(not _simd_kernels(), reason="the kernels for zero inputs need AVX2")
+@pytest.mark.parametrize("dtype, switches", [(np.float32, True), (np.float64, False)])
+def test_half_zero_data_predicts_on_them_in_float32(dtype, switches):
+    """predict runs the float32 kernels for zero inputs up to 60 % nonzero inputs (float64:
+    35 %); the outputs then differ from the full product's by rounding only."""
+    rng = np.random.default_rng(4)
+    x = (rng.standard_normal((700, 784)) * (rng.random((700, 784)) < 0.5)).astype(dtype)
+    model = numrec.Sequential([numrec.Dense(784, 64, seed=0, dtype=dtype), numrec.LeakyReLU(0.2),
+                               numrec.Dense(64, 10, seed=1, dtype=dtype), numrec.Sigmoid()])
+    outputs = []
+    for sparse in (True, False):
+        previous = _sparse_input_kernels(sparse)
+        try:
+            outputs.append(model.predict(x))
+        finally:
+            _sparse_input_kernels(previous)
+    assert not np.array_equal(*outputs) if switches else np.array_equal(*outputs)
+    np.testing.assert_allclose(outputs[0], outputs[1], rtol=1e-5, atol=1e-6)

@@ -92,12 +92,13 @@ cdef double SPARSE_MAX_DENSITY_SMALL_BATCH = 0.6
 # The float32 kernels work in blocks of four rows or columns on dense inputs (_sparse.c,
 # _sparse512.c), which makes them faster than the full products on any inputs when
 # training on batches of up to SPARSE_SMALL_BATCH rows (standardised MNIST, batch 32:
-# 1.17x with AVX-512), and up to SPARSE_MAX_DENSITY_SMALL_BATCH nonzero otherwise
-# (Fashion-MNIST, batch 512: 1.20x).  Above that BLAS's threaded product was as fast.
+# 1.17x with AVX-512), and otherwise up to SPARSE_MAX_DENSITY_F32 nonzero
+# (Fashion-MNIST, half nonzero, batch 512: 1.23x; on denser inputs BLAS's threaded
+# product was as fast with AVX-512, and faster with AVX2).  Inference takes the latter
+# share whatever the batch, so that fit's test passes and evaluate() agree bit for bit.
 # The same shares at every kernel level, so that the AVX2 and AVX-512 levels give the
 # same bits.  _panels_for_dense_f32 off restores the float64 shares (for benchmarks).
 cdef double SPARSE_MAX_DENSITY_F32 = 0.6
-cdef double SPARSE_MAX_DENSITY_F32_SMALL_BATCH = 1.0
 cdef bint _panels_for_dense_f32 = True
 cdef int SPARSE_SMALL_BATCH = 128
 # Multiply-adds of a float32 input gradient (rows x inputs x outputs) from which the
@@ -140,8 +141,8 @@ def _stage_fusion(enable=None):
 
 def _dense_inputs_on_panels(enable=None):
     """Whether a float32 first layer runs its kernels for zero inputs up to its own
-    shares of nonzero inputs (SPARSE_MAX_DENSITY_F32 and ..._SMALL_BATCH), else up to
-    the float64 layer's, the full products beyond.
+    shares of nonzero inputs (:func:`sparse_max_density`), else up to the float64
+    layer's, the full products beyond.
 
     With ``enable``, allow it or not, and return the previous setting.  For benchmarks.
     """
@@ -167,12 +168,15 @@ def _sparse_input_kernels(enable=None):
 
 def sparse_max_density(dtype, bint training, int batch_size):
     """The largest share of nonzero inputs at which a first layer of ``dtype`` runs its
-    kernels for zero inputs: when training on batches of up to SPARSE_SMALL_BATCH rows,
-    SPARSE_MAX_DENSITY_SMALL_BATCH (float32: SPARSE_MAX_DENSITY_F32_SMALL_BATCH, any
-    share), else SPARSE_MAX_DENSITY (float32: SPARSE_MAX_DENSITY_F32)."""
+    kernels for zero inputs.
+
+    When training on batches of up to SPARSE_SMALL_BATCH rows, any share in float32 and
+    SPARSE_MAX_DENSITY_SMALL_BATCH in float64; otherwise (larger batches, inference)
+    SPARSE_MAX_DENSITY_F32 and SPARSE_MAX_DENSITY.
+    """
     cdef bint small = training and batch_size <= SPARSE_SMALL_BATCH
     if _panels_for_dense_f32 and np.dtype(dtype) == np.float32:
-        return SPARSE_MAX_DENSITY_F32_SMALL_BATCH if small else SPARSE_MAX_DENSITY_F32
+        return 1.0 if small else SPARSE_MAX_DENSITY_F32
     return SPARSE_MAX_DENSITY_SMALL_BATCH if small else SPARSE_MAX_DENSITY
 
 
@@ -296,15 +300,16 @@ def _group_stages(components):
     return [tuple(stage) for stage in stages]
 
 
-def thread_plan(stages, dtype, int batch_size, x, int threads):
+def thread_plan(stages, dtype, int batch_size, x, int threads, bint training=True):
     """How a trainer for ``stages`` uses ``threads`` threads on data ``x``.
 
     Returns ``(n_threads, blas_threads, exact_shares)`` for :class:`FusedTrainer` and
     the caller's BLAS limit.  The threads share the large layers' units when some
     shared layer's kernels beat a threaded BLAS product at this batch size
     (``Layer.unit_shares()``: all of a dense network's alike, while a convolution's
-    have no row limit), or when the first layer reads inputs that are mostly zeros
-    (its kernels for them have no row limit).  The other shared layers then run their
+    have no row limit), or when the first layer runs its kernels for zero inputs on
+    ``x`` (:func:`sparse_max_density`; ``training`` or inference: those kernels have no
+    row limit).  The other shared layers then run their
     longest exact blocks of rows, so that results do not depend on the threads, or
     their single-threaded products on their share of the units.  Otherwise BLAS
     threads each product itself.
@@ -313,7 +318,7 @@ def thread_plan(stages, dtype, int batch_size, x, int threads):
               (layer.unit_shares(dtype) for layer, _ in stages) if worth_it]
     shared = (not limits or batch_size <= max(limits)
               or (_sparse_capable(stages[0][0])
-                  and mostly_zeros(x, sparse_max_density(dtype, False, batch_size))))
+                  and mostly_zeros(x, sparse_max_density(dtype, training, batch_size))))
     split = threads if shared else 1
     return split, (1 if split > 1 else threads), shared
 
