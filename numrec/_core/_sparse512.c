@@ -86,20 +86,59 @@ TILE __mmask16 nonzero_lanes(int PIXELS, const void *x, int p, __mmask16 valid)
 
 /* ---- forward -------------------------------------------------------------------- */
 
-/* Lists the columns p < k where the row x, or the row y unless NULL, holds a nonzero
- * entry, in increasing order; idx has room for k + 16. */
-TILE int nonzero_columns(int PIXELS, const void *x, const void *y, int k, int *idx)
+/* 64-bit words of bits, one per input column: room for NR_SPARSE_MAX_INPUTS. */
+#define MAX_WORDS (NR_SPARSE_MAX_INPUTS / 64)
+
+/* bits[w], bit b: whether entry 64 w + b (< k) of the row x is not +0.0; the bits past k
+ * are zero.  Pixels 32 at a time by a byte comparison. */
+TILE void row_bits(int PIXELS, const void *x, int k, uint64_t *bits)
+{
+    int words = (k + 63) / 64;
+    for (int w = 0; w < words; w++) {
+        int p = 64 * w;
+        uint64_t word = 0;
+        if (PIXELS && k - p >= 64) {
+            const uint8_t *u = (const uint8_t *)x + p;
+            __m256i zero = _mm256_setzero_si256();
+            uint32_t low = (uint32_t)_mm256_movemask_epi8(
+                _mm256_cmpeq_epi8(_mm256_loadu_si256((const __m256i *)u), zero));
+            uint32_t high = (uint32_t)_mm256_movemask_epi8(
+                _mm256_cmpeq_epi8(_mm256_loadu_si256((const __m256i *)(u + 32)), zero));
+            word = ~((uint64_t)high << 32 | low);
+        } else {
+            for (int q = 0; q < 64 && p + q < k; q += 16) {
+                __mmask16 valid = k - p - q >= 16 ? 0xffff : lanes_below(k - p - q);
+                word |= (uint64_t)nonzero_lanes(PIXELS, x, p + q, valid) << q;
+            }
+        }
+        bits[w] = word;
+    }
+}
+
+/* Lists the set bits of bits[0 .. words) in increasing order in idx (room for 64 words
+ * + 16 entries); returns how many. */
+TILE int list_bits(const uint64_t *bits, int words, int *idx)
 {
     const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
     int count = 0;
-    for (int p = 0; p < k; p += 16) {
-        __mmask16 valid = k - p >= 16 ? 0xffff : lanes_below(k - p);
-        __mmask16 bits = nonzero_lanes(PIXELS, x, p, valid);
-        if (y)
-            bits |= nonzero_lanes(PIXELS, y, p, valid);
-        __m512i found = _mm512_maskz_compress_epi32(bits, _mm512_add_epi32(iota, _mm512_set1_epi32(p)));
-        _mm512_storeu_si512((void *)(idx + count), found);
-        count += __builtin_popcount(bits);
+    for (int w = 0; w < words; w++)
+        for (int q = 0; q < 4; q++) {
+            __mmask16 set = (__mmask16)(bits[w] >> (16 * q));
+            __m512i found = _mm512_maskz_compress_epi32(
+                set, _mm512_add_epi32(iota, _mm512_set1_epi32(64 * w + 16 * q)));
+            _mm512_storeu_si512((void *)(idx + count), found);
+            count += __builtin_popcount(set);
+        }
+    return count;
+}
+
+/* out = a | b, word by word; returns how many bits are set in out. */
+TILE int either(const uint64_t *a, const uint64_t *b, int words, uint64_t *out)
+{
+    int count = 0;
+    for (int w = 0; w < words; w++) {
+        out[w] = a[w] | b[w];
+        count += __builtin_popcountll(out[w]);
     }
     return count;
 }
@@ -186,28 +225,6 @@ TILE void forward_block(int PIXELS, int R, int V, __mmask16 last, const void *x,
             store_units(acc[r][v], v, V, last, b, z + (size_t)r * ldz);
 }
 
-/* Lists the columns p < k where any of the 4 rows from x on holds a nonzero entry, and
- * sets *pairs to the lengths of the lists of rows 0-1 and rows 2-3 together. */
-TILE int nonzero_columns_of(int PIXELS, const void *x, int ldx, int k, int *idx, int *pairs)
-{
-    const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-    int count = 0, paired = 0;
-    for (int p = 0; p < k; p += 16) {
-        __mmask16 valid = k - p >= 16 ? 0xffff : lanes_below(k - p);
-        __mmask16 first = nonzero_lanes(PIXELS, input_row(PIXELS, x, 0, ldx), p, valid)
-                          | nonzero_lanes(PIXELS, input_row(PIXELS, x, 1, ldx), p, valid);
-        __mmask16 second = nonzero_lanes(PIXELS, input_row(PIXELS, x, 2, ldx), p, valid)
-                           | nonzero_lanes(PIXELS, input_row(PIXELS, x, 3, ldx), p, valid);
-        __mmask16 bits = first | second;
-        __m512i found = _mm512_maskz_compress_epi32(bits, _mm512_add_epi32(iota, _mm512_set1_epi32(p)));
-        _mm512_storeu_si512((void *)(idx + count), found);
-        count += __builtin_popcount(bits);
-        paired += __builtin_popcount(first) + __builtin_popcount(second);
-    }
-    *pairs = paired;
-    return count;
-}
-
 /* Four rows at a time when their list of nonzero columns is at most this share of the
  * two pairs' lists (each entry then costs about 0.88 of a pair's: one core, dense inputs). */
 #ifndef FOUR_ROWS_MAX_SHARE
@@ -225,14 +242,14 @@ TILE int nonzero_columns_of(int PIXELS, const void *x, int ldx, int k, int *idx,
     forward_units(PIXELS, V, last, xr, idx, count, panels(wt, stride, j), stride, \
                   b ? b + j : NULL, zr + j)
 
-/* The units of rows i, i + 1 of x through forward_pair, 128 at a time. */
-TILE void forward_two(int PIXELS, int i, int n, int k, const void *x, int ldx,
-                      const float *wt, size_t stride, const float *b, float *z, int ldz,
-                      int *idx)
+/* The units of rows i, i + 1 of x through forward_pair, 128 at a time, over the columns
+ * idx[0 .. count) (those where either row is nonzero). */
+TILE void forward_two(int PIXELS, int i, int n, const void *x, int ldx, const float *wt,
+                      size_t stride, const float *b, float *z, int ldz, const int *idx,
+                      int count)
 {
     const void *xr = input_row(PIXELS, x, i, ldx), *yr = input_row(PIXELS, x, i + 1, ldx);
     float *zr = z + (size_t)i * ldz;
-    int count = nonzero_columns(PIXELS, xr, yr, k, idx);
     for (int j = 0; j < n; j += 128) {
         int rest = n - j < 128 ? n - j : 128;
         __mmask16 last = last_lanes(rest);
@@ -249,14 +266,14 @@ TILE void forward_two(int PIXELS, int i, int n, int k, const void *x, int ldx,
     }
 }
 
-/* The units of row i of x through forward_units, 256 at a time. */
-TILE void forward_one(int PIXELS, int i, int n, int k, const void *x, int ldx,
-                      const float *wt, size_t stride, const float *b, float *z, int ldz,
-                      int *idx)
+/* The units of row i of x through forward_units, 256 at a time, over the columns
+ * idx[0 .. count) (those where the row is nonzero). */
+TILE void forward_one(int PIXELS, int i, int n, const void *x, int ldx, const float *wt,
+                      size_t stride, const float *b, float *z, int ldz, const int *idx,
+                      int count)
 {
     const void *xr = input_row(PIXELS, x, i, ldx);
     float *zr = z + (size_t)i * ldz;
-    int count = nonzero_columns(PIXELS, xr, NULL, k, idx);
     for (int j = 0; j < n; j += 256) {
         int rest = n - j < 256 ? n - j : 256;
         __mmask16 last = last_lanes(rest);
@@ -286,47 +303,63 @@ TILE void forward_one(int PIXELS, int i, int n, int k, const void *x, int ldx,
                   b ? b + j : NULL, zr + j, ldz)
 
 /* The units of rows i .. i + 3 of x through forward_block, 64 at a time, over the
- * columns where any of the four is nonzero, if that list is short enough for the four
- * rows to cost less than two pairs; else as two pairs.  Returns whether it ran them. */
-TILE int forward_four(int PIXELS, int i, int n, int k, const void *x, int ldx,
-                      const float *wt, size_t stride, const float *b, float *z, int ldz,
-                      int *idx)
+ * columns idx[0 .. count) (those where any of the four is nonzero). */
+TILE void forward_four(int PIXELS, int i, int n, const void *x, int ldx, const float *wt,
+                       size_t stride, const float *b, float *z, int ldz, const int *idx,
+                       int count)
 {
     const void *xr = input_row(PIXELS, x, i, ldx);
     float *zr = z + (size_t)i * ldz;
-    int pairs;
-    int count = nonzero_columns_of(PIXELS, xr, ldx, k, idx, &pairs);
-    if (count <= FOUR_ROWS_MAX_SHARE * pairs) {
-        for (int j = 0; j < n; j += 64) {
-            int rest = n - j < 64 ? n - j : 64;
-            __mmask16 last = last_lanes(rest);
-            switch ((rest + 15) / 16) {
-            case 4: QUAD(4); break;
-            case 3: QUAD(3); break;
-            case 2: QUAD(2); break;
-            default: QUAD(1); break;
-            }
+    for (int j = 0; j < n; j += 64) {
+        int rest = n - j < 64 ? n - j : 64;
+        __mmask16 last = last_lanes(rest);
+        switch ((rest + 15) / 16) {
+        case 4: QUAD(4); break;
+        case 3: QUAD(3); break;
+        case 2: QUAD(2); break;
+        default: QUAD(1); break;
         }
-        return 1;
     }
-    return 0;
 }
 
+/* Rows in blocks of four where the four rows' list of nonzero columns is short enough
+ * (FOUR_ROWS_MAX_SHARE of the two pairs' lists: dense inputs), else in pairs; a last
+ * odd row alone. */
 TILE void forward_rows(int PIXELS, int m, int n, int k, const void *x, int ldx,
                        const float *wt, const float *b, float *z, int ldz)
 {
     int idx[NR_SPARSE_MAX_INPUTS + 16];
+    uint64_t bits[4][MAX_WORDS], pair[2][MAX_WORDS], all[MAX_WORDS];
+    int words = (k + 63) / 64;
     size_t stride = (size_t)NR_SPARSE_PANEL * k;
     int i = 0;
-    for (; i + 4 <= m; i += 4)
-        if (!forward_four(PIXELS, i, n, k, x, ldx, wt, stride, b, z, ldz, idx)) {
-            forward_two(PIXELS, i, n, k, x, ldx, wt, stride, b, z, ldz, idx);
-            forward_two(PIXELS, i + 2, n, k, x, ldx, wt, stride, b, z, ldz, idx);
+    for (; i + 4 <= m; i += 4) {
+        for (int r = 0; r < 4; r++)
+            row_bits(PIXELS, input_row(PIXELS, x, i + r, ldx), k, bits[r]);
+        int first = either(bits[0], bits[1], words, pair[0]);
+        int second = either(bits[2], bits[3], words, pair[1]);
+        if (either(pair[0], pair[1], words, all) <= FOUR_ROWS_MAX_SHARE * (first + second)) {
+            int count = list_bits(all, words, idx);
+            forward_four(PIXELS, i, n, x, ldx, wt, stride, b, z, ldz, idx, count);
+            continue;
         }
-    for (; i + 2 <= m; i += 2)
-        forward_two(PIXELS, i, n, k, x, ldx, wt, stride, b, z, ldz, idx);
-    for (; i < m; i++)
-        forward_one(PIXELS, i, n, k, x, ldx, wt, stride, b, z, ldz, idx);
+        for (int h = 0; h < 2; h++) {
+            int count = list_bits(pair[h], words, idx);
+            forward_two(PIXELS, i + 2 * h, n, x, ldx, wt, stride, b, z, ldz, idx, count);
+        }
+    }
+    for (; i + 2 <= m; i += 2) {
+        row_bits(PIXELS, input_row(PIXELS, x, i, ldx), k, bits[0]);
+        row_bits(PIXELS, input_row(PIXELS, x, i + 1, ldx), k, bits[1]);
+        either(bits[0], bits[1], words, pair[0]);
+        forward_two(PIXELS, i, n, x, ldx, wt, stride, b, z, ldz, idx,
+                    list_bits(pair[0], words, idx));
+    }
+    for (; i < m; i++) {
+        row_bits(PIXELS, input_row(PIXELS, x, i, ldx), k, bits[0]);
+        forward_one(PIXELS, i, n, x, ldx, wt, stride, b, z, ldz, idx,
+                    list_bits(bits[0], words, idx));
+    }
 }
 
 KERNEL void nr_sparse_forward_f32_avx512(int m, int n, int k, const float *x, int ldx,
