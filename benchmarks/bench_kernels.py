@@ -23,6 +23,15 @@ disturbed than the clock's on a loaded machine), and the ratio is the AVX2 time 
 the AVX-512 time (above 1: AVX-512 is faster).
 
     python benchmarks/bench_kernels.py --levels
+
+With ``--dense-inputs``, it times the first layer's forward pass and folded update on
+one thread's share (128 units x 784 inputs) at batches of 32, 128 and 512, on MNIST
+rows (19 % nonzero), on rows half zeros and on dense rows, three ways, alternating: the
+kernels for zero inputs (which take blocks of four rows or columns on dense inputs),
+numrec's own full-product kernels (up to 128 rows) and BLAS on one thread.  GFLOP/s
+count the full product (also where zeros are skipped), from thread CPU times.
+
+    python benchmarks/bench_kernels.py --dense-inputs
 """
 import argparse
 import os
@@ -192,15 +201,97 @@ def compare_levels(runs):
     print(f"\nload average after: {os.getloadavg()[0]:.2f}")
 
 
+def time_ways(layer, kernel, x, g, ways, runs, target_seconds=0.05):
+    """Median thread CPU seconds per call of `kernel` for each way of running the layer
+    (a name -> function that sets it up), runs of the ways alternating."""
+    out = np.empty((len(x), layer.out_features), dtype=np.float32)
+    times = {name: [] for name in ways}
+    inner = {}
+    for name, set_up in ways.items():
+        set_up()
+        _repeat_kernel(kernel, layer, x, g, out, 2)
+        start = time.thread_time()
+        _repeat_kernel(kernel, layer, x, g, out, 5)
+        inner[name] = max(1, int(target_seconds / max((time.thread_time() - start) / 5, 1e-9)))
+    for _ in range(runs):
+        for name, set_up in ways.items():
+            set_up()
+            start = time.thread_time()
+            _repeat_kernel(kernel, layer, x, g, out, inner[name])
+            times[name].append((time.thread_time() - start) / inner[name])
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def compare_dense_inputs(runs, units=128, inputs=784):
+    """Print the table of --dense-inputs."""
+    rng = np.random.default_rng(0)
+    pixels, _ = mnist_pixels()
+    rows = 512
+    data = {"MNIST": pixels[:rows].astype(np.float32) / np.float32(255),
+            "half zeros": (rng.standard_normal((rows, inputs))
+                           * (rng.random((rows, inputs)) < 0.5)).astype(np.float32),
+            "dense": rng.standard_normal((rows, inputs)).astype(np.float32)}
+    layer = numrec.Dense(inputs, units, seed=1)
+    original = _simd_kernels()
+    if not original:
+        raise SystemExit("bench_kernels.py: the kernels for zero inputs need AVX2 and FMA")
+
+    def zero_inputs():
+        _simd_kernels(True)
+        layer._sparse_inputs(True)
+
+    def full_product():
+        layer._sparse_inputs(False)
+        _simd_kernels(True)
+
+    def blas():
+        layer._sparse_inputs(False)
+        _simd_kernels(False)
+
+    print(f"numrec {numrec.__version__}, kernel level {_kernel_level()}; one thread, "
+          f"{units} units x {inputs} inputs; load average {os.getloadavg()[0]:.2f}\n")
+    print("GFLOP/s (2 x rows x units x inputs per call), medians of thread CPU times\n")
+    print("| inputs | nonzero | batch | kernel | zero-input kernels | own full product | "
+          "BLAS | zero-input over the faster other |")
+    print("|---|---|---|---|---|---|---|---|")
+    try:
+        with threadpool_limits(limits=1):
+            for name, x_all in data.items():
+                for m in (32, 128, 512):
+                    x = np.ascontiguousarray(x_all[:m])
+                    g = rng.standard_normal((m, units)).astype(np.float32) * 1e-3
+                    ways = {"zero": zero_inputs, "blas": blas}
+                    if m <= 128:
+                        ways["own"] = full_product
+                    flop = 2.0 * m * units * inputs
+                    for kernel in ("forward", "update"):
+                        t = time_ways(layer, kernel, x, g, ways, runs)
+                        rate = {way: flop / seconds / 1e9 for way, seconds in t.items()}
+                        other = min(seconds for way, seconds in t.items() if way != "zero")
+                        own = f"{rate['own']:.1f}" if "own" in rate else "(BLAS)"
+                        print(f"| {name} | {np.count_nonzero(x) / x.size:.0%} | {m} | {kernel} | "
+                              f"{rate['zero']:.1f} | {own} | {rate['blas']:.1f} | "
+                              f"{other / t['zero']:.2f} |", flush=True)
+    finally:
+        layer._sparse_inputs(False)
+        _simd_kernels(original)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 64])
     parser.add_argument("--units", type=int, default=128,
                         help="units per thread: half of the 256 hidden units (default)")
     parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument("--dense-inputs", action="store_true",
+                        help="the kernels for zero inputs against the full products on "
+                             "inputs of three densities")
     parser.add_argument("--levels", action="store_true",
                         help="compare the kernel levels avx2 and avx512 kernel by kernel")
     args = parser.parse_args()
+    if args.dense_inputs:
+        compare_dense_inputs(args.repeats)
+        return
     if args.levels:
         with threadpool_limits(1, user_api="blas"):
             compare_levels(args.repeats)

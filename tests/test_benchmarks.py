@@ -126,6 +126,21 @@ def test_time_to_target_orders_are_fits(bench):
     np.testing.assert_array_equal(fixed[1], np.arange(50))
 
 
+def test_bench_kernels_dense_inputs_compares_the_three_ways(capsys):
+    """--dense-inputs prints a row per data, batch and kernel, and leaves the kernel
+    switches as it found them."""
+    kernels = _benchmark_module("bench_kernels")
+    from numrec._core._layers import _simd_kernels
+    if not _simd_kernels():
+        pytest.skip("the kernels for zero inputs need AVX2 and FMA")
+    kernels.compare_dense_inputs(1)
+    rows = [line for line in capsys.readouterr().out.splitlines()
+            if line.startswith("| ") and "%" in line]
+    assert len(rows) == 3 * 3 * 2
+    assert sum("(BLAS)" in row for row in rows) == 3 * 2  # batch 512: no own kernels
+    assert _simd_kernels()
+
+
 def test_bench_cnn_help():
     result = subprocess.run([sys.executable, str(BENCHMARKS / "bench_cnn.py"), "--help"],
                             capture_output=True, text=True, timeout=120)
