@@ -308,8 +308,8 @@ def thread_plan(stages, dtype, int batch_size, x, int threads, bint training=Tru
     shared layer's kernels beat a threaded BLAS product at this batch size
     (``Layer.unit_shares()``: all of a dense network's alike, while a convolution's
     have no row limit), or when the first layer runs its kernels for zero inputs on
-    ``x`` (:func:`sparse_max_density`; ``training`` or inference: those kernels have no
-    row limit).  The other shared layers then run their
+    ``x`` (:func:`sparse_max_density`, for ``training`` or for inference: those kernels
+    have no row limit).  The other shared layers then run their
     longest exact blocks of rows, so that results do not depend on the threads, or
     their single-threaded products on their share of the units.  Otherwise BLAS
     threads each product itself.
