@@ -330,8 +330,9 @@ TILE void forward_rows(int PIXELS, int m, int n, int k, const void *x, int ldx,
     __m256i all = _mm256_set1_epi32(-1);
     int i = 0;
     for (; i + 2 <= m; i += 2) {
-        if (i + 4 <= m && i % 4 == 0 && forward_four(PIXELS, i, n, k, x, ldx, wt, stride, b, z, ldz, idx)) {
-            i += 2;
+        if (i + 4 <= m && i % 4 == 0
+            && forward_four(PIXELS, i, n, k, x, ldx, wt, stride, b, z, ldz, idx)) {
+            i += 2;  /* and 2 more by the loop */
             continue;
         }
         const void *xr = input_row(PIXELS, x, i, ldx), *yr = input_row(PIXELS, x, i + 1, ldx);
