@@ -315,3 +315,80 @@ def test_segmented_loop_computes_what_the_compiled_loop_computes(make):
     assert steps_a == steps_b == 2 * (600 // 32 + 1)
     for a, b in zip(params_a, params_b):
         assert np.array_equal(a, b)
+
+
+# --- Adam's step at every vector width -------------------------------------------------------
+
+def _adam_levels():
+    from numrec._core import _optimizers
+    levels = []
+    for name in ("portable", "avx2", "avx512"):
+        try:
+            _optimizers._adam_kernel_level(_optimizers._adam_kernel_level(name))
+        except ValueError:
+            continue
+        levels.append(name)
+    return levels
+
+
+def numpy_adam_bits(params, grad_steps, lr, betas, eps, weight_decay, decoupled, dtype):
+    """Adam in PyTorch's order of operations, each in ``dtype`` (NumPy rounds every
+    element-wise operation correctly, so this is the step's exact result)."""
+    beta1, beta2 = betas
+    cast = np.dtype(dtype).type
+    params = [p.copy() for p in params]
+    m = [np.zeros_like(p) for p in params]
+    v = [np.zeros_like(p) for p in params]
+    shrink = cast(1.0 - lr * weight_decay) if decoupled else cast(1.0)
+    l2 = cast(0.0) if decoupled else cast(weight_decay)
+    weight1, weight2 = cast(1.0 - beta1), cast(1.0 - beta2)
+    for t, grads in enumerate(grad_steps, start=1):
+        neg_step_size = cast(-(lr / (1.0 - beta1 ** t)))
+        bias_correction2_sqrt = cast((1.0 - beta2 ** t) ** 0.5)
+        for i, grad in enumerate(grads):
+            theta = params[i] * shrink
+            g = grad + l2 * theta
+            if weight1 < 0.5:
+                m[i] = m[i] + weight1 * (g - m[i])
+            else:
+                m[i] = g - (g - m[i]) * (cast(1.0) - weight1)
+            v[i] = v[i] * cast(beta2) + weight2 * g * g
+            denom = np.sqrt(v[i]) / bias_correction2_sqrt + cast(eps)
+            params[i] = theta + neg_step_size * m[i] / denom
+    return params, m, v
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("cls, betas, weight_decay", [
+    (numrec.Adam, (0.9, 0.999), 0.0), (numrec.Adam, (0.3, 0.99), 0.05),
+    (numrec.AdamW, (0.9, 0.999), 0.01), (numrec.AdamW, (0.5, 0.9), 0.1),
+])
+def test_adam_step_gives_numpys_bits_at_every_level(dtype, cls, betas, weight_decay):
+    """Sizes that are not multiples of any vector width; both forms of the lerp."""
+    from numrec._core import _optimizers
+    params, grad_steps = random_steps(dtype, 4, seed=21, shapes=((37, 29), (29,), (3,)))
+    want = numpy_adam_bits(params, grad_steps, 0.01, betas, 1e-8, weight_decay,
+                           cls is numrec.AdamW, dtype)
+    levels = _adam_levels()
+    assert "portable" in levels
+    for name in levels:
+        previous = _optimizers._adam_kernel_level(name)
+        try:
+            optimizer = cls(lr=0.01, betas=betas, weight_decay=weight_decay)
+            working = [p.copy() for p in params]
+            for grads in grad_steps:
+                optimizer.step(working, grads)
+        finally:
+            _optimizers._adam_kernel_level(previous)
+        moments = optimizer.state()   # [m, v] per parameter
+        got = (working, [m for m, _ in moments], [v for _, v in moments])
+        for got_arrays, want_arrays in zip(got, want):
+            for a, b in zip(got_arrays, want_arrays, strict=True):
+                assert a.dtype == b.dtype == dtype
+                assert np.array_equal(a, b), f"{name}: {np.max(np.abs(a - b))}"
+
+
+def test_adam_kernel_level_names_a_bad_level():
+    from numrec._core import _optimizers
+    with pytest.raises(ValueError, match="unknown kernel level 'sse9'"):
+        _optimizers._adam_kernel_level("sse9")

@@ -6,7 +6,7 @@ cimport numpy as cnp
 
 import numpy as np
 
-from numrec._core import _activations, _kernels
+from numrec._core import _activations, _kernels, _optimizers
 from numrec._core._copying import reduce_component
 
 from numrec._core._blas cimport _gemm, matmul_nt, matmul_tn, matmul_nn
@@ -203,8 +203,8 @@ def _kernel_level(level=None):
     ``"portable"`` (see ``numrec._core._kernels``).
 
     With ``level``, run the dense-layer kernels, those for mostly-zero inputs (float32
-    and float64) and the sigmoid at that level and return the previous one (of the
-    dense-layer kernels).
+    and float64), the sigmoid and Adam's step at that level and return the previous one
+    (of the dense-layer kernels).
     "avx512" and "avx2" give the same bits; "portable" runs compiled loops and BLAS.
     Raises ValueError for an unknown level or one the processor lacks.  For tests and
     benchmarks; ``NUMREC_KERNELS`` pins the level at import.
@@ -213,6 +213,7 @@ def _kernel_level(level=None):
     if level is not None:
         index = _kernels.check_level(level, _kernels.LEVELS[_available_level])
         _activations._sigmoid_kernel_level(level)
+        _optimizers._adam_kernel_level(level)
         _use_level(index)
     return previous
 

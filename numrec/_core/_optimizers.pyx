@@ -1,17 +1,46 @@
 """Optimizers: the abstract ``Optimizer`` and its compiled implementations."""
 from cython cimport floating
-from libc.math cimport pow, sqrt, sqrtf
+from libc.math cimport pow
 from libc.stdlib cimport malloc, free
 cimport numpy as cnp
 
 import numpy as np
 
+from numrec._core import _kernels
 from numrec._core._copying import reduce_component
 
 from numrec._core._memory import aligned_zeros
 from numrec._core._validation import check_finite_number, FLOAT_DTYPES
 
 cnp.import_array()
+
+cdef extern from "_adam.h" nogil:
+    int nr_adam_available_level()
+    void nr_adam_f32(int level, float* param, const float* grad, float* exp_avg,
+                     float* exp_avg_sq, Py_ssize_t n, float shrink, float l2, float weight1,
+                     float beta2, float weight2, float bias_correction2_sqrt, float eps,
+                     float neg_step_size)
+    void nr_adam_f64(int level, double* param, const double* grad, double* exp_avg,
+                     double* exp_avg_sq, Py_ssize_t n, double shrink, double l2,
+                     double weight1, double beta2, double weight2,
+                     double bias_correction2_sqrt, double eps, double neg_step_size)
+
+# The level of Adam's step, an index into _kernels.LEVELS; every level gives the same
+# bits (see _adam.h), so it only sets the width of the vectors.
+cdef int _adam_available = nr_adam_available_level()
+cdef int _adam_level = _kernels.LEVELS.index(
+    _kernels.default_level(_kernels.LEVELS[_adam_available]))
+
+
+def _adam_kernel_level(level=None):
+    """The level of Adam's and AdamW's step, ``"avx512"``, ``"avx2"`` or ``"portable"``;
+    with ``level``, set it and return the previous one.  ValueError for an unknown level
+    or one the processor lacks.  ``_layers._kernel_level`` sets it with the rest."""
+    global _adam_level
+    previous = _kernels.LEVELS[_adam_level]
+    if level is not None:
+        _adam_level = _kernels.check_level(level, _kernels.LEVELS[_adam_available])
+    return previous
 
 
 cdef class Optimizer:
@@ -476,19 +505,21 @@ cdef class Adam(Optimizer):
 
     cdef void update_f32(self, Py_ssize_t slot, float* param, const float* grad,
                          Py_ssize_t begin, Py_ssize_t end) noexcept nogil:
-        _adam_update(param, grad, <float*>self._state_data[2 * slot],
-                     <float*>self._state_data[2 * slot + 1], begin, end,
-                     <float>self._shrink, <float>self._l2, <float>(1.0 - self.beta1),
-                     <float>self.beta2, <float>(1.0 - self.beta2),
-                     <float>self._bias_correction2_sqrt, <float>self.eps,
-                     <float>self._neg_step_size)
+        nr_adam_f32(_adam_level, param + begin, grad + begin,
+                    <float*>self._state_data[2 * slot] + begin,
+                    <float*>self._state_data[2 * slot + 1] + begin, end - begin,
+                    <float>self._shrink, <float>self._l2, <float>(1.0 - self.beta1),
+                    <float>self.beta2, <float>(1.0 - self.beta2),
+                    <float>self._bias_correction2_sqrt, <float>self.eps,
+                    <float>self._neg_step_size)
 
     cdef void update_f64(self, Py_ssize_t slot, double* param, const double* grad,
                          Py_ssize_t begin, Py_ssize_t end) noexcept nogil:
-        _adam_update(param, grad, <double*>self._state_data[2 * slot],
-                     <double*>self._state_data[2 * slot + 1], begin, end,
-                     self._shrink, self._l2, 1.0 - self.beta1, self.beta2, 1.0 - self.beta2,
-                     self._bias_correction2_sqrt, self.eps, self._neg_step_size)
+        nr_adam_f64(_adam_level, param + begin, grad + begin,
+                    <double*>self._state_data[2 * slot] + begin,
+                    <double*>self._state_data[2 * slot + 1] + begin, end - begin,
+                    self._shrink, self._l2, 1.0 - self.beta1, self.beta2, 1.0 - self.beta2,
+                    self._bias_correction2_sqrt, self.eps, self._neg_step_size)
 
 
 cdef class AdamW(Adam):
@@ -528,44 +559,3 @@ cdef class AdamW(Adam):
         Adam.__init__(self, lr, betas, eps, weight_decay)
         self._decoupled = True
         self._set_step_scalars()
-
-
-cdef inline void _adam_update(floating* param, const floating* grad, floating* exp_avg,
-                              floating* exp_avg_sq, Py_ssize_t begin, Py_ssize_t end,
-                              floating shrink, floating l2, floating weight1,
-                              floating beta2, floating weight2,
-                              floating bias_correction2_sqrt, floating eps,
-                              floating neg_step_size) noexcept nogil:
-    # One Adam or AdamW step on begin:end, in the order of PyTorch's _single_tensor_adam.
-    # Branch-free, so that it vectorises: Adam shrinks by exactly 1 and AdamW adds an
-    # exact 0 * theta.  The lerp's form depends on its weight (torch.lerp's rule), a
-    # choice outside the loop.
-    cdef Py_ssize_t i
-    cdef floating g, m, v, denom, theta
-    cdef floating rest = 1 - weight1
-    if weight1 < 0.5:
-        for i in range(begin, end):
-            theta = param[i] * shrink
-            g = grad[i] + l2 * theta
-            m = exp_avg[i] + weight1 * (g - exp_avg[i])
-            v = exp_avg_sq[i] * beta2 + weight2 * g * g
-            if floating is float:
-                denom = sqrtf(v) / bias_correction2_sqrt + eps
-            else:
-                denom = sqrt(v) / bias_correction2_sqrt + eps
-            exp_avg[i] = m
-            exp_avg_sq[i] = v
-            param[i] = theta + neg_step_size * m / denom
-    else:
-        for i in range(begin, end):
-            theta = param[i] * shrink
-            g = grad[i] + l2 * theta
-            m = g - (g - exp_avg[i]) * rest
-            v = exp_avg_sq[i] * beta2 + weight2 * g * g
-            if floating is float:
-                denom = sqrtf(v) / bias_correction2_sqrt + eps
-            else:
-                denom = sqrt(v) / bias_correction2_sqrt + eps
-            exp_avg[i] = m
-            exp_avg_sq[i] = v
-            param[i] = theta + neg_step_size * m / denom
