@@ -256,6 +256,21 @@ def test_non_finite_x(dense, model, xy, bad):
         model.fit(xy[0], y, validation_data=(x, y))
 
 
+@pytest.mark.parametrize("where", [0, 1, "middle", -1])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
+def test_all_finite_finds_one_bad_entry_in_any_chunk(where, bad, dtype):
+    """The chunked check against NumPy's whole-array one, on more entries than a chunk."""
+    from numrec._core._validation import FINITE_CHUNK, all_finite
+    n = 7 * (FINITE_CHUNK // 3 + 5)    # three chunks, the last one short
+    x = np.linspace(-1e3, 1e3, n).astype(dtype).reshape(-1, 7)
+    assert all_finite(x) and all_finite(x.T) and all_finite(x[:3])
+    index = {"middle": n // 2 + 5}.get(where, where)
+    x.reshape(-1)[index] = bad
+    assert not np.isfinite(x).all()
+    assert not all_finite(x) and not all_finite(x.T)
+
+
 @pytest.mark.parametrize("bad", [np.nan, np.inf])
 def test_non_finite_targets(model, xy, bad):
     x, y = xy
