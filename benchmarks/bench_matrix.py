@@ -201,6 +201,26 @@ def add_floats(data, dtype):
     return data
 
 
+def add_test_floats(data, dtype):
+    """Give ``data`` what an inference row reads: the float test images in ``dtype``
+    (pixels / 255, or the standardised inputs), and no training set (empty arrays)."""
+    dtype = np.dtype(dtype)
+    suffix = {"float32": "f32", "float64": "f64"}[dtype.name]
+    if data.x_test_u8 is not None:
+        x_test = np.multiply(data.x_test_u8, dtype.type(1 / 255), dtype=dtype)
+    else:
+        x_test = data.x_test_float.astype(dtype)
+    n_inputs = x_test.shape[1]
+    setattr(data, f"x_test_{suffix}", x_test)
+    setattr(data, f"x_train_{suffix}", np.empty((0, n_inputs), dtype))
+    setattr(data, "y_train_onehot" if suffix == "f32" else "y_train_onehot_f64",
+            np.empty((0, 10), dtype))
+    if data.x_train_u8 is not None:
+        data.x_train_u8 = np.empty((0, n_inputs), np.uint8)
+    data.x_train_float = None
+    return data
+
+
 def subset(data, n_train, n_test):
     """The first ``n_train`` training and ``n_test`` test samples of ``data``."""
     def cut(a, n):
@@ -497,13 +517,13 @@ def memory_child(args):
     data = load(row.data, args.fashion_dir, use_numrec=runner_name == "numrec")
     if args.quick:
         data = subset(data, *QUICK_SAMPLES)
-    add_floats(data, row.dtype)
+    if row.kind != "train":       # inference: every framework has the float test images
+        add_test_floats(data, row.dtype)
+    elif runner_name != "numrec" or data.x_train_u8 is None:
+        add_floats(data, row.dtype)
+    # (numrec trains on the pixels: it makes no float copy of them)
     if runner_name != "numrec":       # the peers work on the floats alone
         data.x_train_u8 = data.x_test_u8 = data.x_train_float = data.x_test_float = None
-    elif data.x_train_u8 is not None:  # numrec trains on the pixels, predicts on the floats
-        data.x_train_f32 = data.x_train_f64 = None
-        if row.kind == "train":
-            data.x_test_f32 = data.x_test_f64 = None
     runner = RUNNERS[runner_name](row.sizes, row.dtype)
     runner.prepare(data)
     runner.start(initial_weights(INIT_SEED, row.sizes, row.dtype), LR)
@@ -656,11 +676,13 @@ def report(out, header, env, blas, rows, results, labels, peaks, fma, data_notes
     if memory:
         out("\n## Peak resident memory, each framework and row in a fresh process\n")
         out(memory)
-        out("\nEach process makes the row's data (a peer keeps only the float copy it "
-            "trains on, numrec the uint8 pixels), runs the row's unit once and exits; the "
-            "figure is its `ru_maxrss`. A peer's peak includes the uint8 images it converts "
-            "its floats from (MNIST's: 55 MB) while both exist; with --quick every process "
-            "loads the whole data set before taking its subset.")
+        out("\nEach process makes the row's data, runs the row's unit once and exits; the "
+            "figure is its `ru_maxrss`. In a training row a peer keeps only the float copy "
+            "it trains on, numrec the uint8 pixels (it makes no float copy of them); in an "
+            "inference row every framework makes the float test images alone. A peer's "
+            "peak includes the uint8 images it converts its floats from (MNIST's: 55 MB) "
+            "while both exist; with --quick every process loads the whole data set before "
+            "taking its subset.")
     if notes:
         out("\n## Notes\n")
         for note in sorted(notes):
