@@ -319,12 +319,12 @@ def test_segmented_loop_computes_what_the_compiled_loop_computes(make):
 
 # --- Adam's step at every vector width -------------------------------------------------------
 
-def _adam_levels():
+def _step_levels():
     from numrec._core import _optimizers
     levels = []
     for name in ("portable", "avx2", "avx512"):
         try:
-            _optimizers._adam_kernel_level(_optimizers._adam_kernel_level(name))
+            _optimizers._step_kernel_level(_optimizers._step_kernel_level(name))
         except ValueError:
             continue
         levels.append(name)
@@ -369,17 +369,17 @@ def test_adam_step_gives_numpys_bits_at_every_level(dtype, cls, betas, weight_de
     params, grad_steps = random_steps(dtype, 4, seed=21, shapes=((37, 29), (29,), (3,)))
     want = numpy_adam_bits(params, grad_steps, 0.01, betas, 1e-8, weight_decay,
                            cls is numrec.AdamW, dtype)
-    levels = _adam_levels()
+    levels = _step_levels()
     assert "portable" in levels
     for name in levels:
-        previous = _optimizers._adam_kernel_level(name)
+        previous = _optimizers._step_kernel_level(name)
         try:
             optimizer = cls(lr=0.01, betas=betas, weight_decay=weight_decay)
             working = [p.copy() for p in params]
             for grads in grad_steps:
                 optimizer.step(working, grads)
         finally:
-            _optimizers._adam_kernel_level(previous)
+            _optimizers._step_kernel_level(previous)
         moments = optimizer.state()   # [m, v] per parameter
         got = (working, [m for m, _ in moments], [v for _, v in moments])
         for got_arrays, want_arrays in zip(got, want):
@@ -388,7 +388,57 @@ def test_adam_step_gives_numpys_bits_at_every_level(dtype, cls, betas, weight_de
                 assert np.array_equal(a, b), f"{name}: {np.max(np.abs(a - b))}"
 
 
-def test_adam_kernel_level_names_a_bad_level():
+def numpy_sgd_bits(params, grad_steps, lr, momentum, weight_decay, nesterov, classic, dtype):
+    """SGD's step in the order of numrec's kernels, each operation in ``dtype``."""
+    cast = np.dtype(dtype).type
+    lr, momentum, weight_decay = cast(lr), cast(momentum), cast(weight_decay)
+    params = [p.copy() for p in params]
+    velocity = [np.zeros_like(p) for p in params]
+    for grads in grad_steps:
+        for i, grad in enumerate(grads):
+            if classic:
+                velocity[i] = momentum * velocity[i] + lr * (grad + weight_decay * params[i])
+                params[i] = params[i] - velocity[i]
+                continue
+            d = grad + weight_decay * params[i] if weight_decay else grad
+            if momentum:
+                velocity[i] = momentum * velocity[i] + d
+                d = d + momentum * velocity[i] if nesterov else velocity[i]
+            params[i] = params[i] - lr * d
+    return params, velocity
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("kwargs", [
+    {}, {"weight_decay": 0.01}, {"momentum": 0.9}, {"momentum": 0.9, "weight_decay": 0.01},
+    {"momentum": 0.9, "nesterov": True}, {"momentum": 0.99, "classic": True},
+    {"momentum": 0.9, "classic": True, "weight_decay": 0.01},
+])
+def test_sgd_step_gives_numpys_bits_at_every_level(dtype, kwargs):
+    from numrec._core import _optimizers
+    params, grad_steps = random_steps(dtype, 4, seed=22, shapes=((37, 29), (29,), (3,)))
+    want, want_velocity = numpy_sgd_bits(
+        params, grad_steps, 0.05, kwargs.get("momentum", 0.0),
+        kwargs.get("weight_decay", 0.0), kwargs.get("nesterov", False),
+        kwargs.get("classic", False), dtype)
+    for name in _step_levels():
+        previous = _optimizers._step_kernel_level(name)
+        try:
+            optimizer = numrec.SGD(0.05, **kwargs)
+            working = [p.copy() for p in params]
+            for grads in grad_steps:
+                optimizer.step(working, grads)
+        finally:
+            _optimizers._step_kernel_level(previous)
+        for a, b in zip(working, want, strict=True):
+            assert a.dtype == b.dtype == dtype
+            assert np.array_equal(a, b), f"{name}: {np.max(np.abs(a - b))}"
+        if kwargs.get("momentum"):
+            for (v,), b in zip(optimizer.state(), want_velocity, strict=True):
+                assert np.array_equal(v, b), name
+
+
+def test_step_kernel_level_names_a_bad_level():
     from numrec._core import _optimizers
     with pytest.raises(ValueError, match="unknown kernel level 'sse9'"):
-        _optimizers._adam_kernel_level("sse9")
+        _optimizers._step_kernel_level("sse9")

@@ -203,8 +203,8 @@ def _kernel_level(level=None):
     ``"portable"`` (see ``numrec._core._kernels``).
 
     With ``level``, run the dense-layer kernels, those for mostly-zero inputs (float32
-    and float64), the sigmoid and Adam's step at that level and return the previous one
-    (of the dense-layer kernels).
+    and float64), the sigmoid and the optimizers' steps at that level and return the
+    previous one (of the dense-layer kernels).
     "avx512" and "avx2" give the same bits; "portable" runs compiled loops and BLAS.
     Raises ValueError for an unknown level or one the processor lacks.  For tests and
     benchmarks; ``NUMREC_KERNELS`` pins the level at import.
@@ -213,7 +213,7 @@ def _kernel_level(level=None):
     if level is not None:
         index = _kernels.check_level(level, _kernels.LEVELS[_available_level])
         _activations._sigmoid_kernel_level(level)
-        _optimizers._adam_kernel_level(level)
+        _optimizers._step_kernel_level(level)
         _use_level(index)
     return previous
 

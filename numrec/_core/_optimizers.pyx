@@ -14,8 +14,8 @@ from numrec._core._validation import check_finite_number, FLOAT_DTYPES
 
 cnp.import_array()
 
-cdef extern from "_adam.h" nogil:
-    int nr_adam_available_level()
+cdef extern from "_steps.h" nogil:
+    int nr_steps_available_level()
     void nr_adam_f32(int level, float* param, const float* grad, float* exp_avg,
                      float* exp_avg_sq, Py_ssize_t n, float shrink, float l2, float weight1,
                      float beta2, float weight2, float bias_correction2_sqrt, float eps,
@@ -24,22 +24,34 @@ cdef extern from "_adam.h" nogil:
                      double* exp_avg_sq, Py_ssize_t n, double shrink, double l2,
                      double weight1, double beta2, double weight2,
                      double bias_correction2_sqrt, double eps, double neg_step_size)
+    void nr_sgd_f32(int level, float* param, const float* grad, float* velocity,
+                    Py_ssize_t n, float lr, float momentum, float weight_decay, int nesterov)
+    void nr_sgd_f64(int level, double* param, const double* grad, double* velocity,
+                    Py_ssize_t n, double lr, double momentum, double weight_decay,
+                    int nesterov)
+    void nr_classic_momentum_f32(int level, float* param, const float* grad,
+                                 float* velocity, Py_ssize_t n, float lr, float momentum,
+                                 float weight_decay)
+    void nr_classic_momentum_f64(int level, double* param, const double* grad,
+                                 double* velocity, Py_ssize_t n, double lr, double momentum,
+                                 double weight_decay)
 
-# The level of Adam's step, an index into _kernels.LEVELS; every level gives the same
-# bits (see _adam.h), so it only sets the width of the vectors.
-cdef int _adam_available = nr_adam_available_level()
-cdef int _adam_level = _kernels.LEVELS.index(
-    _kernels.default_level(_kernels.LEVELS[_adam_available]))
+# The level of the optimizers' steps, an index into _kernels.LEVELS; every level gives
+# the same bits (see _steps.h), so it only sets the width of the vectors.
+cdef int _step_available = nr_steps_available_level()
+cdef int _step_level = _kernels.LEVELS.index(
+    _kernels.default_level(_kernels.LEVELS[_step_available]))
 
 
-def _adam_kernel_level(level=None):
-    """The level of Adam's and AdamW's step, ``"avx512"``, ``"avx2"`` or ``"portable"``;
-    with ``level``, set it and return the previous one.  ValueError for an unknown level
-    or one the processor lacks.  ``_layers._kernel_level`` sets it with the rest."""
-    global _adam_level
-    previous = _kernels.LEVELS[_adam_level]
+def _step_kernel_level(level=None):
+    """The level of the optimizers' steps (SGD's, Adam's, AdamW's), ``"avx512"``,
+    ``"avx2"`` or ``"portable"``; with ``level``, set it and return the previous one.
+    ValueError for an unknown level or one the processor lacks.  ``_layers._kernel_level``
+    sets it with the rest."""
+    global _step_level
+    previous = _kernels.LEVELS[_step_level]
     if level is not None:
-        _adam_level = _kernels.check_level(level, _kernels.LEVELS[_adam_available])
+        _step_level = _kernels.check_level(level, _kernels.LEVELS[_step_available])
     return previous
 
 
@@ -344,56 +356,27 @@ cdef class SGD(Optimizer):
                          Py_ssize_t begin, Py_ssize_t end) noexcept nogil:
         cdef float* velocity = NULL
         if self.state_per_parameter:
-            velocity = <float*>self._state_data[slot]
+            velocity = <float*>self._state_data[slot] + begin
         if self.classic:
-            _classic_momentum_update(param, grad, velocity, begin, end, <float>self._lr,
-                                     <float>self.momentum, <float>self.weight_decay)
+            nr_classic_momentum_f32(_step_level, param + begin, grad + begin, velocity,
+                                    end - begin, <float>self._lr, <float>self.momentum,
+                                    <float>self.weight_decay)
             return
-        _sgd_update(param, grad, velocity, begin, end, <float>self._lr, <float>self.momentum,
-                    <float>self.weight_decay, self.nesterov)
+        nr_sgd_f32(_step_level, param + begin, grad + begin, velocity, end - begin,
+                   <float>self._lr, <float>self.momentum, <float>self.weight_decay,
+                   self.nesterov)
 
     cdef void update_f64(self, Py_ssize_t slot, double* param, const double* grad,
                          Py_ssize_t begin, Py_ssize_t end) noexcept nogil:
         cdef double* velocity = NULL
         if self.state_per_parameter:
-            velocity = <double*>self._state_data[slot]
+            velocity = <double*>self._state_data[slot] + begin
         if self.classic:
-            _classic_momentum_update(param, grad, velocity, begin, end, self._lr,
-                                     self.momentum, self.weight_decay)
+            nr_classic_momentum_f64(_step_level, param + begin, grad + begin, velocity,
+                                    end - begin, self._lr, self.momentum, self.weight_decay)
             return
-        _sgd_update(param, grad, velocity, begin, end, self._lr, self.momentum,
-                    self.weight_decay, self.nesterov)
-
-
-cdef inline void _sgd_update(floating* param, const floating* grad, floating* velocity,
-                             Py_ssize_t begin, Py_ssize_t end, floating lr,
-                             floating momentum, floating weight_decay,
-                             bint nesterov) noexcept nogil:
-    cdef Py_ssize_t i
-    cdef floating d
-    if velocity == NULL and weight_decay == 0:
-        for i in range(begin, end):
-            param[i] -= lr * grad[i]
-        return
-    for i in range(begin, end):
-        d = grad[i]
-        if weight_decay != 0:
-            d = d + weight_decay * param[i]
-        if velocity != NULL:
-            velocity[i] = momentum * velocity[i] + d
-            d = d + momentum * velocity[i] if nesterov else velocity[i]
-        param[i] -= lr * d
-
-
-cdef inline void _classic_momentum_update(floating* param, const floating* grad,
-                                          floating* velocity, Py_ssize_t begin,
-                                          Py_ssize_t end, floating lr, floating momentum,
-                                          floating weight_decay) noexcept nogil:
-    # v = mu v + lr (g + lambda theta); theta -= v.  weight_decay 0 adds an exact 0.
-    cdef Py_ssize_t i
-    for i in range(begin, end):
-        velocity[i] = momentum * velocity[i] + lr * (grad[i] + weight_decay * param[i])
-        param[i] -= velocity[i]
+        nr_sgd_f64(_step_level, param + begin, grad + begin, velocity, end - begin,
+                   self._lr, self.momentum, self.weight_decay, self.nesterov)
 
 
 cdef class Adam(Optimizer):
@@ -505,7 +488,7 @@ cdef class Adam(Optimizer):
 
     cdef void update_f32(self, Py_ssize_t slot, float* param, const float* grad,
                          Py_ssize_t begin, Py_ssize_t end) noexcept nogil:
-        nr_adam_f32(_adam_level, param + begin, grad + begin,
+        nr_adam_f32(_step_level, param + begin, grad + begin,
                     <float*>self._state_data[2 * slot] + begin,
                     <float*>self._state_data[2 * slot + 1] + begin, end - begin,
                     <float>self._shrink, <float>self._l2, <float>(1.0 - self.beta1),
@@ -515,7 +498,7 @@ cdef class Adam(Optimizer):
 
     cdef void update_f64(self, Py_ssize_t slot, double* param, const double* grad,
                          Py_ssize_t begin, Py_ssize_t end) noexcept nogil:
-        nr_adam_f64(_adam_level, param + begin, grad + begin,
+        nr_adam_f64(_step_level, param + begin, grad + begin,
                     <double*>self._state_data[2 * slot] + begin,
                     <double*>self._state_data[2 * slot + 1] + begin, end - begin,
                     self._shrink, self._l2, 1.0 - self.beta1, self.beta2, 1.0 - self.beta2,
