@@ -31,7 +31,7 @@ from numrec.registry import BUILTINS, KINDS
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 FLOAT_NAMES = ("float32", "float64")
 CAPABILITIES = {"folded_sgd", "pixels", "sparse_inputs", "sparse_gradients", "deferred_update",
-                "rowwise_input", "columnwise_input", "rowwise_forward", "pixel_gradients"}
+                "rowwise_input", "columnwise_input", "rowwise_forward"}
 BASES = {"layer": numrec.Layer, "activation": numrec.Activation, "loss": numrec.Loss,
          "optimizer": numrec.Optimizer}
 

@@ -305,47 +305,6 @@ def test_pixels_read_as_they_are_give_the_bits_of_converted_inputs(n_in, batch_s
     assert correct_pixels == correct_floats
 
 
-STATEFUL_OPTIMIZERS = {"adam": lambda: numrec.Adam(0.01),
-                       "momentum": lambda: numrec.SGD(0.1, momentum=0.9)}
-
-
-@pytest.mark.parametrize("optimizer", list(STATEFUL_OPTIMIZERS))
-@pytest.mark.parametrize("batch_size", [5, 32])
-@pytest.mark.parametrize("threads", [1, 2])
-def test_stateful_optimizers_train_on_pixels_as_they_are(optimizer, batch_size, threads):
-    """With an optimizer that keeps state, the first layer computes its gradient from the
-    uint8 pixels too ("pixel_gradients"): the bits of float32 inputs holding pixel / 255,
-    and of the pixels converted batch by batch (_pixel_gradients(False))."""
-    from numrec._core._training import _pixel_gradients
-    rng = np.random.default_rng(batch_size + threads)
-    pixels = rng.integers(1, 256, size=(203, 784), dtype=np.uint8)
-    pixels[rng.random(pixels.shape) < 0.8] = 0
-    converted = pixels.astype(np.float32) / np.float32(255)
-    labels = rng.integers(0, 10, size=203).astype(np.int64)
-    order = rng.permutation(203).astype(np.int64)
-    results = []
-    for x, allowed in ((pixels, True), (pixels, False), (converted, True)):
-        model = numrec.Sequential([numrec.Dense(784, 48, seed=1), numrec.ReLU(),
-                                   numrec.Dense(48, 10, seed=2), numrec.Sigmoid()])
-        step = STATEFUL_OPTIMIZERS[optimizer]()
-        step.prepare(model.parameters())
-        previous = _pixel_gradients(allowed)
-        try:
-            trainer = FusedTrainer(plan_stages(model.components), MSE(), step, batch_size,
-                                   np.float32, threads)
-            with trainer.holding(x):
-                takes = trainer._takes_pixels(x, training=True)
-                for _ in range(2):
-                    trainer.train(x, labels, order, 0, 203)
-        finally:
-            _pixel_gradients(previous)
-        assert takes == (x.dtype == np.uint8 and allowed)
-        results.append(model.parameters())
-    for other in results[1:]:
-        for a, b in zip(results[0], other):
-            np.testing.assert_array_equal(a, b)
-
-
 def test_mostly_zeros_takes_a_threshold():
     x = np.zeros((10, 100), dtype=np.float32)
     x[:, :50] = 1  # half nonzero

@@ -49,10 +49,6 @@ cdef class Layer:
                                  int hi) noexcept nogil
     cdef void folded_update_pixels_f32(self, const uint8_t* x, const float* g, int m,
                                        double step, int lo, int hi) noexcept nogil
-    # "pixel_gradients": with "pixels", gradient_f32 from uint8 pixels (the same bits as
-    # from the float32 inputs), so that a stateful optimizer trains on pixels too.
-    cdef void gradient_pixels_f32(self, const uint8_t* x, const float* g, int m, int lo,
-                                  int hi, bint accumulate) noexcept nogil
     # "deferred_update": the folded update of all outputs in two steps, so that one
     # thread can prepare it while another still reads the weights for dL/dx:
     # deferred_update_f32 with ``apply`` false computes what the update adds to the

@@ -427,10 +427,6 @@ cdef class Layer:
                                        double step, int lo, int hi) noexcept nogil:
         pass
 
-    cdef void gradient_pixels_f32(self, const uint8_t* x, const float* g, int m, int lo,
-                                  int hi, bint accumulate) noexcept nogil:
-        pass
-
     cdef bint defers_update(self, int m) noexcept nogil:
         return False
 
@@ -630,7 +626,7 @@ cdef class Dense(Layer):
 
     kernel_dtypes = ("float32", "float64")
     capabilities = frozenset({"folded_sgd", "pixels", "sparse_inputs", "sparse_gradients",
-                              "deferred_update", "columnwise_input", "pixel_gradients"})
+                              "deferred_update", "columnwise_input"})
 
     def __init__(self, in_features, out_features, *, seed=None, dtype=np.float32,
                  init="he"):
@@ -1011,17 +1007,6 @@ cdef class Dense(Layer):
         pixels_update(m, hi - lo, n_in, <float>step, g + lo, n_out, x,
                       n_in, self._panels_from(lo))
         _column_sums(g, <float*>self._b, m, n_out, lo, hi, <float>step, 1)
-
-    cdef void gradient_pixels_f32(self, const uint8_t* x, const float* g, int m, int lo,
-                                  int hi, bint accumulate) noexcept nogil:
-        # gradient_f32's panels from the pixels: the sparse update with step 1 (the loop
-        # asks only while the gradient lives in panels, _sparse_gradients)
-        cdef int n_in = self.in_features, n_out = self.out_features
-        cdef float* gt = <float*>self._gt + <Py_ssize_t>(lo // NR_SPARSE_PANEL) * NR_SPARSE_PANEL * n_in
-        if not accumulate:
-            memset(gt, 0, <size_t>_padded_units(hi - lo) * n_in * sizeof(float))
-        pixels_update(m, hi - lo, n_in, 1, g + lo, n_out, x, n_in, gt)
-        _column_sums(g, <float*>self._gb, m, n_out, lo, hi, 1, 1 if accumulate else 0)
 
 
 def _repeat_kernel(str kernel, Dense layer, float[:, ::1] x, float[:, ::1] g,

@@ -108,7 +108,6 @@ cdef double COLUMN_SHARE_MIN_PRODUCT = 16777216
 cdef bint _sparse_allowed = True
 cdef bint _defer_allowed = True
 cdef bint _fusion_allowed = True
-cdef bint _pixel_gradients_allowed = True
 
 
 def _deferred_updates(enable=None):
@@ -151,21 +150,6 @@ def _dense_inputs_on_panels(enable=None):
     previous = bool(_panels_for_dense_f32)
     if enable is not None:
         _panels_for_dense_f32 = bool(enable)
-    return previous
-
-
-def _pixel_gradients(enable=None):
-    """Whether trainers with a stateful optimizer (not the folded SGD step) let a
-    first layer with the ``"pixel_gradients"`` capability compute its gradient from the
-    uint8 pixels, rather than from batches converted to floats.
-
-    With ``enable``, allow it or not, and return the previous setting.  For benchmarks
-    and tests: the results are the same bits either way.
-    """
-    global _pixel_gradients_allowed
-    previous = bool(_pixel_gradients_allowed)
-    if enable is not None:
-        _pixel_gradients_allowed = bool(enable)
     return previous
 
 
@@ -914,16 +898,12 @@ cdef class FusedTrainer:
 
         Then the loop copies batches of pixels instead of converting them to floats
         (a quarter of the bytes), and evaluation reads the rows of ``x`` in place.
-        Needs the ``"pixels"`` capability and, in training, the folded update, or the
-        ``"pixel_gradients"`` capability with the gradient in the layout of the kernels
-        for zero inputs (:meth:`_panel_parameters`), which a compiled optimizer updates.
+        Needs the ``"pixels"`` capability (and, in training, the folded update: the
+        pixel kernels have no gradient-only form).
         """
-        capabilities = type(<object>self._stages[0].layer).capabilities
         return (x.dtype == np.uint8 and self.dtype == np.float32
-                and "pixels" in capabilities
-                and (self._stages[0].folded or not training
-                     or (_pixel_gradients_allowed and "pixel_gradients" in capabilities
-                         and self._panelled is not None))
+                and "pixels" in type(<object>self._stages[0].layer).capabilities
+                and (self._stages[0].folded or not training)
                 and (<Layer>self._stages[0].layer).takes_pixels())
 
     def _check_inputs(self, x):
@@ -1582,8 +1562,6 @@ cdef inline void _layer_parameters(Stage* stage, floating* inputs, const cnp.uin
             (<Layer>stage.layer).folded_update_pixels_f32(pixels, g, m, step, lo, hi)
         elif folded:
             (<Layer>stage.layer).folded_update_f32(inputs, g, m, step, lo, hi)
-        elif pixels != NULL:
-            (<Layer>stage.layer).gradient_pixels_f32(pixels, g, m, lo, hi, accumulate)
         else:
             (<Layer>stage.layer).gradient_f32(inputs, g, m, lo, hi, accumulate)
     else:
