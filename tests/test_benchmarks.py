@@ -141,6 +141,23 @@ def test_bench_kernels_dense_inputs_compares_the_three_ways(capsys):
     assert _simd_kernels()
 
 
+def test_bench_optimizers_quick_compares_the_levels(capsys):
+    """--quick prints a row per step and per network, both levels end with the same
+    weights, and the level is left as it was found."""
+    optimizers = _benchmark_module("bench_optimizers")
+    from numrec._core import _optimizers
+    level = _optimizers._step_kernel_level()
+    assert optimizers.main(["--quick"]) == 0
+    out = capsys.readouterr().out
+    steps = [line for line in out.splitlines() if line.startswith("| SGD") or
+             line.startswith("| Adam")]
+    assert len(steps) == len(optimizers.STEPS)
+    epochs = [line for line in out.splitlines() if line.startswith("| reference,") or
+              line.startswith("| deep-adam")]
+    assert len(epochs) == 2 and all(line.endswith("| yes |") for line in epochs), out
+    assert _optimizers._step_kernel_level() == level
+
+
 def test_bench_cnn_help():
     result = subprocess.run([sys.executable, str(BENCHMARKS / "bench_cnn.py"), "--help"],
                             capture_output=True, text=True, timeout=120)
