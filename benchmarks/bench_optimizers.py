@@ -31,7 +31,6 @@ import numpy as np
 import numrec
 from numrec._core import _optimizers
 
-LEVELS = ("portable", "avx2", "avx512")
 STEP_ENTRIES = 268_000
 STEPS = {
     "SGD": lambda: numrec.SGD(0.01),
@@ -43,18 +42,6 @@ STEPS = {
 
 def log(message):
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def levels_here():
-    """The step levels this processor runs, lowest first."""
-    found = []
-    for name in LEVELS:
-        try:
-            _optimizers._step_kernel_level(_optimizers._step_kernel_level(name))
-        except ValueError:
-            continue
-        found.append(name)
-    return found
 
 
 def time_step(make, level, entries, repeats, inner):
@@ -158,7 +145,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
-    levels = levels_here()
+    levels = _optimizers._step_kernel_levels()
     entries, repeats, inner = (20_000, 3, 5) if args.quick else (STEP_ENTRIES, 7, 50)
     print(f"# numrec's optimizer steps ({numrec.__version__})\n")
     print(f"Levels here: {', '.join(levels)}.  Steps on {entries} float32 entries, "

@@ -317,17 +317,13 @@ def test_segmented_loop_computes_what_the_compiled_loop_computes(make):
         assert np.array_equal(a, b)
 
 
-# --- Adam's step at every vector width -------------------------------------------------------
+# --- the steps at every vector width -------------------------------------------------------
 
 def _step_levels():
     from numrec._core import _optimizers
-    levels = []
-    for name in ("portable", "avx2", "avx512"):
-        try:
-            _optimizers._step_kernel_level(_optimizers._step_kernel_level(name))
-        except ValueError:
-            continue
-        levels.append(name)
+    levels = _optimizers._step_kernel_levels()
+    for name in levels:  # each one the processor runs can be set
+        _optimizers._step_kernel_level(_optimizers._step_kernel_level(name))
     return levels
 
 

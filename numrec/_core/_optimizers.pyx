@@ -43,6 +43,11 @@ cdef int _step_level = _kernels.LEVELS.index(
     _kernels.default_level(_kernels.LEVELS[_step_available]))
 
 
+def _step_kernel_levels():
+    """The levels of the optimizers' steps that this processor runs, lowest first."""
+    return list(_kernels.LEVELS[:_step_available + 1])
+
+
 def _step_kernel_level(level=None):
     """The level of the optimizers' steps (SGD's, Adam's, AdamW's), ``"avx512"``,
     ``"avx2"`` or ``"portable"``; with ``level``, set it and return the previous one.
