@@ -181,19 +181,27 @@ class Data:
         return np.count_nonzero(x) / x.size
 
 
+#: The suffix of the float arrays of each dtype on a Data (x_train_f32, ...).
+FLOAT_SUFFIX = {"float32": "f32", "float64": "f64"}
+
+
+def float_inputs(pixels, floats, dtype):
+    """One split's float inputs in ``dtype``: ``pixels`` / 255, or ``floats`` cast when
+    the inputs are not pixels."""
+    if pixels is not None:
+        return np.multiply(pixels, dtype.type(1 / 255), dtype=dtype)
+    return floats.astype(dtype)
+
+
 def add_floats(data, dtype):
     """Give ``data`` the arrays the peers train on, in ``dtype``: pixels / 255 (or the
     standardised inputs) and one-hot targets."""
     dtype = np.dtype(dtype)
-    suffix = {"float32": "f32", "float64": "f64"}[dtype.name]
+    suffix = FLOAT_SUFFIX[dtype.name]
     if getattr(data, f"x_train_{suffix}", None) is not None:
         return data
-    if data.x_train_u8 is not None:
-        scale = dtype.type(1 / 255)
-        x, x_test = (np.multiply(a, scale, dtype=dtype) for a in (data.x_train_u8,
-                                                                    data.x_test_u8))
-    else:
-        x, x_test = (a.astype(dtype) for a in (data.x_train_float, data.x_test_float))
+    x = float_inputs(data.x_train_u8, data.x_train_float, dtype)
+    x_test = float_inputs(data.x_test_u8, data.x_test_float, dtype)
     onehot = np.eye(10, dtype=dtype)[data.y_train]
     setattr(data, f"x_train_{suffix}", x)
     setattr(data, f"x_test_{suffix}", x_test)
@@ -205,11 +213,8 @@ def add_test_floats(data, dtype):
     """Give ``data`` what an inference row reads: the float test images in ``dtype``
     (pixels / 255, or the standardised inputs), and no training set (empty arrays)."""
     dtype = np.dtype(dtype)
-    suffix = {"float32": "f32", "float64": "f64"}[dtype.name]
-    if data.x_test_u8 is not None:
-        x_test = np.multiply(data.x_test_u8, dtype.type(1 / 255), dtype=dtype)
-    else:
-        x_test = data.x_test_float.astype(dtype)
+    suffix = FLOAT_SUFFIX[dtype.name]
+    x_test = float_inputs(data.x_test_u8, data.x_test_float, dtype)
     n_inputs = x_test.shape[1]
     setattr(data, f"x_test_{suffix}", x_test)
     setattr(data, f"x_train_{suffix}", np.empty((0, n_inputs), dtype))
