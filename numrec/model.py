@@ -460,8 +460,8 @@ class Sequential:
         the threads share the large layers, or BLAS threads each product); shorter ones
         on any engine, which runs them on the calling thread.
         """
-        structure = tuple((c, getattr(c, "in_features", None), getattr(c, "out_features", None))
-                          for c in self.components)
+        structure = tuple([(c, getattr(c, "in_features", None), getattr(c, "out_features", None))
+                           for c in self.components])
         cache = self.__dict__.get("_engines")
         if cache is None or cache[0] != structure:
             stages = plan_stages(self.components, self.dtype)
@@ -1130,6 +1130,10 @@ def _check_inputs(x, name, input_shape, *, finite=True):
     Accepted: ``(n, *input_shape)``, rows ``(n, prod(input_shape))``, and for an
     ``input_shape`` ``(1, H, W)`` also ``(n, H, W)``; any rows when the shape is unknown.
     """
+    if (not finite and type(x) is np.ndarray and x.ndim == 2 and input_shape is not None
+            and len(input_shape) == 1 and x.shape[1] == input_shape[0]
+            and (x.dtype.kind == "f" or x.dtype == np.uint8) and x.flags.c_contiguous):
+        return x  # the rows as check_array would give them (predict's one-sample path)
     if input_shape is None or not isinstance(x, np.ndarray) or x.ndim == 2:
         width = None if input_shape is None else math.prod(input_shape)
         if input_shape is not None and len(input_shape) > 1 and isinstance(x, np.ndarray) \

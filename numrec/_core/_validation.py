@@ -39,6 +39,8 @@ def is_finite_real(value):
 
 def check_positive_int(value, name):
     """Return ``value`` as an ``int`` if it is a whole number >= 1."""
+    if type(value) is int and 1 <= value <= MAX_INT:  # the common case, without the ABC test
+        return value
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
     if value < 1:
