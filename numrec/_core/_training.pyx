@@ -108,6 +108,7 @@ cdef double COLUMN_SHARE_MIN_PRODUCT = 16777216
 cdef bint _sparse_allowed = True
 cdef bint _defer_allowed = True
 cdef bint _fusion_allowed = True
+cdef bint _hidden_panels_allowed = True
 
 
 def _deferred_updates(enable=None):
@@ -150,6 +151,20 @@ def _dense_inputs_on_panels(enable=None):
     previous = bool(_panels_for_dense_f32)
     if enable is not None:
         _panels_for_dense_f32 = bool(enable)
+    return previous
+
+
+def _hidden_layer_panels(enable=None):
+    """Whether trainers may train their large float32 layers above the first on the
+    kernels for zero inputs (:meth:`FusedTrainer._sparse_hidden_layers`).
+
+    With ``enable``, allow it or not, and return the previous setting.  For benchmarks
+    and tests: results agree either way up to the order of the additions.
+    """
+    global _hidden_panels_allowed
+    previous = bool(_hidden_panels_allowed)
+    if enable is not None:
+        _hidden_panels_allowed = bool(enable)
     return previous
 
 
@@ -386,9 +401,10 @@ cdef class FusedTrainer:
     cdef object _outputs        # (rows, n_out) activation output of the last stage
     cdef object _epoch_weights  # the sample weights of epoch(), or None
     cdef readonly Py_ssize_t correct  # training rows classified right (see train())
-    cdef object _panelled       # see _panel_parameters(): what to restore, or None
+    cdef dict _panelled         # see _panel_parameters(): per stage, what to restore
 
     def __cinit__(self):
+        self._panelled = {}
         self._stages = NULL
         self._params = NULL
         self._param_start = NULL
@@ -523,10 +539,12 @@ cdef class FusedTrainer:
         if self._held is not None and x is not self._held:
             raise RuntimeError("train() inside holding() must train on the held data")
         sparse = self._held is None and self._sparse_first_layer(x, training=True)
+        hidden = self._sparse_hidden_layers() if self._held is None else []
         try:
             return self._train(x, self._x, self._x_next, targets, order, start, stop,
                                self._takes_pixels(x, training=True), weights)
         finally:
+            self._dense_hidden_layers(hidden)
             if sparse:
                 self._dense_first_layer()
 
@@ -562,11 +580,13 @@ cdef class FusedTrainer:
             raise RuntimeError("the trainer already holds its kernels")
         self._check_inputs(x)
         held_sparse = self._sparse_first_layer(x, training=True)
+        hidden = self._sparse_hidden_layers()
         self._held = x
         try:
             yield self
         finally:
             self._held = None
+            self._dense_hidden_layers(hidden)
             if held_sparse:
                 self._dense_first_layer()
 
@@ -838,33 +858,70 @@ cdef class FusedTrainer:
             return False
         if layer.takes_pixels():  # switched already, by a trainer that holds them
             return False
-        if training and not (self._stages[0].folded or self._gradients_in_panels(layer)):
+        if training and not (self._stages[0].folded or self._gradients_in_panels(0)):
             return False
         if not layer._sparse_inputs(True):
             return False
         if training and not self._stages[0].folded:
-            self._panel_parameters(layer)
+            self._panel_parameters(0)
         return True
 
-    def _gradients_in_panels(self, layer):
-        """Whether training with the kernels for zero inputs can go through the gradient:
-        the layer computes it in its panels and a compiled optimizer updates them."""
-        return (self._optimizer != NULL and "sparse_gradients" in type(layer).capabilities
-                and self._param_start[1] > self._param_start[0])
+    def _sparse_hidden_layers(self):
+        """Switch the large float32 layers above the first to their kernels for zero
+        inputs, for training on batches of up to SPARSE_SMALL_BATCH rows; returns the
+        stages switched, for :meth:`_dense_hidden_layers`.
 
-    def _panel_parameters(self, layer):
-        """Point the loop at the panel layout of the first layer's weights (the layer's
-        first parameter): the weights, their gradient and the optimizer's state for them,
+        Their inputs are a layer's activations: after ReLU about half zeros, which those
+        kernels skip, and on dense inputs they still beat the full products at these
+        batch sizes (784-512-256-10, batch 128, one core's share of the 512->256 layer:
+        docs/benchmarks.rst).  Only while training: the test pass and ``evaluate`` keep
+        the full products, so that they give the same bits.
+        """
+        cdef int s
+        switched = []
+        if not (_sparse_allowed and _hidden_panels_allowed) or self.dtype != np.float32 \
+                or self.batch_size > SPARSE_SMALL_BATCH:
+            return switched
+        for s in range(1, self._n_stages):
+            layer = <object>self._stages[s].layer
+            if not (_sparse_capable(layer) and layer.unit_shares(self.dtype)[0]) \
+                    or (<Layer>self._stages[s].layer).takes_pixels():  # (switched already)
+                continue
+            if not (self._stages[s].folded or self._gradients_in_panels(s)):
+                continue
+            if not layer._sparse_inputs(True):
+                continue
+            if not self._stages[s].folded:
+                self._panel_parameters(s)
+            switched.append(s)
+        return switched
+
+    def _dense_hidden_layers(self, stages):
+        """Undo :meth:`_sparse_hidden_layers` for ``stages``."""
+        for s in stages:
+            self._dense_layer(s)
+
+    def _gradients_in_panels(self, int s):
+        """Whether training stage s's layer on the kernels for zero inputs can go through
+        the gradient: the layer computes it in its panels and a compiled optimizer
+        updates them."""
+        return (self._optimizer != NULL
+                and "sparse_gradients" in type(<object>self._stages[s].layer).capabilities
+                and self._param_start[s + 1] > self._param_start[s])
+
+    def _panel_parameters(self, int s):
+        """Point the loop at the panel layout of stage s's weights (its layer's first
+        parameter): the weights, their gradient and the optimizer's state for them,
         which is copied into that layout.  The optimizer's update is element by element,
-        so it gives the same bits in either layout.  :meth:`_dense_first_layer` undoes it."""
-        cdef Param* param = &self._params[self._param_start[0]]
+        so it gives the same bits in either layout.  :meth:`_dense_layer` undoes it."""
+        cdef Param* param = &self._params[self._param_start[s]]
         cdef Optimizer optimizer = <Optimizer>self._optimizer
         cdef Py_ssize_t slot = param.slot
-        weights, gradient = layer._sparse_gradients(True)
+        weights, gradient = (<object>self._stages[s].layer)._sparse_gradients(True)
         state = optimizer._state[slot]
         panelled_state = [_panels(array) for array in state]
-        self._panelled = (<Py_ssize_t>param.value, <Py_ssize_t>param.grad, param.size, state,
-                          panelled_state)
+        self._panelled[s] = (<Py_ssize_t>param.value, <Py_ssize_t>param.grad, param.size,
+                             state, panelled_state)
         self._point_state(optimizer, slot, panelled_state)
         param.value = cnp.PyArray_DATA(weights)
         param.grad = cnp.PyArray_DATA(gradient)
@@ -881,17 +938,22 @@ cdef class FusedTrainer:
     def _dense_first_layer(self):
         """Switch the first layer back from its kernels for zero inputs, bringing the
         public arrays (and the optimizer's state) up to date."""
-        cdef Param* param = &self._params[self._param_start[0]]
-        if self._panelled is not None:
-            value, grad, size, state, panelled_state = self._panelled
-            self._panelled = None
+        self._dense_layer(0)
+
+    def _dense_layer(self, int s):
+        """Switch stage s's layer back from its kernels for zero inputs, bringing the
+        public arrays (and the optimizer's state) up to date."""
+        cdef Param* param = &self._params[self._param_start[s]]
+        panelled = self._panelled.pop(s, None)
+        if panelled is not None:
+            value, grad, size, state, panelled_state = panelled
             for array, panels in zip(state, panelled_state):
                 _unpanel(panels, array)
             self._point_state(<Optimizer>self._optimizer, param.slot, state)
             param.value = <void*><Py_ssize_t>value
             param.grad = <void*><Py_ssize_t>grad
             param.size = size
-        (<Layer>self._stages[0].layer)._sparse_inputs(False)
+        (<Layer>self._stages[s].layer)._sparse_inputs(False)
 
     def _takes_pixels(self, x, bint training):
         """Whether the first layer can read the uint8 pixels of ``x`` as they are.
