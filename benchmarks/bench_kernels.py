@@ -32,6 +32,14 @@ numrec's own full-product kernels (up to 128 rows) and BLAS on one thread.  GFLO
 count the full product (also where zeros are skipped), from thread CPU times.
 
     python benchmarks/bench_kernels.py --dense-inputs
+
+With ``--hidden``, it times a 512->256 hidden layer's kernels on ReLU outputs (about half
+zeros), batches of 32 and 128: forward pass and folded update on one of two threads'
+share of the units, and the gradient of the inputs (all units), on the kernels for zero
+inputs, which train such layers at these batch sizes, against numrec's own full-product
+kernels.  Set ``NUMREC_KERNELS=avx2`` for the AVX2 level.
+
+    python benchmarks/bench_kernels.py --hidden
 """
 import argparse
 import os
@@ -201,10 +209,11 @@ def compare_levels(runs):
     print(f"\nload average after: {os.getloadavg()[0]:.2f}")
 
 
-def time_ways(layer, kernel, x, g, ways, runs, target_seconds=0.05):
+def time_ways(layer, kernel, x, g, ways, runs, target_seconds=0.05, out_width=None):
     """Median thread CPU seconds per call of `kernel` for each way of running the layer
-    (a name -> function that sets it up), runs of the ways alternating."""
-    out = np.empty((len(x), layer.out_features), dtype=np.float32)
+    (a name -> function that sets it up), runs of the ways alternating; `out_width`: the
+    columns of the kernel's output (default the layer's units)."""
+    out = np.empty((len(x), out_width or layer.out_features), dtype=np.float32)
     times = {name: [] for name in ways}
     inner = {}
     for name, set_up in ways.items():
@@ -277,6 +286,50 @@ def compare_dense_inputs(runs, units=128, inputs=784):
         _simd_kernels(original)
 
 
+def compare_hidden(runs, inputs=512, units=256, threads=2):
+    """Print the table of --hidden."""
+    rng = np.random.default_rng(0)
+    original = _simd_kernels()
+    if not original:
+        raise SystemExit("bench_kernels.py: the kernels for zero inputs need AVX2 and FMA")
+    share = numrec.Dense(inputs, units // threads, seed=1)  # one thread's units
+    whole = numrec.Dense(inputs, units, seed=1)    # the input gradient reads every unit
+    layers = (share, whole)
+
+    def panels():
+        for layer in layers:
+            layer._sparse_inputs(True)
+
+    def full_product():
+        for layer in layers:
+            layer._sparse_inputs(False)
+
+    ways = {"panels": panels, "full": full_product}
+    print(f"numrec {numrec.__version__}, kernel level {_kernel_level()}; one thread; "
+          f"a {inputs}->{units} hidden layer after ReLU; load average "
+          f"{os.getloadavg()[0]:.2f}\n")
+    print("GFLOP/s (2 x rows x units x inputs per call), medians of thread CPU times; "
+          f"forward and update on one of {threads} threads' {units // threads} units, the "
+          f"input gradient on all {units}\n")
+    print("| batch | nonzero inputs | kernel | kernels for zero inputs | full product | "
+          "ratio |")
+    print("|---|---|---|---|---|---|")
+    try:
+        for m in (32, 128):
+            x = np.maximum(rng.standard_normal((m, inputs)), 0).astype(np.float32)
+            for kernel, layer in (("forward", share), ("update", share),
+                                  ("input_grad", whole)):
+                g = rng.standard_normal((m, layer.out_features)).astype(np.float32) * 1e-3
+                t = time_ways(layer, kernel, x, g, ways, runs, out_width=(
+                    inputs if kernel == "input_grad" else None))
+                flop = 2.0 * m * layer.out_features * inputs
+                print(f"| {m} | {np.count_nonzero(x) / x.size:.0%} | {kernel} | "
+                      f"{flop / t['panels'] / 1e9:.1f} | {flop / t['full'] / 1e9:.1f} | "
+                      f"{t['full'] / t['panels']:.2f} |", flush=True)
+    finally:
+        full_product()
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 64])
@@ -288,9 +341,15 @@ def main():
                              "inputs of three densities")
     parser.add_argument("--levels", action="store_true",
                         help="compare the kernel levels avx2 and avx512 kernel by kernel")
+    parser.add_argument("--hidden", action="store_true",
+                        help="a hidden layer's kernels for zero inputs against the full "
+                             "products, on ReLU outputs")
     args = parser.parse_args()
     if args.dense_inputs:
         compare_dense_inputs(args.repeats)
+        return
+    if args.hidden:
+        compare_hidden(args.repeats)
         return
     if args.levels:
         with threadpool_limits(1, user_api="blas"):

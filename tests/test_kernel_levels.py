@@ -143,44 +143,6 @@ def _fit(model, x, y, threads, epochs=1, batch_size=None, lr=0.25):
 
 
 @needs_avx512
-@pytest.mark.parametrize("m", [1, 3, 6, 128])
-@pytest.mark.parametrize("n_out", [1, 15, 16, 37, 256])
-@pytest.mark.parametrize("n_in", [1, 6, 75, 512])
-def test_input_gradient_from_panels_gives_the_same_bits(m, n_out, n_in):
-    """g W from the weights in panels (a hidden layer on the kernels for zero inputs):
-    the same bits at both levels and for any range of columns (the threads' shares),
-    and the float64 product to float32 rounding; g with zeros, as after ReLU."""
-    from numrec._core._layers import _panels, _panels_input_grad_f32
-    rng = np.random.default_rng(m * 1000 + n_out * 10 + n_in)
-    w = rng.standard_normal((n_out, n_in)).astype(np.float32)
-    g = _inputs(rng, m, n_out, density=0.5)
-    wt = _panels(w)
-    avx2, avx512 = (_panels_input_grad_f32(name, g, wt, n_in, 0, n_in)
-                    for name in ("avx2", "avx512"))
-    _assert_same_bits([avx2], [avx512])
-    expected = g.astype(np.float64) @ w.astype(np.float64)
-    assert np.all(np.abs(avx512 - expected) <= _tolerance(g, w))
-    for lo, hi in ((0, n_in // 2), (n_in // 3, n_in), (min(1, n_in), max(1, n_in - 1))):
-        for name in ("avx2", "avx512"):
-            part = _panels_input_grad_f32(name, g, wt, n_in, lo, hi)
-            _assert_same_bits([part[:, lo:hi]], [avx512[:, lo:hi]])
-            assert not part[:, :lo].any() and not part[:, hi:].any()
-
-
-@pytest.mark.skipif(not _runs("avx2"), reason="the processor lacks AVX2 and FMA")
-def test_input_gradient_from_panels_refuses_bad_arguments():
-    from numrec._core._layers import _panels, _panels_input_grad_f32
-    g = np.zeros((2, 20), np.float32)
-    wt = _panels(np.zeros((20, 5), np.float32))
-    with pytest.raises(ValueError, match="lo <= hi"):
-        _panels_input_grad_f32("avx2", g, wt, 5, 3, 2)
-    with pytest.raises(ValueError, match="panels"):
-        _panels_input_grad_f32("avx2", g, wt, 6, 0, 5)
-    with pytest.raises(ValueError, match="portable|need AVX2"):
-        _panels_input_grad_f32("portable", g, wt, 5, 0, 5)
-
-
-@needs_avx512
 @pytest.mark.parametrize("m", [1, 5, 33, 128])
 @pytest.mark.parametrize("n_out", [7, 33, 100])
 @pytest.mark.parametrize("n_in", [13, 75, 2053])

@@ -74,6 +74,42 @@ def test_input_gradient_on_panels_matches_float64():
     assert np.all(np.abs(got - expected) <= _tolerance(grad_output, layer.weights))
 
 
+@pytest.mark.parametrize("n_out", [1, 15, 16, 37, 256])
+@pytest.mark.parametrize("n_in", [1, 7, 8, 9, 75, 512])
+def test_columns_come_back_from_the_panels_as_they_were(n_out, n_in):
+    """Any range of columns (the threads' shares of an input gradient), others untouched."""
+    from numrec._core._layers import _panels, _unpanel_columns
+    rng = np.random.default_rng(n_out * 1000 + n_in)
+    w = rng.standard_normal((n_out, n_in)).astype(np.float32)
+    wt = _panels(w)
+    for lo, hi in ((0, n_in), (0, n_in // 2), (n_in // 3, n_in), (min(3, n_in), n_in)):
+        out = np.full_like(w, np.nan)
+        _unpanel_columns(wt, out, lo, hi)
+        assert np.array_equal(out[:, lo:hi], w[:, lo:hi])
+        assert np.isnan(out[:, :lo]).all() and np.isnan(out[:, hi:]).all()
+    with pytest.raises(ValueError, match="lo <= hi"):
+        _unpanel_columns(wt, w.copy(), 1, 0)
+
+
+@pytest.mark.parametrize("m", [1, 5, 128, 129])
+def test_input_gradient_on_panels_gives_the_dense_layouts_bits(m):
+    """g W of a layer on the kernels for zero inputs: the dense kernel's (or BLAS's, past
+    128 rows) product of the same weights, bit for bit."""
+    rng = np.random.default_rng(m)
+    layer = _layer(300, 70, rng)
+    x = _sparse_rows(rng, m, 300, 0.5)
+    grad_output = rng.standard_normal((m, 70)).astype(np.float32)
+    layer.forward(x)
+    expected = layer.backward(grad_output)
+    layer._sparse_inputs(True)
+    try:
+        layer.forward(x)
+        got = layer.backward(grad_output)
+    finally:
+        layer._sparse_inputs(False)
+    assert np.array_equal(got, expected)
+
+
 def _sgd_step(layer, x, targets, lr, threads):
     """One fused SGD step on the whole of x under MSE; returns the new parameters."""
     history = numrec.Sequential([layer]).fit(x, targets, batch_size=len(x),

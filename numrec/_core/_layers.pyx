@@ -58,11 +58,8 @@ cdef extern from "_sparse.h" nogil:
     void nr_sparse_update_pixels_f32_avx512(int m, int n, int k, float alpha,
                                             const float* g, int ldg, const uint8_t* x,
                                             int ldx, float* wt)
-    void nr_panels_input_grad_f32(int m, int n, int k, const float* g, int ldg,
-                                  const float* wt, float* gx, int ldgx, int lo, int hi)
-    void nr_panels_input_grad_f32_avx512(int m, int n, int k, const float* g, int ldg,
-                                         const float* wt, float* gx, int ldgx, int lo,
-                                         int hi)
+    void nr_sparse_from_panels_columns(int n, int k, const float* wt, float* w, int lo,
+                                       int hi)
     void nr_sparse_to_panels(int n, int k, const float* w, float* wt)
     void nr_sparse_from_panels(int n, int k, const float* wt, float* w)
 
@@ -106,9 +103,6 @@ ctypedef void (*sparse_update_kernel)(int m, int n, int k, float alpha, const fl
 ctypedef void (*pixels_forward_kernel)(int m, int n, int k, const uint8_t* x, int ldx,
                                        const float* wt, const float* b, float* z,
                                        int ldz) noexcept nogil
-ctypedef void (*panels_input_grad_kernel)(int m, int n, int k, const float* g, int ldg,
-                                          const float* wt, float* gx, int ldgx, int lo,
-                                          int hi) noexcept nogil
 ctypedef void (*pixels_update_kernel)(int m, int n, int k, float alpha, const float* g,
                                       int ldg, const uint8_t* x, int ldx,
                                       float* wt) noexcept nogil
@@ -120,7 +114,6 @@ cdef sparse_forward_kernel sparse_forward = nr_sparse_forward_f32
 cdef sparse_update_kernel sparse_update = nr_sparse_update_f32
 cdef pixels_forward_kernel pixels_forward = nr_sparse_forward_pixels_f32
 cdef pixels_update_kernel pixels_update = nr_sparse_update_pixels_f32
-cdef panels_input_grad_kernel panels_input_grad = nr_panels_input_grad_f32
 
 # The float64 kernels for mostly-zero inputs in use (_sparse64.h: the same bits at every
 # level); _sparse64 says whether Dense runs them (at the portable level only where fma()
@@ -152,7 +145,7 @@ cdef int _last_simd_level = LEVEL_AVX2  # where _simd_kernels(True) returns to
 cdef void _use_level(int level):
     global _level, _simd, _last_simd_level
     global dense_forward, dense_update, dense_input_grad
-    global sparse_forward, sparse_update, pixels_forward, pixels_update, panels_input_grad
+    global sparse_forward, sparse_update, pixels_forward, pixels_update
     global sparse_forward_f64, sparse_update_f64, _sparse64
     _level = level
     _simd = level >= LEVEL_AVX2
@@ -176,7 +169,6 @@ cdef void _use_level(int level):
         sparse_update = nr_sparse_update_f32_avx512
         pixels_forward = nr_sparse_forward_pixels_f32_avx512
         pixels_update = nr_sparse_update_pixels_f32_avx512
-        panels_input_grad = nr_panels_input_grad_f32_avx512
     else:
         dense_forward = nr_dense_forward_f32
         dense_update = nr_dense_update_f32
@@ -185,7 +177,6 @@ cdef void _use_level(int level):
         sparse_update = nr_sparse_update_f32
         pixels_forward = nr_sparse_forward_pixels_f32
         pixels_update = nr_sparse_update_pixels_f32
-        panels_input_grad = nr_panels_input_grad_f32
 
 
 _use_level(_kernels.LEVELS.index(_kernels.default_level(_kernels.LEVELS[_available_level])))
@@ -906,15 +897,19 @@ cdef class Dense(Layer):
     cdef void backward_input_columns_f32(self, const float* g, float* gx, int m, int lo,
                                          int hi) noexcept nogil:
         """Columns lo:hi of ``gx = g @ W``: each column's sums run in the same order
-        whatever the range, so threads sharing the columns get the bits of one call."""
+        whatever the range, so threads sharing the columns get the bits of one call.
+
+        On the kernels for zero inputs, those columns of W are first copied back from
+        the panels into ``weights`` (stale meanwhile, and rewritten when they are
+        switched off), so that the product and its bits are those of the dense layout.
+        """
         cdef int n_in = self.in_features, n_out = self.out_features
         if lo >= hi:
             return
-        if self._sparse and _simd:
-            panels_input_grad(m, n_out, n_in, g, n_out, <float*>self._wt, gx, n_in, lo, hi)
-        elif self._sparse:
-            _panels_input_grad(g, <float*>self._wt, gx, m, n_out, n_in, lo, hi)
-        elif self._own_kernels(m):
+        if self._sparse:
+            nr_sparse_from_panels_columns(n_out, n_in, <float*>self._wt, <float*>self._w,
+                                          lo, hi)
+        if self._own_kernels(m):
             dense_input_grad(m, n_out, hi - lo, g, n_out, <float*>self._w + lo, n_in,
                              gx + lo, n_in)
         else:  # gx[:, lo:hi] = g @ W[:, lo:hi], to column-major BLAS its transpose
@@ -1092,28 +1087,19 @@ def _sparse_update_f64(str level, double alpha, double[:, ::1] g, double[:, ::1]
          nr_sparse_update_f64)(m, n, k, alpha, &g[0, 0], n, &x[0, 0], k, &wt[0, 0, 0])
 
 
-def _panels_input_grad_f32(str level, float[:, ::1] g, float[:, :, ::1] wt, int k, int lo,
-                           int hi):
-    """Columns lo:hi of ``g @ W`` (m, k; the others zero) by the float32 kernel of
-    ``level`` (``"avx2"`` or ``"avx512"``), W (n, k) in the panels ``wt`` (as from
-    :func:`_panels`), g (m, n).  For tests."""
-    cdef int index = _kernels.check_level(level, _kernels.LEVELS[_available_level])
-    cdef int m = g.shape[0], n = g.shape[1]
-    if index == LEVEL_PORTABLE:
-        raise ValueError("the float32 kernels for panels need AVX2")
+def _unpanel_columns(float[:, :, ::1] wt, float[:, ::1] w, int lo, int hi):
+    """Copy columns lo:hi of W (n, k) from the panels ``wt`` (as from :func:`_panels`) into
+    ``w``, leaving its other columns as they are.  For tests."""
+    cdef int n = w.shape[0], k = w.shape[1]
     if (wt.shape[0] != (n + NR_SPARSE_PANEL - 1) // NR_SPARSE_PANEL or wt.shape[1] != k
-            or wt.shape[2] != NR_SPARSE_PANEL or n == 0):
-        raise ValueError("wt must be the panels of a (n, k) matrix, n = g.shape[1] > 0")
+            or wt.shape[2] != NR_SPARSE_PANEL):
+        raise ValueError("wt must be the panels of w's shape")
     if not 0 <= lo <= hi <= k:
         raise ValueError(f"need 0 <= lo <= hi <= {k}, got {lo} and {hi}")
-    gx = np.zeros((m, k), np.float32)
-    cdef float[:, ::1] out = gx
-    if m == 0 or lo == hi:
-        return gx
+    if n == 0 or lo == hi:
+        return
     with nogil:
-        (nr_panels_input_grad_f32_avx512 if index == LEVEL_AVX512 else
-         nr_panels_input_grad_f32)(m, n, k, &g[0, 0], n, &wt[0, 0, 0], &out[0, 0], k, lo, hi)
-    return gx
+        nr_sparse_from_panels_columns(n, k, &wt[0, 0, 0], &w[0, 0], lo, hi)
 
 
 def _check_panels_f64(double[:, :, ::1] wt, int n, int k):

@@ -1,20 +1,12 @@
-/* The gradient of a layer's input from weights in panels (_sparse.h's layout); see
- * nr_panels_input_grad_f32 there.
+/* Columns of the weights back from the panels of _sparse.h, for the gradient of a layer's
+ * input; see nr_sparse_from_panels_columns there.
  *
- * gx[i, p] = sum_j g[i, j] W[j, p].  In a panel the 16 weights W[16 P + l, p] of input p
- * lie together, as do the 16 entries g[i, 16 P + l] of a row of g, so each entry of gx is
- * a 16-lane sum: lane l takes the units 16 P + l, panel after panel, by fused
- * multiply-adds, and the lanes are then added in a fixed tree (sum4 below).  Neither
- * depends on which rows and columns a call or a block covers, nor on the vector width:
- * AVX2 holds the 16 lanes in two registers, AVX-512 in one, and both add the halves
- * first.  So threads that share the columns, and the two kernel levels, give the same
- * bits.  Blocks: 4 rows x 4 columns with AVX-512 (16 accumulators; each vector of g and
- * of W loaded serves four), 2 x 2 with AVX2; a block past the last row or column repeats
- * the last one and stores nothing for it.
- *
- * The last panel's lanes past unit n take g as zero (a masked load: the row of g ends
- * there) and W's zero padding.  One 512->256 layer, 128 rows, one core: see
- * docs/benchmarks.rst.
+ * A hidden layer that trains on the kernels for zero inputs still needs g W, for the layer
+ * below.  In the panels the weights of one unit lie 16 floats apart, which suits no
+ * product kernel; so each batch the threads copy their columns of W back into row-major
+ * form and run the dense kernel on them, with its bits.  The copy takes 16 x 8 blocks:
+ * eight rows of a panel (16 units each, two vectors) become, by two 8 x 8 transposes,
+ * eight columns of 16 rows of W.  About a tenth of the product's time at 128 rows.
  */
 #include "_sparse.h"
 
@@ -24,158 +16,81 @@
 
 #include <immintrin.h>
 
-#define AVX2 __attribute__((target("avx2,fma")))
-#define AVX512 __attribute__((target("avx512f,avx2,fma")))
-#define INLINE static inline __attribute__((always_inline))
+#define KERNEL __attribute__((target("avx2")))
+#define TILE KERNEL static inline __attribute__((always_inline))
 
-/* [sum a, sum b, sum c, sum d] of four 8-lane vectors, each summed as
- * ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7)). */
-AVX2 INLINE __m128 sum4(__m256 a, __m256 b, __m256 c, __m256 d)
+/* Transpose the 8 x 8 block r[0..7] in place. */
+TILE void transpose8(__m256 *r)
 {
-    __m256 abcd = _mm256_hadd_ps(_mm256_hadd_ps(a, b), _mm256_hadd_ps(c, d));
-    return _mm_add_ps(_mm256_castps256_ps128(abcd), _mm256_extractf128_ps(abcd, 1));
-}
-
-/* Lanes 0-7 plus lanes 8-15 of a 16-lane sum held in one AVX-512 register. */
-AVX512 INLINE __m256 halves512(__m512 s)
-{
-    __m256 high = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(s), 1));
-    return _mm256_add_ps(_mm512_castps512_ps256(s), high);
-}
-
-/* The four sums of `sums` into out[0..count-1]. */
-AVX2 INLINE void store_first(float *out, __m128 sums, int count)
-{
-    float lanes[4];
-    if (count == 4) {
-        _mm_storeu_ps(out, sums);
-        return;
+    __m256 t[8], u[8];
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
     }
-    _mm_storeu_ps(lanes, sums);
-    for (int c = 0; c < count; c++)
-        out[c] = lanes[c];
-}
-
-static inline int min_int(int a, int b)
-{
-    return a < b ? a : b;
-}
-
-/* Mask of the units of the last panel: n - 16 (panels - 1) of them. */
-static inline unsigned last_panel_lanes(int n, int panels)
-{
-    return (1u << (n - 16 * (panels - 1))) - 1;
-}
-
-AVX2 INLINE __m256i lane_mask8(unsigned bits)
-{
-    const __m256i lane = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
-    return _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32((int)bits), lane), lane);
-}
-
-/* Rows i0, i0 + 1 and columns p0, p0 + 1 (clamped to the last row and column). */
-AVX2 static void block_avx2(int n, int k, const float *g0, const float *g1,
-                            const float *wt, size_t c0, size_t c1, __m128 *sums)
-{
-    int panels = (n + 15) / 16;
-    unsigned last = last_panel_lanes(n, panels);
-    __m256i mask_low = lane_mask8(last & 0xff), mask_high = lane_mask8(last >> 8);
-    __m256 a00l = _mm256_setzero_ps(), a00h = a00l, a01l = a00l, a01h = a00l;
-    __m256 a10l = a00l, a10h = a00l, a11l = a00l, a11h = a00l;
-    for (int P = 0; P < panels; P++) {
-        const float *w = wt + (size_t)P * 16 * k;
-        __m256 g0l, g0h, g1l, g1h;
-        if (P < panels - 1) {
-            g0l = _mm256_loadu_ps(g0 + 16 * P);
-            g0h = _mm256_loadu_ps(g0 + 16 * P + 8);
-            g1l = _mm256_loadu_ps(g1 + 16 * P);
-            g1h = _mm256_loadu_ps(g1 + 16 * P + 8);
-        } else {
-            g0l = _mm256_maskload_ps(g0 + 16 * P, mask_low);
-            g0h = _mm256_maskload_ps(g0 + 16 * P + 8, mask_high);
-            g1l = _mm256_maskload_ps(g1 + 16 * P, mask_low);
-            g1h = _mm256_maskload_ps(g1 + 16 * P + 8, mask_high);
-        }
-        __m256 w0l = _mm256_loadu_ps(w + c0), w0h = _mm256_loadu_ps(w + c0 + 8);
-        __m256 w1l = _mm256_loadu_ps(w + c1), w1h = _mm256_loadu_ps(w + c1 + 8);
-        a00l = _mm256_fmadd_ps(g0l, w0l, a00l);
-        a00h = _mm256_fmadd_ps(g0h, w0h, a00h);
-        a01l = _mm256_fmadd_ps(g0l, w1l, a01l);
-        a01h = _mm256_fmadd_ps(g0h, w1h, a01h);
-        a10l = _mm256_fmadd_ps(g1l, w0l, a10l);
-        a10h = _mm256_fmadd_ps(g1h, w0h, a10h);
-        a11l = _mm256_fmadd_ps(g1l, w1l, a11l);
-        a11h = _mm256_fmadd_ps(g1h, w1h, a11h);
+    for (int i = 0; i < 8; i += 4) {
+        u[i] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+        u[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+        u[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+        u[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
     }
-    *sums = sum4(_mm256_add_ps(a00l, a00h), _mm256_add_ps(a01l, a01h),
-                 _mm256_add_ps(a10l, a10h), _mm256_add_ps(a11l, a11h));
+    for (int i = 0; i < 4; i++) {
+        r[i] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x20);
+        r[i + 4] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x31);
+    }
 }
 
-AVX2 void nr_panels_input_grad_f32(int m, int n, int k, const float *g, int ldg,
-                                   const float *wt, float *gx, int ldgx, int lo, int hi)
+/* Columns p .. p + 7 of the 16 rows of panel `panel` (units of the panel: `units`). */
+TILE void block_back(const float *panel, float *rows, int k, int p, int units)
 {
-    for (int i = 0; i < m; i += 2) {
-        int rows = min_int(2, m - i);
-        const float *g0 = g + (size_t)i * ldg, *g1 = g + (size_t)(i + rows - 1) * ldg;
-        for (int p = lo; p < hi; p += 2) {
-            int cols = min_int(2, hi - p);
-            __m128 sums;
-            float lanes[4];
-            block_avx2(n, k, g0, g1, wt, 16 * (size_t)p, 16 * (size_t)(p + cols - 1), &sums);
-            _mm_storeu_ps(lanes, sums);
-            for (int r = 0; r < rows; r++)
-                for (int c = 0; c < cols; c++)
-                    gx[(size_t)(i + r) * ldgx + p + c] = lanes[2 * r + c];
+    __m256 low[8], high[8];
+    for (int c = 0; c < 8; c++) {
+        low[c] = _mm256_loadu_ps(panel + 16 * (size_t)(p + c));
+        high[c] = _mm256_loadu_ps(panel + 16 * (size_t)(p + c) + 8);
+    }
+    transpose8(low);
+    transpose8(high);
+    for (int r = 0; r < units && r < 8; r++)
+        _mm256_storeu_ps(rows + (size_t)r * k + p, low[r]);
+    for (int r = 8; r < units; r++)
+        _mm256_storeu_ps(rows + (size_t)r * k + p, high[r - 8]);
+}
+
+KERNEL void nr_sparse_from_panels_columns(int n, int k, const float *wt, float *w, int lo,
+                                          int hi)
+{
+    int first = (lo + 7) & ~7, last = first + ((hi - first) & ~7);
+    if (hi - lo < 8) {
+        first = last = hi;
+    }
+    for (int q = 0; q * NR_SPARSE_PANEL < n; q++) {
+        int units = n - q * NR_SPARSE_PANEL < NR_SPARSE_PANEL ? n - q * NR_SPARSE_PANEL
+                                                               : NR_SPARSE_PANEL;
+        float *rows = w + (size_t)q * NR_SPARSE_PANEL * k;
+        const float *panel = wt + (size_t)q * NR_SPARSE_PANEL * k;
+        for (int p = first; p < last; p += 8)
+            block_back(panel, rows, k, p, units);
+        for (int p = lo; p < hi; p++) {
+            if (p == first)
+                p = last;
+            if (p >= hi)
+                break;
+            for (int r = 0; r < units; r++)
+                rows[(size_t)r * k + p] = panel[(size_t)NR_SPARSE_PANEL * p + r];
         }
     }
 }
 
-/* Rows gr[0..3] and columns at offsets col[0..3] of each panel: 16 sums into sums[r]. */
-AVX512 static void block_avx512(int n, int k, const float *const *gr, const float *wt,
-                                const size_t *col, __m128 *sums)
-{
-    int panels = (n + 15) / 16;
-    __mmask16 last = (__mmask16)last_panel_lanes(n, panels);
-    __m512 acc[4][4];
-    for (int r = 0; r < 4; r++)
-        for (int c = 0; c < 4; c++)
-            acc[r][c] = _mm512_setzero_ps();
-    for (int P = 0; P < panels; P++) {
-        const float *w = wt + (size_t)P * 16 * k;
-        __mmask16 mask = P < panels - 1 ? (__mmask16)0xffff : last;
-        __m512 gv[4];
-        for (int r = 0; r < 4; r++)
-            gv[r] = _mm512_maskz_loadu_ps(mask, gr[r] + 16 * P);
-        for (int c = 0; c < 4; c++) {
-            __m512 wv = _mm512_loadu_ps(w + col[c]);
-            for (int r = 0; r < 4; r++)
-                acc[r][c] = _mm512_fmadd_ps(gv[r], wv, acc[r][c]);
-        }
-    }
-    for (int r = 0; r < 4; r++)
-        sums[r] = sum4(halves512(acc[r][0]), halves512(acc[r][1]), halves512(acc[r][2]),
-                       halves512(acc[r][3]));
-}
+#else  /* not GCC or Clang on x86-64: the kernels for zero inputs do not run */
 
-AVX512 void nr_panels_input_grad_f32_avx512(int m, int n, int k, const float *g, int ldg,
-                                            const float *wt, float *gx, int ldgx, int lo,
-                                            int hi)
+void nr_sparse_from_panels_columns(int n, int k, const float *wt, float *w, int lo, int hi)
 {
-    for (int i = 0; i < m; i += 4) {
-        int rows = min_int(4, m - i);
-        const float *gr[4];
-        for (int r = 0; r < 4; r++)
-            gr[r] = g + (size_t)(i + min_int(r, rows - 1)) * ldg;
-        for (int p = lo; p < hi; p += 4) {
-            int cols = min_int(4, hi - p);
-            size_t col[4];
-            __m128 sums[4];
-            for (int c = 0; c < 4; c++)
-                col[c] = 16 * (size_t)(p + min_int(c, cols - 1));
-            block_avx512(n, k, gr, wt, col, sums);
-            for (int r = 0; r < rows; r++)
-                store_first(gx + (size_t)(i + r) * ldgx + p, sums[r], cols);
-        }
+    for (int q = 0; q * NR_SPARSE_PANEL < n; q++) {
+        int units = n - q * NR_SPARSE_PANEL < NR_SPARSE_PANEL ? n - q * NR_SPARSE_PANEL
+                                                               : NR_SPARSE_PANEL;
+        for (int p = lo; p < hi; p++)
+            for (int r = 0; r < units; r++)
+                w[((size_t)q * NR_SPARSE_PANEL + r) * k + p] =
+                    wt[(size_t)q * NR_SPARSE_PANEL * k + (size_t)NR_SPARSE_PANEL * p + r];
     }
 }
 

@@ -54,14 +54,10 @@ void nr_sparse_forward_pixels_f32(int m, int n, int k, const uint8_t *x, int ldx
 void nr_sparse_update_pixels_f32(int m, int n, int k, float alpha, const float *g, int ldg,
                                  const uint8_t *x, int ldx, float *wt);
 
-/* gx[i, p] = sum_j g[i, j] * W[j, p]   for i < m, lo <= p < hi, j < n: the gradient of
- * the inputs from W in panels wt (all its n units, from unit 0); g (m, n), gx (m, k).
- * Each entry's sum runs in one order whatever m, lo and hi, the same at both levels, so
- * that threads sharing the columns give the bits of one call (_panels.c). */
-void nr_panels_input_grad_f32(int m, int n, int k, const float *g, int ldg,
-                              const float *wt, float *gx, int ldgx, int lo, int hi);
-void nr_panels_input_grad_f32_avx512(int m, int n, int k, const float *g, int ldg,
-                                     const float *wt, float *gx, int ldgx, int lo, int hi);
+/* Copies columns lo <= p < hi of W (n, k) from the panels wt into w (row-major, the
+ * others untouched), for the dense kernels to compute g W while the layer trains on
+ * panels (_panels.c; AVX2 where built for x86-64, as the kernels above). */
+void nr_sparse_from_panels_columns(int n, int k, const float *wt, float *w, int lo, int hi);
 
 /* AVX-512 versions (_sparse512.c): the same contracts and the same results, bit for bit.
  * Call nr_sparse_init_avx512() once before them; callers check nr_avx512_available()
