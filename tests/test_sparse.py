@@ -411,38 +411,46 @@ def _deep_model(seed, relu):
     hidden = numrec.ReLU if relu else (lambda: numrec.LeakyReLU(0.2))
     return numrec.Sequential([
         numrec.Dense(784, 256, seed=seed), hidden(),
-        numrec.Dense(256, 192, seed=seed + 1), hidden(),
-        numrec.Dense(192, 10, seed=seed + 2)], loss=numrec.SoftmaxCrossEntropy())
+        numrec.Dense(256, 512, seed=seed + 1), hidden(),
+        numrec.Dense(512, 10, seed=seed + 2)], loss=numrec.SoftmaxCrossEntropy())
+
+
+def _mnist_like(rng, n):
+    x = rng.integers(0, 256, size=(n, 784), dtype=np.uint8)
+    x[rng.random(x.shape) < 0.8] = 0
+    return x, rng.integers(0, 10, size=n)
+
+
+def _fit_hidden_panels(on, model, x, y, **options):
+    from numrec._core._training import _hidden_layer_panels
+    previous = _hidden_layer_panels(on)
+    try:
+        history = model.fit(x, y, **options)
+    finally:
+        _hidden_layer_panels(previous)
+    assert history.fused
+    return history
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam"])
 @pytest.mark.parametrize("threads", [1, 2])
 def test_hidden_layers_train_on_panels_as_on_the_full_products(optimizer, threads):
-    """784-256-192-10 (ReLU) on MNIST-like pixels, two epochs at batch 32: the hidden
-    256->192 layer on the kernels for zero inputs (with the optimizer's state in their
+    """784-256-512-10 (ReLU) on MNIST-like pixels, two epochs at batch 128: the hidden
+    256->512 layer on the kernels for zero inputs (with the optimizer's state in their
     layout for momentum and Adam) ends within float32 rounding of the full products; the
     public weights and the optimizer's state come back to their own layout after fit."""
-    from numrec._core._training import _hidden_layer_panels
     rng = np.random.default_rng(8)
-    x = rng.integers(0, 256, size=(960, 784), dtype=np.uint8)
-    x[rng.random(x.shape) < 0.8] = 0
-    y = rng.integers(0, 10, size=960)
+    x, y = _mnist_like(rng, 1280)
     make = {"sgd": lambda: numrec.SGD(0.05), "momentum": lambda: numrec.SGD(0.02, momentum=0.9),
             "adam": lambda: numrec.Adam(1e-3)}[optimizer]
     trained, states = [], []
     for on in (True, False):
-        previous = _hidden_layer_panels(on)
-        try:
-            model = _deep_model(3, relu=True)
-            opt = make()
-            history = model.fit(x, y, epochs=2, batch_size=32, optimizer=opt, seed=1,
-                                threads=threads)
-        finally:
-            _hidden_layer_panels(previous)
-        assert history.fused
+        model, opt = _deep_model(3, relu=True), make()
+        _fit_hidden_panels(on, model, x, y, epochs=2, batch_size=128, optimizer=opt, seed=1,
+                           threads=threads)
         trained.append(model.parameters())
         states.append([a.copy() for slot in getattr(opt, "_state", []) for a in slot])
-        # the weights the test pass read are the public ones: evaluate agrees with it
+        # the weights the test pass reads are the public ones
         assert model.evaluate(x[:500], y[:500])["accuracy"] == pytest.approx(
             np.mean(model.predict_classes(x[:500]) == y[:500]))
     for a, b in zip(trained[0], trained[1], strict=True):
@@ -452,28 +460,33 @@ def test_hidden_layers_train_on_panels_as_on_the_full_products(optimizer, thread
         np.testing.assert_allclose(a, b, rtol=2e-3, atol=1e-6)
 
 
-def test_hidden_layers_stay_on_the_full_products_for_large_batches_and_inference():
-    """The switch is for training on batches of up to 128 rows; the test pass and
-    evaluate() run the full products, so evaluate() gives fit's validation bits."""
-    from numrec._core._training import _hidden_layer_panels
+@pytest.mark.parametrize("relu, batch_size, threads", [
+    (False, 128, 2),   # LeakyReLU's outputs are not zeros
+    (True, 256, 2),    # past 128 rows the full products are faster
+    (True, 32, 2),     # thread 0 alone computes the input gradient at batch 32
+])
+def test_hidden_layers_stay_on_the_full_products_where_those_are_faster(relu, batch_size,
+                                                                        threads):
     rng = np.random.default_rng(9)
-    x = rng.integers(0, 256, size=(600, 784), dtype=np.uint8)
-    x[rng.random(x.shape) < 0.8] = 0
-    y = rng.integers(0, 10, size=600)
+    x, y = _mnist_like(rng, 512)
     results = []
     for on in (True, False):
-        previous = _hidden_layer_panels(on)
-        try:
-            model = _deep_model(5, relu=False)
-            model.fit(x, y, epochs=1, batch_size=256, optimizer=numrec.SGD(0.05), seed=2)
-            results.append([p.copy() for p in model.parameters()])
-        finally:
-            _hidden_layer_panels(previous)
+        model = _deep_model(5, relu=relu)
+        _fit_hidden_panels(on, model, x, y, epochs=1, batch_size=batch_size,
+                           optimizer=numrec.SGD(0.05), seed=2, threads=threads)
+        results.append(model.parameters())
     for a, b in zip(*results, strict=True):
         assert np.array_equal(a, b)
+
+
+def test_validation_after_hidden_layers_on_panels_is_what_evaluate_gives():
+    """The test pass runs the full products, as evaluate() does: the same bits."""
+    rng = np.random.default_rng(10)
+    x, y = _mnist_like(rng, 640)
     model = _deep_model(6, relu=True)
-    history = model.fit(x, y, epochs=1, batch_size=32, optimizer=numrec.Adam(1e-3), seed=3,
-                        validation_data=(x[:300], y[:300]))
+    history = _fit_hidden_panels(True, model, x, y, epochs=1, batch_size=128,
+                                 optimizer=numrec.Adam(1e-3), seed=3, threads=2,
+                                 validation_data=(x[:300], y[:300]))
     result = model.evaluate(x[:300], y[:300])
     assert result["loss"] == history.val_loss[0]
     assert result["accuracy"] == history.val_accuracy[0]

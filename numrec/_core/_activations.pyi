@@ -15,6 +15,9 @@ class Activation:
     kernel_dtypes: ClassVar[tuple[str, ...]]
     #: True for a function of a whole row (softmax): its kernels run on whole rows only.
     rowwise: ClassVar[bool]
+    #: True for a function that maps many inputs to exact zeros (ReLU): a hint that the
+    #: layer above may train on kernels that skip zero inputs.
+    zero_outputs: ClassVar[bool]
     def forward(self, z: _Array) -> _Array: ...
     def derivative(self, z: _Array, a: _Array) -> _Array: ...
     def backward(self, z: _Array, a: _Array, grad_a: _Array) -> _Array: ...
@@ -38,6 +41,7 @@ class ReLU(ElementwiseActivation):
     """Rectified linear unit."""
 
     kernel_dtypes: ClassVar[tuple[str, ...]]
+    zero_outputs: ClassVar[bool]
     def __init__(self) -> None: ...
 
 class Sigmoid(ElementwiseActivation):

@@ -72,13 +72,16 @@ cdef class Activation:
 
     Compiled activations fill the kernel contract and declare it in class attributes:
     ``kernel_dtypes`` (the dtypes whose kernels the class implements; empty for the
-    abstract classes, which the compiled loop therefore never admits) and ``rowwise``
+    abstract classes, which the compiled loop therefore never admits), ``rowwise``
     (True for a function of a whole row, such as softmax, whose kernels the loop calls
-    on whole rows only).
+    on whole rows only) and ``zero_outputs`` (True for a function that maps a large
+    share of typical inputs to exact zeros, as ReLU does: the layer above it may then
+    train on kernels that skip them; a hint about speed, never about results).
     """
 
     kernel_dtypes = ()
     rowwise = False
+    zero_outputs = False
 
     def __cinit__(self, *args, **kwargs):
         if type(self) is Activation or type(self) is ElementwiseActivation:
@@ -356,10 +359,13 @@ cdef class ReLU(ElementwiseActivation):
         f'(z) = \begin{cases} 1 & z > 0 \\ 0 & z \le 0 \end{cases}
 
     PyTorch: ``torch.nn.ReLU`` (the same derivative, 0, at :math:`z = 0`).  Equal to
-    ``LeakyReLU(alpha=0)`` in value and gradient.
+    ``LeakyReLU(alpha=0)`` in value and gradient.  About half of a hidden layer's
+    outputs are zeros (``zero_outputs``): a large float32 layer above one trains on the
+    kernels that skip them (docs/architecture.rst).
     """
 
     kernel_dtypes = ("float32", "float64")
+    zero_outputs = True
 
     cdef void map_forward_f32(self, const float* z, float* a, Py_ssize_t n) noexcept nogil:
         _relu_forward(z, a, n)
