@@ -37,7 +37,9 @@ With ``--hidden``, it times a 512->256 hidden layer's kernels on ReLU outputs (a
 zeros), batches of 32 and 128: forward pass and folded update on one of two threads'
 share of the units, and the gradient of the inputs (all units), on the kernels for zero
 inputs, which train such layers at these batch sizes, against numrec's own full-product
-kernels.  Set ``NUMREC_KERNELS=avx2`` for the AVX2 level.
+kernels; then epochs of a 784-512-256-10 ReLU network with Adam at batch 128 on MNIST,
+the hidden layer on either (``_training._hidden_layer_panels``), runs alternating.  Set
+``NUMREC_KERNELS=avx2`` for the AVX2 level.
 
     python benchmarks/bench_kernels.py --hidden
 """
@@ -286,8 +288,8 @@ def compare_dense_inputs(runs, units=128, inputs=784):
         _simd_kernels(original)
 
 
-def compare_hidden(runs, inputs=512, units=256, threads=2):
-    """Print the table of --hidden."""
+def compare_hidden(runs, inputs=512, units=256, threads=2, epochs=True):
+    """Print the tables of --hidden (the epochs' unless ``epochs`` is False)."""
     rng = np.random.default_rng(0)
     original = _simd_kernels()
     if not original:
@@ -328,6 +330,45 @@ def compare_hidden(runs, inputs=512, units=256, threads=2):
                       f"{t['full'] / t['panels']:.2f} |", flush=True)
     finally:
         full_product()
+    if epochs:
+        compare_hidden_epochs(runs)
+
+
+def compare_hidden_epochs(runs, threads=2):
+    """Epochs of the deep-adam network (784-512-256-10, ReLU, softmax cross-entropy, Adam,
+    batch 128, MNIST) with its hidden layer on the kernels for zero inputs and on the
+    full products, runs alternating: wall seconds of fit's epoch (test pass included)."""
+    from numrec._core._training import _hidden_layer_panels
+    x, y = mnist_pixels()
+    x_test, y_test = x[-10000:], y[-10000:]
+    times = {True: [], False: []}
+    accuracy = {}
+    original = _hidden_layer_panels()
+    try:
+        for run in range(runs):
+            for on in ((True, False) if run % 2 == 0 else (False, True)):
+                _hidden_layer_panels(on)
+                model = numrec.Sequential([
+                    numrec.Dense(784, 512, seed=1), numrec.ReLU(),
+                    numrec.Dense(512, 256, seed=2), numrec.ReLU(),
+                    numrec.Dense(256, 10, seed=3)], loss=numrec.SoftmaxCrossEntropy())
+                history = model.fit(x, y, epochs=1, batch_size=128,
+                                    optimizer=numrec.Adam(1e-3), seed=run, threads=threads,
+                                    validation_data=(x_test, y_test))
+                times[on].append(history.seconds[0])
+                accuracy.setdefault(on, []).append(history.val_accuracy[0])
+    finally:
+        _hidden_layer_panels(original)
+    pairs = [off / on for on, off in zip(times[True], times[False])]
+    print(f"\nEpochs of 784-512-256-10 ReLU + Adam, batch 128, {threads} threads, "
+          f"{runs} runs alternating (wall seconds, test pass included):\n")
+    print("| hidden layer | median s | fastest s | mean test accuracy |")
+    print("|---|---|---|---|")
+    for on, label in ((True, "kernels for zero inputs"), (False, "full products")):
+        print(f"| {label} | {statistics.median(times[on]):.3f} | {min(times[on]):.3f} | "
+              f"{statistics.mean(accuracy[on]):.4f} |")
+    print(f"\nfull products / kernels for zero inputs, paired: median "
+          f"{statistics.median(pairs):.3f} (" + ", ".join(f"{r:.3f}" for r in pairs) + ")")
 
 
 def main():

@@ -141,6 +141,20 @@ def test_bench_kernels_dense_inputs_compares_the_three_ways(capsys):
     assert _simd_kernels()
 
 
+def test_bench_kernels_hidden_compares_the_two_layouts(capsys):
+    """--hidden prints a row per batch and kernel, and leaves the layer's kernels as it
+    found them."""
+    kernels = _benchmark_module("bench_kernels")
+    from numrec._core._layers import _simd_kernels
+    if not _simd_kernels():
+        pytest.skip("the kernels for zero inputs need AVX2 and FMA")
+    kernels.compare_hidden(1, epochs=False)
+    rows = [line for line in capsys.readouterr().out.splitlines()
+            if line.startswith("| ") and "%" in line]
+    assert len(rows) == 2 * 3
+    assert all(float(row.split("|")[-2]) > 0 for row in rows)
+
+
 def test_bench_optimizers_quick_compares_the_levels(capsys):
     """--quick prints a row per step and per network, both levels end with the same
     weights, and the level is left as it was found."""

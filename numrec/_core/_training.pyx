@@ -168,6 +168,18 @@ def _hidden_layer_panels(enable=None):
     return previous
 
 
+def _dense_share_f32(value=None):
+    """The largest share of nonzero inputs at which a float32 first layer runs its kernels
+    for zero inputs beyond SPARSE_SMALL_BATCH rows and in inference (SPARSE_MAX_DENSITY_F32,
+    for trainers made afterwards).  With ``value``, set it, and return the previous one.
+    For benchmarks."""
+    global SPARSE_MAX_DENSITY_F32
+    previous = SPARSE_MAX_DENSITY_F32
+    if value is not None:
+        SPARSE_MAX_DENSITY_F32 = float(value)
+    return previous
+
+
 def _sparse_input_kernels(enable=None):
     """Whether the fused loop may run the first layer on kernels that skip zero inputs.
 
