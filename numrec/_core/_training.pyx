@@ -551,8 +551,10 @@ cdef class FusedTrainer:
         if self._held is not None and x is not self._held:
             raise RuntimeError("train() inside holding() must train on the held data")
         sparse = self._held is None and self._sparse_first_layer(x, training=True)
-        hidden = self._sparse_hidden_layers() if self._held is None else []
+        hidden = []
         try:
+            if self._held is None:
+                hidden = self._sparse_hidden_layers()
             return self._train(x, self._x, self._x_next, targets, order, start, stop,
                                self._takes_pixels(x, training=True), weights)
         finally:
@@ -592,9 +594,10 @@ cdef class FusedTrainer:
             raise RuntimeError("the trainer already holds its kernels")
         self._check_inputs(x)
         held_sparse = self._sparse_first_layer(x, training=True)
-        hidden = self._sparse_hidden_layers()
-        self._held = x
+        hidden = []
         try:
+            hidden = self._sparse_hidden_layers()
+            self._held = x
             yield self
         finally:
             self._held = None
@@ -883,31 +886,48 @@ cdef class FusedTrainer:
         inputs, for training on batches of up to SPARSE_SMALL_BATCH rows; returns the
         stages switched, for :meth:`_dense_hidden_layers`.
 
-        Their inputs are a layer's activations: after ReLU about half zeros, which those
-        kernels skip, and on dense inputs they still beat the full products at these
-        batch sizes (784-512-256-10, batch 128, one core's share of the 512->256 layer:
-        docs/benchmarks.rst).  Only while training: the test pass and ``evaluate`` keep
-        the full products, so that they give the same bits.
+        Their inputs are the activations of the layer below: after ReLU about half
+        zeros, which those kernels skip (one core's share of a 512->256 layer at batch
+        128: forward 1.5x, update 1.15x, docs/benchmarks.rst).  Only while training: the
+        test pass and ``evaluate`` keep the full products, so that they give the same
+        bits.  If a switch fails, those made are undone before the error propagates.
         """
         cdef int s
         switched = []
         if not (_sparse_allowed and _hidden_panels_allowed) or self.dtype != np.float32 \
                 or self.batch_size > SPARSE_SMALL_BATCH:
             return switched
-        for s in range(1, self._n_stages):
-            layer = <object>self._stages[s].layer
-            if not (_sparse_capable(layer) and layer.unit_shares(self.dtype)[0]) \
-                    or not self._zero_inputs(s) or not self._input_gradient_shared(s) \
-                    or (<Layer>self._stages[s].layer).takes_pixels():  # (switched already)
-                continue
-            if not (self._stages[s].folded or self._gradients_in_panels(s)):
-                continue
-            if not layer._sparse_inputs(True):
-                continue
-            if not self._stages[s].folded:
-                self._panel_parameters(s)
-            switched.append(s)
+        try:
+            for s in range(1, self._n_stages):
+                if self._hidden_layer_suits_panels(s) and self._switch_to_panels(s):
+                    switched.append(s)
+        except BaseException:
+            self._dense_hidden_layers(switched)
+            raise
         return switched
+
+    def _hidden_layer_suits_panels(self, int s):
+        """Whether stage s's layer should train on the kernels for zero inputs: it has
+        them, is large enough to share, has mostly zero inputs, shares its input
+        gradient, can be updated in their layout, and is not on them already."""
+        layer = <object>self._stages[s].layer
+        return (_sparse_capable(layer) and layer.unit_shares(self.dtype)[0]
+                and self._zero_inputs(s) and self._input_gradient_shared(s)
+                and (self._stages[s].folded or self._gradients_in_panels(s))
+                and not (<Layer>self._stages[s].layer).takes_pixels())
+
+    def _switch_to_panels(self, int s):
+        """Switch stage s's layer (and its parameters, for an optimizer with state) to
+        the kernels for zero inputs; returns whether it switched."""
+        if not (<object>self._stages[s].layer)._sparse_inputs(True):
+            return False
+        if not self._stages[s].folded:
+            try:
+                self._panel_parameters(s)
+            except BaseException:
+                (<object>self._stages[s].layer)._sparse_inputs(False)
+                raise
+        return True
 
     def _zero_inputs(self, int s):
         """Whether stage s's inputs are mostly exact zeros: the activation below it says
