@@ -12,6 +12,21 @@
 
 #include <stddef.h>
 
+/* Units in panel q of a layer of n units (16, or fewer in the last). */
+static inline int panel_units(int n, int q)
+{
+    int rest = n - q * NR_SPARSE_PANEL;
+    return rest < NR_SPARSE_PANEL ? rest : NR_SPARSE_PANEL;
+}
+
+/* Columns from <= p < to of one panel's `units` rows, one entry at a time. */
+static void copy_columns(const float *panel, float *rows, int k, int units, int from, int to)
+{
+    for (int p = from; p < to; p++)
+        for (int r = 0; r < units; r++)
+            rows[(size_t)r * k + p] = panel[(size_t)NR_SPARSE_PANEL * p + r];
+}
+
 #if defined(__GNUC__) && defined(__x86_64__)
 
 #include <immintrin.h>
@@ -55,28 +70,23 @@ TILE void block_back(const float *panel, float *rows, int k, int p, int units)
         _mm256_storeu_ps(rows + (size_t)r * k + p, high[r - 8]);
 }
 
+/* Whole blocks of 8 columns from the first multiple of 8 on; the columns before and after
+ * them one by one. */
 KERNEL void nr_sparse_from_panels_columns(int n, int k, const float *wt, float *w, int lo,
                                           int hi)
 {
-    int first = (lo + 7) & ~7, last = first + ((hi - first) & ~7);
-    if (hi - lo < 8) {
-        first = last = hi;
-    }
+    int first = (lo + 7) & ~7;
+    if (first > hi)
+        first = hi;
+    int last = first + ((hi - first) & ~7);
     for (int q = 0; q * NR_SPARSE_PANEL < n; q++) {
-        int units = n - q * NR_SPARSE_PANEL < NR_SPARSE_PANEL ? n - q * NR_SPARSE_PANEL
-                                                               : NR_SPARSE_PANEL;
+        int units = panel_units(n, q);
         float *rows = w + (size_t)q * NR_SPARSE_PANEL * k;
         const float *panel = wt + (size_t)q * NR_SPARSE_PANEL * k;
+        copy_columns(panel, rows, k, units, lo, first);
         for (int p = first; p < last; p += 8)
             block_back(panel, rows, k, p, units);
-        for (int p = lo; p < hi; p++) {
-            if (p == first)
-                p = last;
-            if (p >= hi)
-                break;
-            for (int r = 0; r < units; r++)
-                rows[(size_t)r * k + p] = panel[(size_t)NR_SPARSE_PANEL * p + r];
-        }
+        copy_columns(panel, rows, k, units, last, hi);
     }
 }
 
@@ -84,14 +94,9 @@ KERNEL void nr_sparse_from_panels_columns(int n, int k, const float *wt, float *
 
 void nr_sparse_from_panels_columns(int n, int k, const float *wt, float *w, int lo, int hi)
 {
-    for (int q = 0; q * NR_SPARSE_PANEL < n; q++) {
-        int units = n - q * NR_SPARSE_PANEL < NR_SPARSE_PANEL ? n - q * NR_SPARSE_PANEL
-                                                               : NR_SPARSE_PANEL;
-        for (int p = lo; p < hi; p++)
-            for (int r = 0; r < units; r++)
-                w[((size_t)q * NR_SPARSE_PANEL + r) * k + p] =
-                    wt[(size_t)q * NR_SPARSE_PANEL * k + (size_t)NR_SPARSE_PANEL * p + r];
-    }
+    for (int q = 0; q * NR_SPARSE_PANEL < n; q++)
+        copy_columns(wt + (size_t)q * NR_SPARSE_PANEL * k, w + (size_t)q * NR_SPARSE_PANEL * k,
+                     k, panel_units(n, q), lo, hi);
 }
 
 #endif
